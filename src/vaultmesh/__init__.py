@@ -1,0 +1,15 @@
+"""vaultmesh: a production-shaped OpenBao mesh for ephemeral workloads.
+
+Public SDK names are imported lazily so ``import vaultmesh`` stays cheap on the workload path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    raise AttributeError(f"module 'vaultmesh' has no attribute {name!r}")

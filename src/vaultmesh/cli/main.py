@@ -1,0 +1,200 @@
+"""The ``vaultmesh`` command: parse, call one function, render the result. No logic here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from vaultmesh import __version__
+from vaultmesh.errors import VaultmeshError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Ctx:
+    def __init__(self, dir: Path, engine: str | None, debug: bool) -> None:
+        self.dir = dir
+        self.engine = engine
+        self.debug = debug
+
+
+def err_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def handle_errors(fn: F) -> F:
+    """Expected failures: one line (plus the node log tail when there is one), non-zero exit.
+    Anything else is a bug: traceback and a request to report it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context().find_object(Ctx)
+        try:
+            return fn(*args, **kwargs)
+        except VaultmeshError as err:
+            if ctx and ctx.debug:
+                traceback.print_exc()
+            click.echo(f"error: {err}", err=True)
+            sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception:
+            traceback.print_exc()
+            click.echo("error: an internal error occurred (a bug in vaultmesh); please report it with the "
+                       "traceback above", err=True)
+            sys.exit(70)
+
+    return wrapper  # type: ignore[return-value]
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--dir", "dir_", type=click.Path(path_type=Path), envvar="VAULTMESH_DIR", default=".vaultmesh",
+              show_default=True, help="State dir of the mesh (env VAULTMESH_DIR).")
+@click.option("--engine", envvar="VAULTMESH_ENGINE", default=None,
+              help="Path of a bao or vault binary (env VAULTMESH_ENGINE); default: the pinned bao.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(__version__, prog_name="vaultmesh")
+@click.pass_context
+def cli(ctx: click.Context, dir_: Path, engine: str | None, debug: bool) -> None:
+    """vaultmesh: a production-shaped OpenBao mesh for ephemeral workloads."""
+    ctx.obj = Ctx(dir_.absolute(), engine, debug)
+
+
+@cli.command()
+@click.option("-f", "--file", "file_", type=click.Path(path_type=Path), help="Mesh file (default: built-in).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for a healthy mesh.")
+@pass_ctx
+@handle_errors
+def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
+    """Create, start, complete or heal the mesh; return when it is healthy."""
+    from vaultmesh.lifecycle.up import up as do_up
+    from vaultmesh.spec.load import load_spec
+    from vaultmesh.spec.models import zone_warnings
+
+    console = err_console()
+    spec, text = load_spec(file_) if file_ else (None, "")
+    for warning in zone_warnings(spec) if spec else []:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    with console.status("starting") as st:
+        def progress(msg: str) -> None:
+            st.update(msg)
+            console.print(f"  {msg}")
+
+        result = do_up(ctx.dir, spec, text, engine_override=ctx.engine,
+                       spec_dir=file_.parent.absolute() if file_ else None, timeout=timeout, progress=progress)
+    from vaultmesh.lifecycle.up import address
+
+    leader = result.view.leader
+    console.print(f"[bold green]healthy[/] in {result.seconds:.1f} s: {len(result.view.nodes)} voters, leader "
+                  f"{leader.name if leader else '?'}; entry {address(result.mesh, result.view)}")
+    console.print(f'use it: eval "$(vaultmesh --dir {ctx.dir} env)"')
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def down(ctx: Ctx) -> None:
+    """Stop every process of the mesh; keep its data."""
+    from vaultmesh.lifecycle.up import down as do_down
+
+    stopped = do_down(ctx.dir)
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Really delete the mesh and all its data.")
+@pass_ctx
+@handle_errors
+def destroy(ctx: Ctx, yes: bool) -> None:
+    """Stop the mesh and delete its state dir (data, keys, PKI)."""
+    from vaultmesh.lifecycle.up import destroy as do_destroy
+
+    if not yes:
+        raise VaultmeshError(f"destroy deletes {ctx.dir} with all secrets in it; nothing was done",
+                             hint="add --yes to confirm")
+    do_destroy(ctx.dir)
+    click.echo(f"destroyed {ctx.dir}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+@handle_errors
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Show every node: process, seal, Raft role, health."""
+    from vaultmesh.lifecycle.up import status as do_status
+    from vaultmesh.lifecycle.up import status_json
+
+    mesh, view, addr = do_status(ctx.dir)
+    doc = status_json(mesh, view, addr)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"mesh {mesh.spec.name}: {'healthy' if doc['healthy'] else 'NOT healthy'} "
+                            f"at {addr}")
+        for col in ("node", "zone", "address", "pid", "sealed", "role", "voter", "healthy"):
+            table.add_column(col)
+
+        def yn(v: bool | None) -> str:
+            return "?" if v is None else ("yes" if v else "no")
+
+        for n in view.nodes:
+            role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
+            table.add_row(n.name, n.zone, n.api_addr, str(n.pid or "-"), yn(n.sealed), role, yn(n.voter),
+                          "[green]yes[/]" if n.healthy else "[red]no[/]")
+        Console().print(table)
+    sys.exit(0 if doc["healthy"] else 1)
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def env(ctx: Ctx) -> None:
+    """Print export lines (BAO_* and VAULT_*) for the bao/vault CLI, hvac and curl."""
+    from vaultmesh.engine.env import export_lines
+    from vaultmesh.lifecycle import mesh as m
+    from vaultmesh.lifecycle.up import address
+
+    mesh = m.open_mesh(ctx.dir)
+    token = m.admin_token(mesh)
+    values = {"ADDR": address(mesh, None), "CACERT": str(mesh.paths.ca_cert), "TOKEN": token}
+    click.echo("\n".join(export_lines(values)))
+
+
+def _register_optional() -> None:
+    """Subcommand groups that live in their own modules."""
+    import importlib
+
+    for module, attr in (("vaultmesh.cli.identity", "identity"),):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        cli.add_command(getattr(mod, attr))
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="vaultmesh")
+
+
+if __name__ == "__main__":
+    main()

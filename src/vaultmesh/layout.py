@@ -1,0 +1,170 @@
+"""Where everything of a mesh lives: the state dir's paths and each node's ports. Pure values.
+
+State dir (0700 directories; secrets 0600)::
+
+    state.json            format, vaultmesh version, ports, engine: written once, atomically
+    mesh.yaml             the spec the mesh was created from
+    pki/ca.pem, ca-key.pem
+    seal/static.key       (static seal) 32 raw bytes
+    seal/node/...         (transit seal) the seal node: config, data, log, pid, its token
+    nodes/<name>/         config.hcl, data/, tls/{cert,key}.pem, bao.log, bao.pid, audit.log
+    entry/                haproxy.cfg, entry.pem (cert + key), haproxy.pid, haproxy.log
+    admin/password        the admin userpass password; admin/token the cached admin token
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_FORMAT = 1
+"""The newest state-dir format this vaultmesh writes and reads."""
+
+ADMIN_USER = "vaultmesh-admin"
+ADMIN_POLICY = "vaultmesh-admin"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeLayout:
+    name: str
+    zone: str
+    api_port: int
+    cluster_port: int
+    dir: Path
+    host: str = HOST
+
+    @property
+    def api_addr(self) -> str:
+        return f"https://{self.host}:{self.api_port}"
+
+    @property
+    def cluster_addr(self) -> str:
+        return f"https://{self.host}:{self.cluster_port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "config.hcl"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "bao.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "bao.pid"
+
+    @property
+    def cert_file(self) -> Path:
+        return self.dir / "tls" / "cert.pem"
+
+    @property
+    def key_file(self) -> Path:
+        return self.dir / "tls" / "key.pem"
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def spec_file(self) -> Path:
+        return self.root / "mesh.yaml"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "pki" / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "pki" / "ca-key.pem"
+
+    @property
+    def static_key(self) -> Path:
+        return self.root / "seal" / "static.key"
+
+    @property
+    def seal_node_dir(self) -> Path:
+        return self.root / "seal" / "node"
+
+    @property
+    def seal_token(self) -> Path:
+        return self.root / "seal" / "transit-token"
+
+    @property
+    def shamir_keys(self) -> Path:
+        return self.root / "seal" / "shamir-keys.json"
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.root / "nodes"
+
+    @property
+    def entry_dir(self) -> Path:
+        return self.root / "entry"
+
+    @property
+    def admin_password(self) -> Path:
+        return self.root / "admin" / "password"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin" / "token"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+
+@dataclass(frozen=True)
+class MeshLayout:
+    """The concrete shape of one mesh: its nodes, their ports and dirs, the entry and seal node."""
+
+    name: str
+    paths: StatePaths
+    nodes: tuple[NodeLayout, ...]
+    entry_port: int
+    seal_node: NodeLayout | None = None
+
+    @property
+    def entry_addr(self) -> str:
+        return f"https://{HOST}:{self.entry_port}"
+
+    def node(self, name: str) -> NodeLayout:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def all_ports(self) -> list[int]:
+        ports = [p for n in self.nodes for p in (n.api_port, n.cluster_port)] + [self.entry_port]
+        if self.seal_node:
+            ports += [self.seal_node.api_port, self.seal_node.cluster_port]
+        return ports
+
+
+def build_layout(name: str, root: Path, zones: list[tuple[str, str]], ports: list[int],
+                 *, transit_seal: bool) -> MeshLayout:
+    """Assign ``ports`` (api, cluster per node, then entry, then seal api, cluster) to the mesh's parts."""
+    need = 2 * len(zones) + 1 + (2 if transit_seal else 0)
+    if len(ports) < need:
+        raise ValueError(f"need {need} ports, got {len(ports)}")
+    paths = StatePaths(root)
+    nodes = tuple(
+        NodeLayout(node, zone, ports[2 * i], ports[2 * i + 1], paths.nodes_dir / node)
+        for i, (node, zone) in enumerate(zones)
+    )
+    entry = ports[2 * len(zones)]
+    seal = None
+    if transit_seal:
+        seal = NodeLayout("seal", "seal", ports[2 * len(zones) + 1], ports[2 * len(zones) + 2],
+                          paths.seal_node_dir)
+    return MeshLayout(name, paths, nodes, entry, seal)

@@ -1,0 +1,243 @@
+"""A mesh on disk: create its state dir once, open it later, and get an admin client for it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaultmesh import __version__, pki
+from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.errors import StateError
+from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
+from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout
+from vaultmesh.render.entry import render_entry_config
+from vaultmesh.render.node import render_node_config, render_seal_node_config
+from vaultmesh.runtime.local import check_ports_free, free_ports
+from vaultmesh.spec.load import parse_spec
+from vaultmesh.spec.models import LifecycleSpec, MeshSpec, zone_layout
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """Everything known about a mesh without asking it: spec, layout, engine path, bootstrap facts."""
+
+    spec: MeshSpec
+    layout: MeshLayout
+    engine: str | None
+    """The engine binary chosen at creation (None: the pinned bao); ``--engine`` overrides per command."""
+    initialized: bool
+    state: dict[str, Any]
+
+    @property
+    def paths(self) -> StatePaths:
+        return self.layout.paths
+
+    @property
+    def node_addrs(self) -> list[str]:
+        return [n.api_addr for n in self.layout.nodes]
+
+    def client(self, token: str | None = None, *, retry: RetryPolicy | None = None) -> EngineClient:
+        """A client that fails over across every node of the mesh."""
+        return EngineClient(self.node_addrs, ca_file=str(self.paths.ca_cert), token=token,
+                            retry=retry or RetryPolicy())
+
+
+def _lifecycle_view(spec: MeshSpec) -> dict[str, Any]:
+    return LifecycleSpec.model_validate(
+        {k: v for k, v in spec.model_dump().items() if k in LifecycleSpec.model_fields}).model_dump()
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """One vaultmesh command at a time changes a state dir."""
+    ensure_dir(root)
+    with open(root / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateError(f"another vaultmesh command is working on {root}",
+                             hint="wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def exists(root: Path) -> bool:
+    return StatePaths(root).state_file.exists()
+
+
+def open_mesh(root: Path) -> Mesh:
+    """Read a mesh's state dir. Raises StateError when it is missing, corrupt or from a newer vaultmesh."""
+    paths = StatePaths(root)
+    if not paths.state_file.exists():
+        raise StateError(f"no mesh in {root}", hint="run `vaultmesh up` to create one, or pass --dir")
+    try:
+        state = read_json(paths.state_file)
+        fmt = int(state["format"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise StateError(f"{paths.state_file} is corrupt ({err})",
+                         hint="restore it from a backup, or `vaultmesh destroy --yes` and start over") from None
+    if fmt > STATE_FORMAT:
+        raise StateError(f"{root} was made by a newer vaultmesh (state format {fmt}, this one reads up to "
+                         f"{STATE_FORMAT}; made by {state.get('vaultmesh_version', '?')})",
+                         hint="upgrade vaultmesh")
+    try:
+        text = paths.spec_file.read_text()
+    except FileNotFoundError:
+        raise StateError(f"{paths.spec_file} is missing", hint="restore it, or destroy and recreate") from None
+    spec = parse_spec(text, source=str(paths.spec_file), base_dir=Path(state.get("spec_dir") or root))
+    layout = build_layout(spec.name, root, zone_layout(spec), state["ports"],
+                          transit_seal=spec.seal.type == "transit")
+    return Mesh(spec, layout, state.get("engine"), bool(state.get("initialized")), state)
+
+
+def check_same_lifecycle(mesh: Mesh, spec: MeshSpec) -> None:
+    """``up -f`` on an existing mesh must not silently change its shape."""
+    old, new = _lifecycle_view(mesh.spec), _lifecycle_view(spec)
+    changed = sorted(k for k in old if old[k] != new[k])
+    if changed:
+        raise StateError(f"the mesh in {mesh.paths.root} was created with different {', '.join(changed)}",
+                         hint="changing the shape of an existing mesh is not supported yet; use another --dir "
+                              "or `vaultmesh destroy --yes` first")
+
+
+def plan_ports(spec: MeshSpec) -> list[int]:
+    n = 2 * spec.nodes + 1 + (2 if spec.seal.type == "transit" else 0)
+    if spec.ports.base is not None:
+        ports = list(range(spec.ports.base, spec.ports.base + n))
+        if spec.ports.entry is not None:
+            ports[2 * spec.nodes] = spec.ports.entry
+        return ports
+    ports = free_ports(n)
+    if spec.ports.entry is not None:
+        ports[2 * spec.nodes] = spec.ports.entry
+    return ports
+
+
+def port_names(layout: MeshLayout) -> dict[str, int]:
+    names = {}
+    for n in layout.nodes:
+        names[f"{n.name} api"] = n.api_port
+        names[f"{n.name} cluster"] = n.cluster_port
+    names["entry"] = layout.entry_port
+    if layout.seal_node:
+        names["seal node api"] = layout.seal_node.api_port
+        names["seal node cluster"] = layout.seal_node.cluster_port
+    return names
+
+
+def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | None,
+                spec_dir: Path | None) -> Mesh:
+    """Write a new mesh's state dir: PKI, seal key, admin password, configs, then state.json last.
+
+    Checks that can fail (ports) run before anything is written; a failure after that leaves a state dir
+    that the next ``up`` completes.
+    """
+    paths = StatePaths(root)
+    ports = plan_ports(spec)
+    layout = build_layout(spec.name, root, zone_layout(spec), ports, transit_seal=spec.seal.type == "transit")
+    check_ports_free(port_names(layout))
+    ensure_dir(root)
+    now = dt.datetime.now(dt.UTC)
+    ca = pki.create_ca(f"vaultmesh {spec.name} CA", now=now, days=spec.tls.ca_days)
+    write_atomic(paths.ca_key, ca.key_pem)
+    write_atomic(paths.ca_cert, ca.cert_pem, mode=0o644)
+    for node in (*layout.nodes, *((layout.seal_node,) if layout.seal_node else ())):
+        ensure_dir(node.dir)
+        ensure_dir(node.data_dir)
+        dns, ips = pki.node_cert_names(node.name)
+        pair = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=ips, now=now,
+                                     days=spec.tls.cert_days)
+        write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
+        write_atomic(node.key_file, pair.key_pem)
+    if spec.seal.type == "static":
+        write_atomic(paths.static_key, secrets.token_bytes(32))
+    if layout.seal_node:
+        write_atomic(layout.seal_node.dir / "seal.key", secrets.token_bytes(32))
+        write_atomic(paths.seal_token, ("vmseal." + secrets.token_urlsafe(24)).encode())
+    write_atomic(paths.admin_password, secrets.token_urlsafe(32).encode())
+    write_atomic(paths.spec_file, (spec_text or _default_spec_text(spec)).encode())
+    state = {"format": STATE_FORMAT, "vaultmesh_version": __version__, "name": spec.name,
+             "created": now.isoformat(timespec="seconds"), "engine": engine, "ports": ports,
+             "initialized": False, "spec_dir": str(spec_dir) if spec_dir else None}
+    mesh = Mesh(spec, layout, engine, False, state)
+    render_configs(mesh)
+    write_json(paths.state_file, state)
+    return mesh
+
+
+def _default_spec_text(spec: MeshSpec) -> str:
+    lifecycle = _lifecycle_view(spec)
+    return "# The built-in defaults this mesh was created from.\n" + yaml.safe_dump(lifecycle, sort_keys=False)
+
+
+def render_configs(mesh: Mesh) -> None:
+    """(Re)write every node's config; node 1 carries the self-initialisation stanza until the mesh is
+    initialised (a restarted node must not carry it, and Shamir never uses it)."""
+    spec, layout = mesh.spec, mesh.layout
+    seal_token = mesh.paths.seal_token.read_text().strip() if layout.seal_node else None
+    self_init = not mesh.initialized and spec.seal.type != "shamir"
+    for i, node in enumerate(layout.nodes):
+        text = render_node_config(spec, layout, node, self_init=self_init and i == 0)
+        if seal_token:
+            text = text.replace('  key_name = "', f'  token = "{seal_token}"\n  key_name = "', 1)
+        write_atomic(node.config_file, text.encode())
+    if layout.seal_node:
+        write_atomic(layout.seal_node.config_file, render_seal_node_config(layout).encode())
+    write_atomic(mesh.paths.entry_dir / "haproxy.cfg", render_entry_config(layout).encode())
+
+
+def mark_initialized(mesh: Mesh) -> Mesh:
+    if mesh.initialized:
+        return mesh
+    state = dict(mesh.state, initialized=True)
+    mesh = replace(mesh, initialized=True, state=state)
+    render_configs(mesh)
+    write_json(mesh.paths.state_file, state)
+    return mesh
+
+
+def destroy(root: Path) -> None:
+    shutil.rmtree(root, ignore_errors=False)
+
+
+# -- the operator's credential ---------------------------------------------------------------------
+
+TOKEN_REUSE_MARGIN = 300.0
+"""A cached admin token with less than 5 minutes left is replaced by a fresh login."""
+
+
+def admin_token(mesh: Mesh, client: EngineClient | None = None, *, fresh: bool = False) -> str:
+    """A valid admin token: the cached one (0600 file) while it has time left, else a new userpass login."""
+    cache = mesh.paths.admin_token
+    if not fresh and cache.exists():
+        with contextlib.suppress(ValueError, KeyError, OSError):
+            cached = read_json(cache)
+            if cached["expires_at"] - time.time() > TOKEN_REUSE_MARGIN:
+                return str(cached["token"])
+    try:
+        password = mesh.paths.admin_password.read_text().strip()
+    except FileNotFoundError:
+        raise StateError(f"{mesh.paths.admin_password} is missing; the admin credential is gone",
+                         hint="restore the state dir from a backup") from None
+    client = client or mesh.client()
+    auth = client.login("userpass", {"password": password}, user=ADMIN_USER)
+    token = str(auth["client_token"])
+    write_json(cache, {"token": token, "accessor": auth.get("accessor"),
+                       "expires_at": time.time() + float(auth.get("lease_duration") or 3600)})
+    return token
+
+
+__all__ = ["Mesh", "admin_token", "check_same_lifecycle", "create_mesh", "destroy", "exists", "locked",
+           "mark_initialized", "open_mesh", "render_configs"]

@@ -1,0 +1,124 @@
+"""A frozen picture of a mesh: each node's process, health, Raft and autopilot view. Gathering is I/O;
+the values are plain and feed the pure ``decide``."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass, field
+from typing import Any
+
+from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.errors import VaultmeshError
+from vaultmesh.layout import NodeLayout
+from vaultmesh.runtime.local import pid_alive, read_pid
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    zone: str
+    api_addr: str
+    pid: int | None
+    running: bool
+    reachable: bool = False
+    initialized: bool | None = None
+    sealed: bool | None = None
+    standby: bool | None = None
+    voter: bool | None = None
+    """From the leader's Raft configuration (None when unknown: no token or no leader)."""
+    autopilot_healthy: bool | None = None
+    error: str | None = None
+
+    @property
+    def leader(self) -> bool:
+        return self.reachable and self.sealed is False and self.standby is False
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self.running and self.reachable and self.sealed is False and self.voter
+                    and self.autopilot_healthy is not False)
+
+
+@dataclass(frozen=True)
+class MeshView:
+    nodes: tuple[NodeView, ...]
+    seal_node: NodeView | None = None
+    entry_running: bool | None = None
+    """None: no entry process is wanted."""
+    token_ok: bool = False
+    autopilot_healthy: bool | None = None
+    failure_tolerance: int | None = None
+    can_write: bool | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def leader(self) -> NodeView | None:
+        leaders = [n for n in self.nodes if n.leader]
+        return leaders[0] if len(leaders) == 1 else None
+
+    @property
+    def initialized(self) -> bool:
+        return any(n.initialized for n in self.nodes)
+
+    @property
+    def healthy(self) -> bool:
+        return (all(n.healthy for n in self.nodes) and self.leader is not None
+                and self.autopilot_healthy is True and self.can_write is not False
+                and self.entry_running is not False)
+
+
+def observe_node(node: NodeLayout, client: EngineClient) -> NodeView:
+    pid = read_pid(node.pid_file)
+    running = pid_alive(pid, cmd_contains=str(node.config_file))
+    view = NodeView(node.name, node.zone, node.api_addr, pid if running else None, running)
+    if not running:
+        return view
+    try:
+        h = client.health(node.api_addr, timeout=1.0)
+    except OSError as err:
+        return NodeView(**{**view.__dict__, "error": f"not answering ({err})"})
+    return NodeView(**{**view.__dict__, "reachable": True, "initialized": bool(h.get("initialized")),
+                       "sealed": bool(h.get("sealed")), "standby": bool(h.get("standby"))})
+
+
+def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] | None]:
+    """Voter flags from the Raft configuration and the autopilot state, both read on the active node."""
+    quick = RetryPolicy(deadline=2.0)
+    voters: dict[str, bool] = {}
+    cfg = client.read("sys/storage/raft/configuration", retry=quick)
+    for server in ((cfg or {}).get("data") or {}).get("config", {}).get("servers", []) or []:
+        voters[server["node_id"]] = bool(server.get("voter"))
+    ap = client.read("sys/storage/raft/autopilot/state", retry=quick)
+    return voters, (ap or {}).get("data") if ap else None
+
+
+def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_node: NodeLayout | None = None,
+                entry_running: bool | None = None, probe_write: bool = False) -> MeshView:
+    """Observe every node in parallel, then (with a token) Raft voters, autopilot and a test write."""
+    with cf.ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
+        views = list(pool.map(lambda n: observe_node(n, client), nodes))
+        seal = pool.submit(observe_node, seal_node, client).result() if seal_node else None
+    token_ok = False
+    ap_healthy: bool | None = None
+    tolerance: int | None = None
+    can_write: bool | None = None
+    notes: list[str] = []
+    if client.token and any(v.leader for v in views):
+        try:
+            voters, ap = _raft_facts(client)
+            token_ok = True
+            ap_servers = (ap or {}).get("servers") or {}
+            ap_healthy = bool(ap.get("healthy")) if ap else None
+            tolerance = ap.get("failure_tolerance") if ap else None
+            views = [NodeView(**{**v.__dict__, "voter": voters.get(v.name, False),
+                                 "autopilot_healthy": (ap_servers.get(v.name) or {}).get("healthy")})
+                     for v in views]
+            if probe_write:
+                # cubbyhole: a real write through the leader's Raft log that leaves nothing behind
+                client.write("cubbyhole/vaultmesh-ready", {"ok": "1"}, retry=RetryPolicy(deadline=2.0))
+                can_write = True
+        except VaultmeshError as err:
+            notes.append(str(err))
+            if probe_write and token_ok:
+                can_write = False
+    return MeshView(tuple(views), seal, entry_running, token_ok, ap_healthy, tolerance, can_write, tuple(notes))

@@ -1,0 +1,51 @@
+"""A tiny HCL writer for OpenBao server configs. Pure.
+
+OpenBao also reads JSON configs, but HCL is what operators read in docs and debug by hand, and its
+multi-label blocks (``audit "file" "name" {}``, ``seal "static" {}``) map awkwardly to JSON. The subset
+needed here (strings, numbers, bools, lists, maps, labelled blocks) is a few lines.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+Value = str | int | float | bool | list[Any] | dict[str, Any]
+
+
+@dataclass
+class Block:
+    """``type "label" ... { attrs; blocks }``."""
+
+    type: str
+    labels: tuple[str, ...] = ()
+    attrs: dict[str, Value] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _value(v: Value, indent: int) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # HCL string escapes are a superset of JSON's for what we write
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x, indent) for x in v) + "]"
+    pad = "  " * (indent + 1)
+    inner = "".join(f"{pad}{json.dumps(k)} = {_value(x, indent + 1)}\n" for k, x in v.items())
+    return "{\n" + inner + "  " * indent + "}"
+
+
+def render_block(block: Block, indent: int = 0) -> str:
+    pad = "  " * indent
+    head = " ".join([block.type, *(json.dumps(lbl) for lbl in block.labels)])
+    body = "".join(f"{pad}  {k} = {_value(v, indent + 1)}\n" for k, v in block.attrs.items())
+    body += "".join(render_block(b, indent + 1) for b in block.blocks)
+    return f"{pad}{head} {{\n{body}{pad}}}\n"
+
+
+def render_document(attrs: dict[str, Value], blocks: list[Block]) -> str:
+    top = "".join(f"{k} = {_value(v, 0)}\n" for k, v in attrs.items())
+    return top + "\n" + "\n".join(render_block(b) for b in blocks)

