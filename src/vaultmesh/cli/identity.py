@@ -1,0 +1,217 @@
+"""`vaultmesh identity ...`: run the workload identity issuer, mint tokens, rotate keys."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from vaultmesh.errors import RuntimeFailure, VaultmeshError
+from vaultmesh.identity.keys import KeyRing, write_private_file
+from vaultmesh.identity.server import (
+    IssuerRecord,
+    IssuerServer,
+    issuer_record_path,
+    keys_dir,
+    read_issuer_record,
+    write_issuer_record,
+)
+from vaultmesh.identity.tokens import mint, parse_duration
+
+DEFAULT_MAX_TOKEN_TTL = 3600.0
+
+
+class Duration(click.ParamType):
+    """A duration such as 90s, 10m, 1h or 2h30m, converted to seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value) if isinstance(value, int | float) else parse_duration(value)
+        except VaultmeshError as err:
+            self.fail(str(err), param, ctx)
+        if seconds <= 0:
+            self.fail(f"duration {value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+
+state_dir_option = click.option(
+    "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar="VAULTMESH_DIR",
+    default=Path(".vaultmesh"), show_default=True, help="State directory (env VAULTMESH_DIR).",
+)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except VaultmeshError as err:
+        raise click.ClickException(str(err)) from None
+
+
+@click.group("identity")
+def identity() -> None:
+    """Workload identity issuer: OIDC discovery + JWKS over HTTPS, and tokens shaped like
+    Kubernetes service-account tokens or SPIFFE JWT-SVIDs."""
+
+
+@identity.command("serve")
+@state_dir_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on; 0 picks a free one. Default: the port recorded by the last serve, "
+                   "so the issuer URL stays the same, else 0.")
+@click.option("--cert", "certfile", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="TLS certificate (PEM) for the listener; must name the host, e.g. IP SAN 127.0.0.1.")
+@click.option("--key", "keyfile", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="TLS private key (PEM) for the certificate.")
+@click.option("--max-token-ttl", type=DURATION, default="1h", show_default=True,
+              help="Longest lifetime of any token; retired keys stay published this long.")
+def serve(state_dir: Path, host: str, port: int | None, certfile: Path, keyfile: Path,
+          max_token_ttl: float) -> None:
+    """Serve the issuer in the foreground until interrupted (Ctrl-C or SIGTERM)."""
+    with _user_errors():
+        now = time.time()
+        ring = KeyRing.load_or_create(keys_dir(state_dir), now)
+        previous = read_issuer_record(state_dir)
+        if previous is not None and previous.pid is not None and _alive(previous.pid):
+            raise RuntimeFailure(
+                f"an identity issuer is already running for {state_dir} (pid {previous.pid}, "
+                f"{previous.issuer})",
+                hint=f"stop it first, or delete {issuer_record_path(state_dir)} if that pid is not vaultmesh",
+            )
+        if port is None:
+            port = previous.port if previous is not None else 0
+        ring.prune(now, max_token_ttl)
+        server = IssuerServer(ring, certfile=certfile, keyfile=keyfile, host=host, port=port,
+                              max_token_ttl=max_token_ttl)
+        server.listen()
+        record = IssuerRecord(issuer=server.issuer_url, host=host, port=server.port,
+                              max_token_ttl=max_token_ttl, certfile=str(certfile.resolve()), pid=os.getpid())
+        write_issuer_record(state_dir, record)
+        click.echo(f"identity issuer listening at {server.issuer_url} (pid {os.getpid()})")
+        try:
+            with _sigterm_as_interrupt():
+                server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()
+            write_issuer_record(state_dir, dataclasses.replace(record, pid=None))
+
+
+@identity.command("issue")
+@state_dir_option
+@click.option("--workload", required=True, help="Workload (service account) name.")
+@click.option("--claim", "claim_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Extra claim (string value); repeatable.")
+@click.option("--ttl", type=DURATION, default="10m", show_default=True, help="Token lifetime.")
+@click.option("--audience", "audiences", multiple=True, default=("vaultmesh",), show_default=True,
+              help="Audience; repeatable.")
+@click.option("--namespace", default="default", show_default=True, help="Namespace of the workload.")
+@click.option("--subject-format", type=click.Choice(["k8s", "spiffe"]), default="k8s", show_default=True,
+              help="k8s: system:serviceaccount:NS:NAME; spiffe: spiffe://TRUST_DOMAIN/ns/NS/sa/NAME.")
+@click.option("--trust-domain", default="vaultmesh.local", show_default=True,
+              help="SPIFFE trust domain (with --subject-format spiffe).")
+@click.option("--issuer", "issuer_url", default=None,
+              help="Issuer URL; default: the one recorded by `vaultmesh identity serve`.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the token to this file (mode 0600) instead of stdout.")
+def issue(state_dir: Path, workload: str, claim_pairs: tuple[str, ...], ttl: float,
+          audiences: tuple[str, ...], namespace: str, subject_format: str, trust_domain: str,
+          issuer_url: str | None, output: Path | None) -> None:
+    """Mint a signed token for a workload."""
+    with _user_errors():
+        claims = _parse_claims(claim_pairs)
+        record = read_issuer_record(state_dir)
+        if issuer_url is None:
+            if record is None:
+                raise VaultmeshError(
+                    f"no identity issuer recorded in {issuer_record_path(state_dir)}",
+                    hint="run `vaultmesh identity serve` first, or pass --issuer URL",
+                )
+            issuer_url = record.issuer
+        if record is not None and record.issuer == issuer_url and ttl > record.max_token_ttl:
+            raise VaultmeshError(
+                f"--ttl {ttl:g}s exceeds the issuer's max token ttl of {record.max_token_ttl:g}s",
+                hint="use a shorter --ttl or restart `identity serve` with a larger --max-token-ttl",
+            )
+        ring = KeyRing.load(keys_dir(state_dir))
+        token = mint(
+            ring, issuer=issuer_url, workload=workload, audience=list(audiences), ttl=ttl, now=time.time(),
+            claims=claims, namespace=namespace, trust_domain=trust_domain,
+            subject_format="spiffe" if subject_format == "spiffe" else "k8s",
+        )
+        if output is None:
+            click.echo(token)
+        else:
+            write_private_file(output, token.encode("ascii"))
+
+
+@identity.command("rotate")
+@state_dir_option
+@click.option("--max-token-ttl", type=DURATION, default=None,
+              help="Keep retired keys this long; default: the running issuer's --max-token-ttl, else 1h.")
+def rotate(state_dir: Path, max_token_ttl: float | None) -> None:
+    """Make a new signing key active; the old one stays published until its tokens have expired."""
+    with _user_errors():
+        now = time.time()
+        ring = KeyRing.load(keys_dir(state_dir))
+        if max_token_ttl is None:
+            record = read_issuer_record(state_dir)
+            max_token_ttl = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
+        key = ring.rotate(now)
+        pruned = ring.prune(now, max_token_ttl)
+        published = ring.published(now, max_token_ttl)
+        click.echo(f"active key {key.kid}; {len(published)} published, {len(pruned)} removed")
+
+
+def _parse_claims(pairs: tuple[str, ...]) -> dict[str, str]:
+    claims: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise VaultmeshError(f"invalid --claim {pair!r}: use KEY=VALUE")
+        if name in claims:
+            raise VaultmeshError(f"--claim {name!r} is given twice")
+        claims[name] = value
+    return claims
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt while serving, so the record is cleaned up either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
