@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm
 
 from vaultmesh.errors import StateError
@@ -90,6 +91,17 @@ def test_thumbprint_matches_the_rfc7638_example() -> None:
     }
 
     assert jwk_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_public_pem_holds_the_public_key_only(ring_dir: Path) -> None:
+    ring = KeyRing.load_or_create(ring_dir, T0)
+
+    pem = ring.active.public_pem()
+
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----")
+    assert serialization.load_pem_public_key(pem.encode()).public_numbers() == (
+        ring.active.public_key.public_numbers()
+    )
 
 
 def test_load_without_a_ring_tells_the_user_to_serve(ring_dir: Path) -> None:

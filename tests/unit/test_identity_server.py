@@ -18,8 +18,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import click
 import jwt
 import pytest
 from click.testing import CliRunner
@@ -496,3 +498,15 @@ def test_state_dir_comes_from_vaultmesh_dir(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert len(KeyRing.load(keys_dir(state_dir)).keys) == 2
     assert os.listdir(tmp_path) == ["from-env"]
+
+
+def test_state_dir_comes_from_the_main_command_when_not_given(tmp_path: Path) -> None:
+    state_dir = _recorded_state(tmp_path / "from-main")
+    main = click.Group("vaultmesh", params=[click.Option(["--dir", "dir_"], type=click.Path(path_type=Path))],
+                       callback=click.pass_context(lambda ctx, dir_: setattr(ctx, "obj", SimpleNamespace(dir=dir_))))
+    main.add_command(identity)
+
+    result = CliRunner().invoke(main, ["--dir", str(state_dir), "identity", "rotate"])
+
+    assert result.exit_code == 0, result.output
+    assert len(KeyRing.load(keys_dir(state_dir)).keys) == 2

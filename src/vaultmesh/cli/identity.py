@@ -47,9 +47,20 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
+DEFAULT_STATE_DIR = Path(".vaultmesh")
+
+
+def _resolve_state_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
+    """``--dir`` here, else the main command's ``--dir`` (``vaultmesh --dir X identity ...``), else default."""
+    if value is None:
+        value = getattr(ctx.find_root().obj, "dir", None) or DEFAULT_STATE_DIR
+    return Path(value).absolute()
+
+
 state_dir_option = click.option(
     "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar="VAULTMESH_DIR",
-    default=Path(".vaultmesh"), show_default=True, help="State directory (env VAULTMESH_DIR).",
+    default=None, callback=_resolve_state_dir,
+    help="State directory (env VAULTMESH_DIR)  [default: the main --dir, else .vaultmesh]",
 )
 
 

@@ -64,6 +64,12 @@ class SigningKey:
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self.private_key.public_key()
 
+    def public_pem(self) -> str:
+        """Return the public key as PEM (SubjectPublicKeyInfo), e.g. for OpenBao's ``jwt_validation_pubkeys``."""
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
     def public_jwk(self) -> dict[str, Any]:
         """Return the public JWK with ``kid``, ``use`` and ``alg`` set, as published in the JWKS."""
         jwk = dict(ECAlgorithm.to_jwk(self.public_key, as_dict=True))
