@@ -17,8 +17,10 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
-    ensure_dir(path.parent)
+    """Write to a temp file in the same directory, fsync, then rename over ``path``.
+
+    A missing parent is created 0700; an existing one is left as it is (it may be the user's own dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)

@@ -48,6 +48,15 @@ class MarkInitialized:
 
 
 @dataclass(frozen=True)
+class Restart:
+    """Restart a node that joined Raft but is still sealed. OpenBao retries unsealing with stored keys on a
+    fixed 5 s timer (runUnseal in the server command); a restarted, joined node unseals in ~0.25 s. The
+    executor does this at most once per node per run."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Wait:
     reason: str
     node: str | None = None
@@ -58,7 +67,8 @@ class Ready:
     pass
 
 
-Step = StartSealNode | StartNode | StartEntry | InitShamir | Unseal | Login | MarkInitialized | Wait | Ready
+Step = (StartSealNode | StartNode | StartEntry | InitShamir | Unseal | Restart | Login | MarkInitialized | Wait
+        | Ready)
 
 
 def decide(view: MeshView, *, shamir: bool, recorded_initialized: bool, entry_wanted: bool) -> list[Step]:
@@ -69,7 +79,16 @@ def decide(view: MeshView, *, shamir: bool, recorded_initialized: bool, entry_wa
         return [StartSealNode(), Wait("seal node starting", "seal")]
     if view.seal_node is not None and view.seal_node.sealed is not False:
         return [Wait("seal node unsealing and initialising its transit key", "seal")]
-    steps += [StartNode(n.name) for n in view.nodes if not n.running]
+    missing = [n for n in view.nodes if not n.running]
+    if not view.initialized and view.leader is None and not shamir and not recorded_initialized:
+        # First bring-up: node 1 initialises alone; the others start once it leads, so their first
+        # retry_join succeeds instead of failing and sleeping OpenBao's fixed 2 s retry interval.
+        first = view.nodes[0]
+        if not first.running:
+            missing = [first]
+        elif missing:
+            return [Wait("initialising the mesh (self-initialisation) before the others join", first.name)]
+    steps += [StartNode(n.name) for n in missing]
     if entry_wanted and view.entry_running is False:
         steps.append(StartEntry())
     if steps:
@@ -92,6 +111,7 @@ def decide(view: MeshView, *, shamir: bool, recorded_initialized: bool, entry_wa
     if not view.token_ok:
         return [*steps, Login()]
     if sealed:
+        steps += [Restart(n.name) for n in sealed if n.initialized]
         return [*steps, Wait("sealed: auto-unseal has not succeeded yet", sealed[0].name)]
     non_voters = [n for n in view.nodes if not n.voter]
     if non_voters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import os
 import secrets
 import shutil
 import time
@@ -61,7 +62,7 @@ def _lifecycle_view(spec: MeshSpec) -> dict[str, Any]:
 def locked(root: Path) -> Iterator[None]:
     """One vaultmesh command at a time changes a state dir."""
     ensure_dir(root)
-    with open(root / ".lock", "a") as f:
+    with open(os.open(root / ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -153,7 +154,9 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     ca = pki.create_ca(f"vaultmesh {spec.name} CA", now=now, days=spec.tls.ca_days)
     write_atomic(paths.ca_key, ca.key_pem)
     write_atomic(paths.ca_cert, ca.cert_pem, mode=0o644)
+    ensure_dir(paths.nodes_dir)
     for node in (*layout.nodes, *((layout.seal_node,) if layout.seal_node else ())):
+        ensure_dir(node.dir.parent)
         ensure_dir(node.dir)
         ensure_dir(node.data_dir)
         dns, ips = pki.node_cert_names(node.name)

@@ -162,6 +162,7 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
     seal_client = EngineClient([layout.seal_node.api_addr], ca_file=str(mesh.paths.ca_cert)) \
         if layout.seal_node else None
     started: dict[str, float] = {}
+    restarted: set[str] = set()
     deadline = t0 + timeout
     last_wait: d.Wait | None = None
     while True:
@@ -194,6 +195,14 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
                         env = {ADMIN_PASSWORD_ENV: mesh.paths.admin_password.read_text().strip()}
                     progress(f"starting {name} ({node.zone}) on {node.api_addr}")
                     _start_node(node, engine, env)
+                case d.Restart(name=name):
+                    if name not in restarted:
+                        restarted.add(name)
+                        node = layout.node(name)
+                        progress(f"restarting {name}: it joined Raft; a restart unseals it now instead of on "
+                                 "OpenBao's next 5 s retry")
+                        stop_process(read_pid(node.pid_file), timeout=10)
+                        _start_node(node, engine)
                 case d.StartEntry():
                     if "entry" in started:
                         raise RuntimeFailure("the entry (haproxy) exited right after start; last lines of "

@@ -125,7 +125,6 @@ def render_node_config(spec: LifecycleSpec, layout: MeshLayout, node: NodeLayout
         "api_addr": node.api_addr,
         "cluster_addr": node.cluster_addr,
         "log_level": spec.log_level,
-        "pid_file": str(node.pid_file),
     }
     return render_document(attrs, blocks)
 
@@ -157,4 +156,4 @@ def render_seal_node_config(layout: MeshLayout, *, log_level: str = "info") -> s
         ]),
     ]
     return render_document({"ui": False, "api_addr": node.api_addr, "cluster_addr": node.cluster_addr,
-                            "log_level": log_level, "pid_file": str(node.pid_file)}, blocks)
+                            "log_level": log_level}, blocks)

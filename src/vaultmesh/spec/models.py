@@ -54,12 +54,13 @@ class TLSSpec(_Model):
 
 
 class AutopilotSpec(_Model):
-    server_stabilization_time: str = "1s"
+    server_stabilization_time: str = "500ms"
     """How long a new node must be healthy before autopilot promotes it to voter. OpenBao's default of
-    10 s is most of the default bring-up time; on loopback 1 s is plenty."""
-    reconcile_interval: str = "1s"
-    """How often autopilot acts on what it sees (default 10 s); 1 s lets promotion happen promptly."""
-    update_interval: str = "500ms"
+    10 s is most of the default bring-up time; on loopback or a LAN 500 ms is plenty (measured: promotion
+    then takes ~2.8 s after unseal, bounded by the followers' own heartbeat, not by this). Raise it on WANs."""
+    reconcile_interval: str = "500ms"
+    """How often autopilot acts on what it sees (default 10 s)."""
+    update_interval: str = "250ms"
     """How often autopilot refreshes node health (default 2 s)."""
     cleanup_dead_servers: bool = False
     """Never remove a dead node automatically: a restarted node must find its seat."""
