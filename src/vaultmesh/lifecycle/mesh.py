@@ -168,7 +168,7 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
         write_atomic(paths.static_key, secrets.token_bytes(32))
     if layout.seal_node:
         write_atomic(layout.seal_node.dir / "seal.key", secrets.token_bytes(32))
-        write_atomic(paths.seal_token, ("vmseal." + secrets.token_urlsafe(24)).encode())
+        write_atomic(paths.seal_token, ("vmseal-" + secrets.token_hex(24)).encode())
     write_atomic(paths.admin_password, secrets.token_urlsafe(32).encode())
     write_atomic(paths.spec_file, (spec_text or _default_spec_text(spec)).encode())
     state = {"format": STATE_FORMAT, "vaultmesh_version": __version__, "name": spec.name,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import NotReady, RuntimeFailure, VaultmeshError
+from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
 from vaultmesh.fsutil import read_json, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
@@ -214,8 +214,13 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
                     progress("initialising with Shamir key shares")
                     _init_shamir(mesh, client, progress)
                 case d.Unseal(name=name):
-                    progress(f"unsealing {name} with the Shamir keys")
-                    _unseal(mesh, client, layout.node(name))
+                    try:
+                        _unseal(mesh, client, layout.node(name))
+                        progress(f"unsealed {name} with the Shamir keys")
+                    except InvalidRequest as err:
+                        # a joining node takes keys only once its retry_join has fetched the challenge
+                        if "not initialized" not in str(err):
+                            raise
                 case d.MarkInitialized():
                     mesh = m.mark_initialized(mesh)
                 case d.Login():

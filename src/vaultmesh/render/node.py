@@ -146,7 +146,7 @@ def render_seal_node_config(layout: MeshLayout, *, log_level: str = "info") -> s
     ]
     blocks = [
         _listener(node, layout.paths.ca_cert),
-        Block("storage", ("raft",), {"path": str(node.data_dir), "node_id": "seal"}),
+        Block("storage", ("raft",), {"path": str(node.data_dir), "node_id": "seal", "performance_multiplier": 1}),
         Block("seal", ("static",), {"current_key_id": "k1",
                                     "current_key": f"file://{node.dir / 'seal.key'}"}),
         Block("audit", ("file", "vaultmesh"), {}, [Block("options", (), {"file_path": "audit.log"})]),
