@@ -123,4 +123,6 @@ def decide(view: MeshView, *, shamir: bool, recorded_initialized: bool, entry_wa
         return [*steps, Wait("autopilot does not yet report the mesh healthy")]
     if view.can_write is not True:
         return [*steps, Wait("the leader does not accept writes yet", view.leader.name)]
+    if entry_wanted and view.entry_routing is False:
+        return [*steps, Wait("the entry does not route to the leader yet")]
     return [*steps, Ready()]

@@ -167,12 +167,13 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
     last_wait: d.Wait | None = None
     while True:
         view = gather_view(layout.nodes, client, seal_node=layout.seal_node,
-                           entry_running=entry_running(layout) if want_entry else None, probe_write=True)
+                           entry_running=entry_running(layout) if want_entry else None, probe_write=True,
+                           entry_addr=layout.entry_addr)
         if view.seal_node is not None and view.seal_node.sealed is False and seal_client is not None \
                 and not _seal_ready(mesh, seal_client):
             view = MeshView(view.nodes, view.seal_node.__class__(**{**view.seal_node.__dict__, "sealed": None}),
                             view.entry_running, view.token_ok, view.autopilot_healthy, view.failure_tolerance,
-                            view.can_write, view.notes)
+                            view.can_write, view.notes, view.entry_routing)
         steps = d.decide(view, shamir=mesh.spec.seal.type == "shamir", recorded_initialized=mesh.initialized,
                          entry_wanted=want_entry)
         for step in steps:
@@ -297,12 +298,13 @@ def status(root: Path) -> tuple[m.Mesh, MeshView, str]:
     client = mesh.client(retry=RetryPolicy(deadline=2.0))
     want_entry = entry_wanted(mesh.spec)
     running_entry = entry_running(mesh.layout) if want_entry else None
-    view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node, entry_running=running_entry)
+    view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node, entry_running=running_entry,
+                       entry_addr=mesh.layout.entry_addr)
     if any(n.leader for n in view.nodes):
         with contextlib.suppress(VaultmeshError):
             client.token = m.admin_token(mesh, client)
             view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node,
-                               entry_running=running_entry)
+                               entry_running=running_entry, entry_addr=mesh.layout.entry_addr)
     return mesh, view, address(mesh, view)
 
 
@@ -325,7 +327,8 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
                    "sealed": n.sealed, "leader": n.leader, "voter": n.voter, "healthy": n.healthy,
                    "running": n.running, "error": n.error}
                   for n in view.nodes],
-        "entry": {"address": mesh.layout.entry_addr, "running": view.entry_running},
+        "entry": {"address": mesh.layout.entry_addr, "running": view.entry_running,
+                  "routing": view.entry_routing},
         "failure_tolerance": view.failure_tolerance,
         "seal": mesh.spec.seal.type,
         "ca_cert": str(mesh.paths.ca_cert),

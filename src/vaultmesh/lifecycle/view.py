@@ -50,6 +50,8 @@ class MeshView:
     failure_tolerance: int | None = None
     can_write: bool | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    entry_routing: bool | None = None
+    """The entry answers as the active node (None: not probed)."""
 
     @property
     def leader(self) -> NodeView | None:
@@ -64,7 +66,7 @@ class MeshView:
     def healthy(self) -> bool:
         return (all(n.healthy for n in self.nodes) and self.leader is not None
                 and self.autopilot_healthy is True and self.can_write is not False
-                and self.entry_running is not False)
+                and self.entry_running is not False and self.entry_routing is not False)
 
 
 def observe_node(node: NodeLayout, client: EngineClient) -> NodeView:
@@ -93,11 +95,19 @@ def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] |
 
 
 def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_node: NodeLayout | None = None,
-                entry_running: bool | None = None, probe_write: bool = False) -> MeshView:
+                entry_running: bool | None = None, probe_write: bool = False,
+                entry_addr: str | None = None) -> MeshView:
     """Observe every node in parallel, then (with a token) Raft voters, autopilot and a test write."""
     with cf.ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
         views = list(pool.map(lambda n: observe_node(n, client), nodes))
         seal = pool.submit(observe_node, seal_node, client).result() if seal_node else None
+    entry_routing: bool | None = None
+    if entry_running and entry_addr:
+        # the entry must already route to the active node, not merely run
+        try:
+            entry_routing = client.health(entry_addr, timeout=1.0).get("standby") is False
+        except OSError:
+            entry_routing = False
     token_ok = False
     ap_healthy: bool | None = None
     tolerance: int | None = None
@@ -121,4 +131,5 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
             notes.append(str(err))
             if probe_write and token_ok:
                 can_write = False
-    return MeshView(tuple(views), seal, entry_running, token_ok, ap_healthy, tolerance, can_write, tuple(notes))
+    return MeshView(tuple(views), seal, entry_running, token_ok, ap_healthy, tolerance, can_write, tuple(notes),
+                    entry_routing)

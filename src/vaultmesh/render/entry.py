@@ -2,9 +2,13 @@
 
 The entry passes TLS through (mode tcp): clients verify the node's own certificate, whose SANs include
 127.0.0.1 and localhost, so the mesh CA is all a client needs and no key is shared with the proxy.
-HAProxy checks each node over HTTPS (verified against the mesh CA) on ``/v1/sys/health?standbyok=true``:
-active and standby nodes answer 200 and get traffic (standbys serve reads and forward writes); sealed (503),
-uninitialised (501) or dead nodes drop out within ~1 s (check every 500 ms, two failures).
+
+Routing: every node is in two backends. In ``active`` it is checked on ``/v1/sys/health`` (200 only on the
+active node); in ``standby`` on ``/v1/sys/health?standbyok=true`` (200 on standbys too). So all traffic goes
+to the active node, and any client (hvac, the bao CLI, curl) reads its own writes: through a standby, a read
+right after a write was stale every time here. Standbys take traffic only while no node is active (during an
+election), where they forward or answer 5xx that clients retry. Sealed, uninitialised or dead nodes drop out
+of both within ~1 s (check every 500 ms, two failures). Checks are HTTPS, verified against the mesh CA.
 """
 
 from __future__ import annotations
@@ -17,11 +21,9 @@ CHECK_INTERVAL_MS = 500
 
 def render_entry_config(layout: MeshLayout) -> str:
     ca = layout.paths.ca_cert
-    servers = "\n".join(
-        f"    server {n.name} {n.host}:{n.api_port} check check-ssl verify required ca-file {ca} "
-        f"check-sni localhost inter {CHECK_INTERVAL_MS}ms fall 2 rise 1"
-        for n in layout.nodes
-    )
+    common = (f"check check-ssl verify required ca-file {ca} check-sni localhost "
+              f"inter {CHECK_INTERVAL_MS}ms fall 2 rise 1")
+    servers = "\n".join(f"    server {n.name} {n.host}:{n.api_port} {common}" for n in layout.nodes)
     return f"""\
 # Rendered by vaultmesh; changes are overwritten by `vaultmesh up`.
 global
@@ -39,16 +41,24 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout check 2s
+    default-server on-marked-down shutdown-sessions
 
 frontend entry
     bind {HOST}:{layout.entry_port}
-    default_backend nodes
+    use_backend active if {{ nbsrv(active) gt 0 }}
+    default_backend standby
 
-backend nodes
+backend active
+    balance first
+    option httpchk
+    http-check send meth GET uri /v1/sys/health
+    http-check expect status 200
+{servers}
+
+backend standby
     balance leastconn
     option httpchk
     http-check send meth GET uri /v1/sys/health?standbyok=true&perfstandbyok=true
     http-check expect status 200
-    default-server on-marked-down shutdown-sessions
 {servers}
 """
