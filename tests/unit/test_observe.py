@@ -116,6 +116,12 @@ def test_reading_the_recorded_mesh_converges_in_four_rounds_without_repeating_a_
     assert len(reads) == len(set(reads))
 
 
+def test_the_order_of_the_desired_list_does_not_matter() -> None:
+    forward, _ = gather(playdream_desired(), recorded_server())
+    backward, _ = gather(playdream_desired()[::-1], recorded_server())
+    assert backward == forward
+
+
 def test_every_recorded_answer_is_asked_for() -> None:
     _, rounds = gather(playdream_desired(), recorded_server())
     assert {r for batch in rounds for r in batch} == set(recorded_server())

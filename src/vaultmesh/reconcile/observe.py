@@ -221,7 +221,8 @@ class _Survey:
         for r in self.desired:
             by_ns.setdefault(r.namespace, []).append(r)
         existing = {""}
-        for ns in iter_namespaces(self.desired):
+        depth_first = sorted(set(iter_namespaces(self.desired)), key=lambda n: (n.count("/") + bool(n), n))
+        for ns in depth_first:  # parents first, whatever order the caller's list is in
             if ns not in existing:
                 continue
             self.namespace(ns, by_ns.get(ns, []), existing)
