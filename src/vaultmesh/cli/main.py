@@ -181,12 +181,13 @@ def _register_optional() -> None:
     """Subcommand groups that live in their own modules."""
     import importlib
 
-    for module, attr in (("vaultmesh.cli.identity", "identity"),):
+    for module, attr in (("vaultmesh.cli.identity", "identity"), ("vaultmesh.cli.reconcile", None)):
         try:
             mod = importlib.import_module(module)
         except ImportError:
             continue
-        cli.add_command(getattr(mod, attr))
+        if attr:  # modules without an attr register their commands on import
+            cli.add_command(getattr(mod, attr))
 
 
 _register_optional()

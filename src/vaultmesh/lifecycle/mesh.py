@@ -22,7 +22,7 @@ from vaultmesh.errors import StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
 from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout
 from vaultmesh.render.entry import render_entry_config
-from vaultmesh.render.node import render_node_config, render_seal_node_config
+from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_node_config, render_seal_node_config
 from vaultmesh.runtime.local import check_ports_free, free_ports
 from vaultmesh.spec.load import parse_spec
 from vaultmesh.spec.models import LifecycleSpec, MeshSpec, zone_layout
@@ -191,14 +191,39 @@ def render_configs(mesh: Mesh) -> None:
     spec, layout = mesh.spec, mesh.layout
     seal_token = mesh.paths.seal_token.read_text().strip() if layout.seal_node else None
     self_init = not mesh.initialized and spec.seal.type != "shamir"
+    audit = [DEFAULT_AUDIT, *declared_audit(mesh.paths.root)]
     for i, node in enumerate(layout.nodes):
-        text = render_node_config(spec, layout, node, self_init=self_init and i == 0)
+        text = render_node_config(spec, layout, node, self_init=self_init and i == 0, audit=audit)
         if seal_token:
             text = text.replace('  key_name = "', f'  token = "{seal_token}"\n  key_name = "', 1)
         write_atomic(node.config_file, text.encode())
     if layout.seal_node:
         write_atomic(layout.seal_node.config_file, render_seal_node_config(layout).encode())
     write_atomic(mesh.paths.entry_dir / "haproxy.cfg", render_entry_config(layout).encode())
+
+
+def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:
+    """The identity issuer's TLS certificate (127.0.0.1, localhost) from the mesh CA, made once."""
+    cert = mesh.paths.root / "identity" / "tls" / "cert.pem"
+    key = mesh.paths.root / "identity" / "tls" / "key.pem"
+    if not (cert.exists() and key.exists()):
+        ensure_dir(cert.parent.parent)
+        ensure_dir(cert.parent)
+        ca = pki.CertPair(mesh.paths.ca_cert.read_bytes(), mesh.paths.ca_key.read_bytes())
+        pair = pki.issue_server_cert(ca, "identity", dns_names=["localhost"], ip_addresses=["127.0.0.1"],
+                                     now=dt.datetime.now(dt.UTC), days=mesh.spec.tls.cert_days)
+        write_atomic(key, pair.key_pem)
+        write_atomic(cert, pair.cert_pem, mode=0o644)
+    return cert, key
+
+
+def declared_audit(root: Path) -> list[AuditDevice]:
+    """Audit devices declared by the last ``apply`` (``reconcile/audit.json``), beside the default one."""
+    try:
+        items = read_json(root / "reconcile" / "audit.json")
+    except FileNotFoundError:
+        return []
+    return [AuditDevice(d["type"], d["name"], dict(d["options"])) for d in items]
 
 
 def mark_initialized(mesh: Mesh) -> Mesh:

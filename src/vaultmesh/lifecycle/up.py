@@ -79,6 +79,26 @@ def _start_entry(layout: MeshLayout) -> int:
                          log_file=layout.paths.entry_dir / "haproxy.log", pid_file=entry_pid_file(layout))
 
 
+def issuer_pid_file(layout: MeshLayout) -> Path:
+    return layout.paths.root / "identity" / "serve.pid"
+
+
+def issuer_running(layout: MeshLayout) -> bool:
+    return pid_alive(read_pid(issuer_pid_file(layout)), cmd_contains="identity")
+
+
+def _start_issuer(mesh: m.Mesh) -> int:
+    """The workload identity issuer (OIDC discovery + JWKS over the mesh's TLS), a managed process like the
+    entry. Its port is kept across restarts (identity/issuer.json), so JWT auth configs stay valid."""
+    import sys
+
+    cert, key = m.ensure_identity_cert(mesh)
+    root = mesh.paths.root
+    return start_process([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(root), "identity", "serve",
+                          "--cert", str(cert), "--key", str(key)], cwd=root,
+                         log_file=root / "identity" / "serve.log", pid_file=issuer_pid_file(mesh.layout))
+
+
 def _seal_ready(mesh: m.Mesh, client: EngineClient) -> bool:
     """The transit seal node serves encrypt for our key with the mesh's seal token."""
     assert mesh.layout.seal_node is not None
@@ -152,6 +172,9 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
         engine_path = resolve_engine(engine_override or mesh.engine).path
         want_entry = entry_wanted(mesh.spec)
         m.render_configs(mesh)
+        if not issuer_running(mesh.layout):
+            progress("starting the workload identity issuer")
+            _start_issuer(mesh)
         return _converge(mesh, engine_path, want_entry, t0, timeout, created, progress)
 
 
@@ -271,6 +294,9 @@ def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
         pid = read_pid(entry_pid_file(layout))
         if pid_alive(pid, cmd_contains=cfg) and stop_process(pid):
             stopped.append("entry")
+        pid = read_pid(issuer_pid_file(layout))
+        if pid_alive(pid, cmd_contains="identity") and stop_process(pid):
+            stopped.append("identity issuer")
         for node in reversed(layout.nodes):
             pid = read_pid(node.pid_file)
             if pid_alive(pid, cmd_contains=str(node.config_file)):

@@ -27,6 +27,18 @@ def _line_index(node: yaml.Node, path: Loc, out: dict[Loc, int]) -> None:
             _line_index(item, (*path, i), out)
 
 
+def line_index(text: str) -> dict[Loc, int]:
+    """{path in the document: 1-based line} for every key and item of ``text`` (empty when unparsable)."""
+    lines: dict[Loc, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        _line_index(root, (), lines)
+    return lines
+
+
 def _line_for(loc: Loc, lines: dict[Loc, int]) -> int | None:
     """The line of the deepest known prefix of ``loc`` (pydantic adds model names we don't have)."""
     for n in range(len(loc), -1, -1):

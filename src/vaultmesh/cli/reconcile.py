@@ -1,0 +1,120 @@
+"""``plan``, ``apply``, ``lint`` and ``policy test``: the mesh as code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vaultmesh.cli.main import Ctx, cli, err_console, handle_errors, pass_ctx
+
+FILE_OPT = click.option("-f", "--file", "file_", type=click.Path(path_type=Path), required=True,
+                        help="The mesh file.")
+
+
+def _load(file_: Path):  # type: ignore[no-untyped-def]
+    from vaultmesh.spec.load import load_spec
+
+    spec, text = load_spec(file_)
+    return spec, text
+
+
+def _admin(ctx: Ctx):  # type: ignore[no-untyped-def]
+    from vaultmesh.lifecycle import mesh as m
+
+    mesh = m.open_mesh(ctx.dir)
+    return mesh, mesh.client(token=m.admin_token(mesh))
+
+
+@cli.command()
+@FILE_OPT
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+@click.option("--prune", is_flag=True, help="Include deleting what the file no longer declares.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0: no changes, 2: changes, 1: error.")
+@click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
+@pass_ctx
+@handle_errors
+def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: bool, verbose: bool) -> None:
+    """Show what apply would change, resource by resource; secrets redacted."""
+    from vaultmesh.reconcile.apply import make_plan
+    from vaultmesh.reconcile.render import render_json, render_text, summary
+
+    spec, _ = _load(file_)
+    mesh, client = _admin(ctx)
+    the_plan, _ = make_plan(mesh, client, spec, base_dir=file_.parent.absolute())
+    if as_json:
+        doc = json.loads(render_json(the_plan, prune=prune))
+        doc["checksum"] = the_plan.checksum(prune=prune)
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        text = render_text(the_plan, prune=prune, verbose=verbose)
+        if text.strip():
+            click.echo(text.rstrip())
+        click.echo(summary(the_plan, prune=prune))
+        click.echo(f"checksum {the_plan.checksum(prune=prune)}  (apply --checksum to apply exactly this)")
+    if detailed_exitcode and the_plan.executable(prune=prune):
+        sys.exit(2)
+
+
+@cli.command()
+@FILE_OPT
+@click.option("--prune", is_flag=True, help="Also delete what the file no longer declares (shown by plan).")
+@click.option("--force", is_flag=True, help="Allow deleting namespaces, secrets engines, or many objects.")
+@click.option("--checksum", default=None, help="Apply only if the plan still has this checksum.")
+@pass_ctx
+@handle_errors
+def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None) -> None:
+    """Converge the mesh to the file; shows each action. A second run changes nothing."""
+    from vaultmesh.reconcile.apply import apply as do_apply
+    from vaultmesh.reconcile.render import summary
+
+    spec, _ = _load(file_)
+    mesh, client = _admin(ctx)
+    console = err_console()
+    result = do_apply(mesh, client, spec, base_dir=file_.parent.absolute(), prune=prune, force=force,
+                      reviewed_checksum=checksum, progress=lambda msg: console.print(f"  {msg}", markup=False))
+    if not result.performed and not result.audit_changed:
+        click.echo("No changes: the mesh matches the file.")
+    else:
+        click.echo(f"Applied {len(result.performed)} change(s). " + summary(result.plan, prune=prune))
+
+
+@cli.command()
+@FILE_OPT
+@pass_ctx
+@handle_errors
+def lint(ctx: Ctx, file_: Path) -> None:
+    """Least-privilege and TTL warnings; exit 1 when there are any."""
+    from vaultmesh.reconcile.lint import lint as do_lint
+    from vaultmesh.spec.load import line_index
+
+    spec, text = _load(file_)
+    warnings = do_lint(spec, lines=line_index(text))
+    for w in warnings:
+        click.echo(f"{file_}:{w}")
+    click.echo(f"{len(warnings)} warning(s)" if warnings else "no warnings")
+    sys.exit(1 if warnings else 0)
+
+
+@cli.group()
+def policy() -> None:
+    """Policy assertions (the file's ``expect`` blocks)."""
+
+
+@policy.command("test")
+@FILE_OPT
+@click.option("--live", is_flag=True, help="Evaluate against the live mesh instead of a throwaway server.")
+@pass_ctx
+@handle_errors
+def policy_test(ctx: Ctx, file_: Path, live: bool) -> None:
+    """Evaluate the file's expectations for real: by default in a throwaway in-memory OpenBao."""
+    from vaultmesh.reconcile.policytest import run_policy_tests
+
+    spec, _ = _load(file_)
+    report = run_policy_tests(spec, base_dir=file_.parent.absolute(), live_dir=ctx.dir if live else None,
+                              engine=ctx.engine)
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.ok else 1)

@@ -1,0 +1,224 @@
+"""The apply edge: read the mesh's state, plan against the file, perform the plan. All I/O is here; the
+decisions are in ``resources``, ``observe`` and ``plan`` (pure).
+
+State kept by apply, in ``<dir>/reconcile/`` (0700; files 0600), never any secret value:
+  hash.key       the key of the keyed digests (HMAC-SHA256) of write-only fields
+  applied.json   {resource id: {field: digest}} of write-only fields as last applied
+  audit.json     the audit devices declared by the last apply (rendered into every node's config)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaultmesh.engine.client import EngineClient
+from vaultmesh.errors import EngineError, StateError, VaultmeshError
+from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
+from vaultmesh.lifecycle import mesh as m
+from vaultmesh.reconcile.observe import Read, observed_state, parse_mounts, reads_needed
+from vaultmesh.reconcile.plan import Action, Delete, Plan, applied_hashes, plan_changes, requests_for
+from vaultmesh.reconcile.resources import Resource, desired_resources, secret_values
+from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice
+from vaultmesh.runtime.local import pid_alive, read_pid, wait_until
+from vaultmesh.spec.models import MeshSpec
+
+Progress = Callable[[str], None]
+
+
+class ApplyFailed(VaultmeshError):
+    """An action failed; earlier ones are done, and a re-run picks up where this stopped."""
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ReconcileState:
+    root: Path
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "reconcile"
+
+    @property
+    def hash_key_file(self) -> Path:
+        return self.dir / "hash.key"
+
+    @property
+    def applied_file(self) -> Path:
+        return self.dir / "applied.json"
+
+    @property
+    def audit_file(self) -> Path:
+        return self.dir / "audit.json"
+
+    def hash_key(self) -> bytes:
+        if not self.hash_key_file.exists():
+            ensure_dir(self.dir)
+            write_atomic(self.hash_key_file, secrets.token_bytes(32))
+        return self.hash_key_file.read_bytes()
+
+    def previous_hashes(self) -> dict[str, dict[str, str]]:
+        try:
+            return dict(read_json(self.applied_file))
+        except FileNotFoundError:
+            return {}
+        except ValueError as err:
+            raise StateError(f"{self.applied_file} is corrupt ({err})",
+                             hint="delete it: write-only fields will then be written again") from None
+
+
+def placeholders(mesh: m.Mesh) -> dict[str, str]:
+    """Values for ``{{vaultmesh.<name>}}`` in the mesh file: the mesh CA and its identity issuer's URL."""
+    out = {"ca_pem": mesh.paths.ca_cert.read_text()}
+    issuer = mesh.paths.root / "identity" / "issuer.json"
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+        out["issuer_url"] = str(read_json(issuer)["issuer"])
+    return out
+
+
+def desired_for(mesh: m.Mesh, spec: MeshSpec, *, base_dir: Path,
+                env: Mapping[str, str] | None = None) -> list[Resource]:
+    def read_file(name: str) -> str:
+        return (base_dir / name).read_text()
+
+    values = secret_values(spec, env=os.environ if env is None else env, read_file=read_file)
+    return desired_resources(spec, secrets=values, hash_key=ReconcileState(mesh.paths.root).hash_key(),
+                             placeholders=placeholders(mesh))
+
+
+def _read(client: EngineClient, read: Read) -> dict[str, Any] | None:
+    ns = read.namespace or None
+    if read.method == "LIST":
+        resp = client.request("GET", read.path, params={"list": "true"}, namespace=ns, consistent=True)
+    else:
+        resp = client.request("GET", read.path, namespace=ns, consistent=True)
+    return None if resp.status == 404 else resp.data
+
+
+def gather(client: EngineClient, desired: list[Resource]) -> Any:
+    """Run the read rounds ``observe.reads_needed`` asks for; returns the ObservedState."""
+    responses: dict[Read, Any] = {}
+    while todo := reads_needed(desired, responses):
+        for read in todo:
+            try:
+                responses[read] = _read(client, read)
+            except EngineError as err:
+                if err.status == 403:
+                    raise
+                responses[read] = None
+    return observed_state(desired, responses)
+
+
+def make_plan(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
+              env: Mapping[str, str] | None = None) -> tuple[Plan, list[Resource]]:
+    desired = desired_for(mesh, spec, base_dir=base_dir, env=env)
+    observed = gather(client, desired)
+    previous = ReconcileState(mesh.paths.root).previous_hashes()
+    return plan_changes(desired, observed, previous_hashes=previous), desired
+
+
+def _accessors(client: EngineClient, namespace: str) -> dict[str, str]:
+    resp = client.read("sys/auth", namespace=namespace or None, consistent=True)
+    prefix = f"{namespace}/" if namespace else ""
+    return {prefix + path: info.accessor for path, info in parse_mounts(resp).items()}
+
+
+def perform(client: EngineClient, action: Action) -> None:
+    """Send the writes of one action; accessors are read fresh (mounts of this apply exist by now)."""
+    ns = action.key.namespace
+    accessors: dict[str, str] = {}
+    if action.kind == "policy" and not isinstance(action, Delete):
+        accessors = _accessors(client, ns)
+        if ns:
+            accessors.update(_accessors(client, ""))
+    for req in requests_for(action, accessors=accessors):
+        client.request(req.method, req.path, dict(req.body) if req.body is not None else None,
+                       namespace=req.namespace or None)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    performed: tuple[Action, ...]
+    audit_changed: bool
+
+
+def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path, prune: bool = False,
+          force: bool = False, reviewed_checksum: str | None = None, progress: Progress = _quiet,
+          env: Mapping[str, str] | None = None) -> ApplyResult:
+    """Plan, check, then perform each action in order. Stops at the first failure with the action named;
+    what was done stays done and is recorded, so a re-run continues from there."""
+    plan, _ = make_plan(mesh, client, spec, base_dir=base_dir, env=env)
+    if reviewed_checksum and plan.checksum(prune=prune) != reviewed_checksum:
+        raise ApplyFailed("the mesh or the file changed since the plan was reviewed (checksum differs)",
+                          hint="run `vaultmesh plan` again and review it")
+    plan.raise_if_unsafe(force=force, prune=prune)
+    state = ReconcileState(mesh.paths.root)
+    previous = state.previous_hashes()
+    done: list[Action] = []
+    try:
+        for action in plan.executable(prune=prune):
+            progress(f"{action.marker} {action.kind} {action.key.id}")
+            try:
+                perform(client, action)
+            except (EngineError, ValueError) as err:
+                raise ApplyFailed(f"{action.op} {action.kind} {action.key.id} failed: {err}",
+                                  hint=f"{len(done)} earlier action(s) are done; fix the cause and re-run apply"
+                                  ) from None
+            done.append(action)
+    finally:
+        if done:
+            write_json(state.applied_file, applied_hashes(plan, previous, executed=done))
+    audit_changed = apply_audit(mesh, spec, progress=progress)
+    return ApplyResult(plan, tuple(done), audit_changed)
+
+
+# -- audit devices: config-only in OpenBao, so apply renders them into every node and reloads ------------
+
+def declared_audit(spec: MeshSpec) -> list[AuditDevice]:
+    out = [DEFAULT_AUDIT]
+    for name, dev in sorted(spec.audit.items()):
+        opts = {k: (str(v).lower() if isinstance(v, bool) else str(v))
+                for k, v in dev.options.model_dump(exclude_none=True).items()}
+        out.append(AuditDevice(dev.type, name, opts))
+    return out
+
+
+def apply_audit(mesh: m.Mesh, spec: MeshSpec, *, progress: Progress = _quiet) -> bool:
+    """Render the declared audit devices into every node config and reload (SIGHUP) the running nodes when
+    they changed. Returns whether anything changed."""
+    state = ReconcileState(mesh.paths.root)
+    wanted = [{"type": d.type, "name": d.name, "options": d.options} for d in declared_audit(spec)[1:]]
+    try:
+        current = read_json(state.audit_file)
+    except FileNotFoundError:
+        current = []
+    if current == wanted:
+        return False
+    progress(f"~ audit devices: {', '.join(d['name'] for d in wanted) or '(default only)'}")
+    write_json(state.audit_file, wanted)
+    m.render_configs(mesh)
+    for node in mesh.layout.nodes:
+        pid = read_pid(node.pid_file)
+        if pid_alive(pid, cmd_contains=str(node.config_file)):
+            os.kill(pid, signal.SIGHUP)  # type: ignore[arg-type]
+    return True
+
+
+def audit_devices_seen(client: EngineClient) -> set[str]:
+    data = client.read("sys/audit", consistent=True) or {}
+    body = data.get("data", data)
+    return {str(k).strip("/") for k, v in body.items() if isinstance(v, Mapping) and "type" in v}
+
+
+def wait_audit(client: EngineClient, names: set[str], timeout: float = 15.0) -> bool:
+    return wait_until(lambda: names <= audit_devices_seen(client), timeout=timeout, interval=0.2)
