@@ -14,7 +14,7 @@ import pytest
 
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.lifecycle.up import entry_pid_file, up
+from vaultmesh.lifecycle.up import entry_pid_file, issuer_pid_file, up
 from vaultmesh.runtime.local import read_pid
 from vaultmesh.spec.load import parse_spec
 
@@ -59,6 +59,9 @@ class MeshHandle:
         pid = read_pid(entry_pid_file(self.mesh.layout))
         if pid:
             out["entry"] = pid
+        pid = read_pid(issuer_pid_file(self.mesh.layout))
+        if pid:
+            out["identity"] = pid
         return out
 
     def reopen(self) -> None:
@@ -72,8 +75,9 @@ def stop_all(handle: MeshHandle, started: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             p = psutil.Process(pid)
-            # guard against pid reuse: only our engine and entry processes
-            if p.status() != psutil.STATUS_ZOMBIE and any(w in " ".join(p.cmdline()) for w in ("server", "haproxy")):
+            # guard against pid reuse: only our engine, entry and issuer processes
+            ours = any(w in " ".join(p.cmdline()) for w in ("server", "haproxy", "identity"))
+            if p.status() != psutil.STATUS_ZOMBIE and ours:
                 p.send_signal(signal.SIGTERM)
                 procs.append(p)
     _, alive = psutil.wait_procs(procs, timeout=10)

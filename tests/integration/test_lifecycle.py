@@ -238,3 +238,24 @@ def test_corrupt_spec_names_file_line_and_field(tmp_path: Path) -> None:
     spec.write_text("nodes: 4\n")
     proc = run_cli(tmp_path / "state", "up", "-f", str(spec), check=False)
     assert proc.returncode == 2 and "even" in proc.stderr
+
+
+def test_up_completes_a_half_built_mesh(tmp_path: Path) -> None:
+    """State written but nothing started (as after a crash mid-`up`): the next `up` completes it, reusing the
+    same PKI and ports rather than starting over."""
+    from vaultmesh.lifecycle import mesh as m
+    from vaultmesh.spec.models import MeshSpec
+
+    from .conftest import stop_all
+
+    root = tmp_path / "state"
+    made = m.create_mesh(root, MeshSpec(), "", engine=None, spec_dir=None)
+    ca_before = made.paths.ca_cert.read_bytes()
+    handle = MeshHandle(root, made)
+    try:
+        result = up(root, None, "")
+        assert result.view.healthy and not result.created
+        assert made.paths.ca_cert.read_bytes() == ca_before
+        assert result.mesh.state["ports"] == made.state["ports"]
+    finally:
+        stop_all(handle, set(handle.pids().values()))

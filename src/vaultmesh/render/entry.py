@@ -16,13 +16,17 @@ from __future__ import annotations
 from vaultmesh.layout import HOST, MeshLayout
 
 CHECK_INTERVAL_MS = 500
-"""Health-check period: with fall 2 a dead node leaves the pool within ~1 s, about one Raft election."""
+"""Health-check period of a healthy server: with fall 2 a dead node leaves the pool within ~1 s."""
+DOWN_CHECK_INTERVAL_MS = 200
+"""Check period of a server that is down, e.g. a standby in the ``active`` backend: a newly elected leader is
+routed to within 200 ms of its election, not a whole period later."""
 
 
 def render_entry_config(layout: MeshLayout) -> str:
     ca = layout.paths.ca_cert
     common = (f"check check-ssl verify required ca-file {ca} check-sni localhost "
-              f"inter {CHECK_INTERVAL_MS}ms fall 2 rise 1")
+              f"inter {CHECK_INTERVAL_MS}ms downinter {DOWN_CHECK_INTERVAL_MS}ms fastinter {DOWN_CHECK_INTERVAL_MS}ms "
+              "fall 2 rise 1")
     servers = "\n".join(f"    server {n.name} {n.host}:{n.api_port} {common}" for n in layout.nodes)
     return f"""\
 # Rendered by vaultmesh; changes are overwritten by `vaultmesh up`.
