@@ -1,0 +1,214 @@
+"""The light entry point of the workload path: ``vaultmesh-run`` / ``python -m vaultmesh.workload.cli``.
+
+    vaultmesh-run --role batch --secrets secrets.yaml -- python job.py
+    python -m vaultmesh.workload.cli run --role batch --secret API_TOKEN=kv:secret/app#token -- ./job
+    python -m vaultmesh.workload.cli leases reap --workload nightly
+
+argparse, not click: this path is started thousands of times and has a start-up budget (see
+docs/workloads.md); it imports the engine client, the workload package and, only for a YAML secrets file,
+PyYAML. Nothing from cli/, reconcile/, render/, and none of pydantic, rich, httpx, cryptography, click.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from vaultmesh.errors import VaultmeshError
+
+if TYPE_CHECKING:
+    from vaultmesh.engine.client import EngineClient
+
+IDENTITY_ENV = "VAULTMESH_IDENTITY_FILE"
+ROLE_ENV = "VAULTMESH_ROLE"
+
+
+def _addrs(values: Sequence[str] | None) -> list[str]:
+    from vaultmesh.engine.env import from_env
+
+    raw = list(values or [])
+    if not raw:
+        env = from_env("ADDR")
+        raw = [env] if env else []
+    addrs = [a.strip() for v in raw for a in v.split(",") if a.strip()]
+    if not addrs:
+        raise VaultmeshError("no OpenBao address: pass --addr (repeatable, or comma-separated) or set BAO_ADDR")
+    return addrs
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--addr", action="append", metavar="URL",
+                   help="OpenBao node address; repeat or comma-separate to name every node (env BAO_ADDR, "
+                        "VAULT_ADDR)")
+    p.add_argument("--ca-cert", metavar="PEM", help="CA certificate of the mesh (env BAO_CACERT, VAULT_CACERT)")
+    p.add_argument("--namespace", metavar="NS", help="OpenBao namespace (env BAO_NAMESPACE, VAULT_NAMESPACE)")
+
+
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * units[unit]
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 10s, 500ms, 2m)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vaultmesh", description="Workload commands of vaultmesh.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_run_args(sub.add_parser("run", help="Run a command with secrets from the mesh.", description=RUN_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    leases = sub.add_parser("leases", help="Leases of workloads.")
+    lsub = leases.add_subparsers(dest="leases_command", required=True)
+    reap = lsub.add_parser("reap", help="Revoke the tokens and leases a workload left behind (admin token).")
+    reap.add_argument("--workload", required=True, help="Workload name (the service account in its identity)")
+    reap.add_argument("--auth-mount", default=None, help="Only tokens from this JWT auth mount (default: any)")
+    reap.add_argument("--role", default=None, help="Only tokens of this role")
+    reap.add_argument("--dry-run", action="store_true", help="Show what would be revoked; revoke nothing")
+    _connection_args(reap)
+    return parser
+
+
+RUN_HELP = """\
+Log in with the workload's identity (JWT auth), fetch the declared secrets, run COMMAND with them,
+keep them valid while it runs, and revoke them all when it exits.
+
+secrets: --secrets FILE (YAML or .json) and/or --secret NAME=SOURCE (environment variable),
+         --secret-file PATH=SOURCE (file in $VAULTMESH_SECRETS_DIR, 0600), where SOURCE is
+         kv:<mount>/<path>#field | db:<mount>/creds/<role>#field | read:<path>#field |
+         unwrap:env:<VAR>#field | unwrap:file:<path>#field   (no #field: the whole secret as JSON)
+exit codes: the command's own; 125 when run failed; 126 not executable; 127 not found.
+"""
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--role", default=os.environ.get(ROLE_ENV), help="JWT auth role to log in as (env VAULTMESH_ROLE)")
+    p.add_argument("--identity-file", default=None, metavar="PATH",
+                   help="File holding the identity token (JWT), re-read on every login (env VAULTMESH_IDENTITY_FILE)")
+    p.add_argument("--auth-mount", default="jwt", help="Path of the JWT auth mount (default: jwt)")
+    p.add_argument("--secrets", metavar="FILE", help="Secrets file: YAML, or JSON when it ends in .json")
+    p.add_argument("--secret", action="append", default=[], metavar="NAME=SOURCE",
+                   help="An environment variable from a source, e.g. API_TOKEN=kv:secret/jobs/nightly#api_token")
+    p.add_argument("--secret-file", action="append", default=[], metavar="PATH=SOURCE",
+                   help="A file in the private secrets dir, e.g. pg.json=db:database/creds/jobs-ro")
+    p.add_argument("--on-change", default="none", metavar="HOW",
+                   help="When a secret changes: none (files are rewritten), signal:HUP (any signal), restart")
+    p.add_argument("--stop-timeout", type=_duration, default=10.0, metavar="DURATION",
+                   help="On restart, SIGKILL the child this long after SIGTERM (default 10s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="Log logins, renewals and re-reads to stderr")
+    _connection_args(p)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from vaultmesh.workload import supervisor as sv
+
+    command = list(args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    try:
+        if not command:
+            raise VaultmeshError("no command to run: put it after --, e.g. vaultmesh run --role batch -- ./job")
+        if not args.role:
+            raise VaultmeshError("no role: pass --role or set VAULTMESH_ROLE")
+        identity_path = args.identity_file or os.environ.get(IDENTITY_ENV)
+        if not identity_path:
+            raise VaultmeshError(f"no identity token: pass --identity-file or set {IDENTITY_ENV}")
+        on_change = sv.OnChange.parse(args.on_change)
+        from vaultmesh.workload.spec import SecretsPlan, load_file, parse_flags
+
+        plan = load_file(args.secrets) if args.secrets else SecretsPlan()
+        plan = plan.merged(parse_flags(args.secret, args.secret_file))
+        client = _client(args)
+    except VaultmeshError as err:
+        sv.warn_line(str(err))
+        return sv.EXIT_FAILED
+
+    from vaultmesh.workload.session import IdentityFile, Session
+
+    verbose = args.verbose
+
+    def log(level: str, message: str) -> None:
+        if verbose or level == "warning":
+            sv.warn_line(message)
+
+    labels = {s.key: "for " + ", ".join(t.label for t in plan.targets_of(s.key)) for s in plan.sources}
+    session = Session(client, role=args.role, identity=IdentityFile(identity_path), auth_mount=args.auth_mount,
+                      sources=plan.sources, labels=labels, log=log)
+    supervisor = sv.Supervisor(session, plan, command, on_change=on_change, stop_timeout=args.stop_timeout,
+                               warn=sv.warn_line)
+    try:
+        return supervisor.run()
+    except VaultmeshError as err:
+        sv.warn_line(str(err))
+        return sv.EXIT_FAILED
+    except Exception as err:  # a bug: everything was revoked on the way out
+        import traceback
+
+        traceback.print_exc()
+        sv.warn_line(f"internal error ({type(err).__name__}); everything obtained was revoked; please report it")
+        return sv.EXIT_FAILED
+    finally:
+        client.close()
+
+
+def _client(args: argparse.Namespace, token: str | None = None) -> EngineClient:
+    from vaultmesh.engine.client import EngineClient
+    from vaultmesh.engine.env import from_env
+
+    return EngineClient(_addrs(args.addr), ca_file=args.ca_cert or from_env("CACERT"), token=token,
+                        namespace=args.namespace or from_env("NAMESPACE"))
+
+
+def reap_command(args: argparse.Namespace) -> int:
+    from vaultmesh.engine.env import from_env
+    from vaultmesh.workload.reap import reap
+
+    try:
+        token = from_env("TOKEN")
+        if not token:
+            raise VaultmeshError("leases reap needs an admin token in BAO_TOKEN (or VAULT_TOKEN)",
+                                 hint="eval \"$(vaultmesh env)\"")
+        with _client(args, token) as client:
+            found = reap(client, args.workload, auth_mount=args.auth_mount, role=args.role, dry_run=args.dry_run)
+    except VaultmeshError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    verb = "would revoke" if args.dry_run else "revoked"
+    for info in found:
+        print(f"{verb} token {info.accessor} ({info.display_name}, {info.path}, expires {info.expire_time})")
+    print(f"{verb} {len(found)} token(s) of workload {args.workload} and the leases they created")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vaultmesh run ...`` / ``vaultmesh leases reap ...`` without click."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    if args.command == "run":
+        return run_command(args)
+    return reap_command(args)
+
+
+def run_main(argv: Sequence[str] | None = None) -> int:
+    """The ``vaultmesh-run`` console script: ``vaultmesh-run [options] -- COMMAND``."""
+    return main(["run", *(sys.argv[1:] if argv is None else argv)])
+
+
+def vaultmesh_main() -> None:
+    """A dispatching ``vaultmesh`` entry point: ``run`` and ``leases reap`` here, anything else in the click CLI,
+    which costs ~130 ms of imports the workload path does not need."""
+    argv = sys.argv[1:]
+    if argv[:1] == ["run"] or argv[:2] == ["leases", "reap"]:
+        sys.exit(main(argv))
+    from vaultmesh.cli.main import main as click_main
+
+    click_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``vaultmesh leases reap --workload NAME``: revoke what a workload left behind (e.g. a SIGKILLed ``run``).
+
+``run`` records nothing on disk. Every credential it obtains hangs off its token: revoking a token revokes the
+leases it created. So reaping means finding the workload's tokens::
+
+    LIST auth/token/accessors                 (needs sudo: an admin token)
+    POST auth/token/lookup-accessor           for each: path, display_name, meta
+    match (pure, ``token_matches``)           the token came from a login at auth/<mount>/ and names the
+                                              workload: meta.workload == NAME (the recommended role maps it:
+                                              claim_mappings {"/kubernetes.io/serviceaccount/name": "workload"})
+                                              or the entity alias in display_name ("<mount>-<alias>") is NAME,
+                                              system:serviceaccount:<ns>:NAME or spiffe://<td>/ns/<ns>/sa/NAME
+    POST auth/token/revoke-accessor           the token, and with it its leases
+
+A token that already expired is gone with its leases; OpenBao did the reaping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vaultmesh.engine.client import EngineClient
+from vaultmesh.errors import EngineError, VaultmeshError
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    accessor: str
+    display_name: str
+    path: str
+    meta: Mapping[str, str]
+    expire_time: str | None
+
+    @staticmethod
+    def from_lookup(accessor: str, data: Mapping[str, Any]) -> TokenInfo:
+        return TokenInfo(accessor, str(data.get("display_name") or ""), str(data.get("path") or ""),
+                         dict(data.get("meta") or {}), data.get("expire_time"))
+
+
+def alias_matches(alias: str, workload: str) -> bool:
+    """The JWT ``sub`` (the entity alias with ``user_claim: sub``) names ``workload``."""
+    if alias == workload:
+        return True
+    parts = alias.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"] and parts[3] == workload:
+        return True
+    if alias.startswith("spiffe://"):
+        segs = alias[len("spiffe://"):].split("/")
+        return len(segs) == 5 and segs[1] == "ns" and segs[3] == "sa" and segs[4] == workload
+    return False
+
+
+def token_matches(info: TokenInfo, workload: str, *, auth_mount: str | None = None, role: str | None = None) -> bool:
+    """Whether ``info`` is a token a login of ``workload`` made (at ``auth_mount``, as ``role``, when given)."""
+    path = info.path.strip("/")
+    if not path.startswith("auth/") or "/login" not in path:
+        return False
+    mount = path[len("auth/"):path.rindex("/login")]
+    if auth_mount is not None and mount != auth_mount.strip("/"):
+        return False
+    if role is not None and info.meta.get("role") != role:
+        return False
+    if info.meta.get("workload") == workload:
+        return True
+    prefix = mount.replace("/", "-") + "-"
+    return info.display_name.startswith(prefix) and alias_matches(info.display_name[len(prefix):], workload)
+
+
+def find_workload_tokens(client: EngineClient, workload: str, *, auth_mount: str | None = None,
+                         role: str | None = None) -> list[TokenInfo]:
+    """Every live token a login of ``workload`` made; ``client`` needs an admin token (sudo on accessors)."""
+    try:
+        accessors = client.list("auth/token/accessors")
+    except EngineError as err:
+        raise VaultmeshError(f"cannot list token accessors: {'; '.join(err.errors)} ({err.status})",
+                             hint="leases reap needs an admin token (sudo on auth/token/accessors)") from None
+    found = []
+    for accessor in accessors:
+        try:
+            data = (client.write("auth/token/lookup-accessor", {"accessor": accessor}) or {}).get("data") or {}
+        except EngineError as err:
+            if err.status == 400:
+                continue  # expired or revoked since the list
+            raise
+        info = TokenInfo.from_lookup(accessor, data)
+        if token_matches(info, workload, auth_mount=auth_mount, role=role):
+            found.append(info)
+    return found
+
+
+def reap(client: EngineClient, workload: str, *, auth_mount: str | None = None, role: str | None = None,
+         dry_run: bool = False) -> list[TokenInfo]:
+    """Revoke the workload's tokens (and so their leases); return what was (or would be) revoked."""
+    found = find_workload_tokens(client, workload, auth_mount=auth_mount, role=role)
+    if not dry_run:
+        for info in found:
+            try:
+                client.write("auth/token/revoke-accessor", {"accessor": info.accessor})
+            except EngineError as err:
+                if err.status != 400:  # 400: gone meanwhile
+                    raise
+    return found

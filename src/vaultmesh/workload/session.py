@@ -1,0 +1,350 @@
+"""The edge between the lease book and OpenBao: log in, read secrets, do what the book says, revoke on close.
+
+``Session`` performs the book's actions with an ``EngineClient`` (fail-over across every node, capped backoff)
+and reports each outcome back to the book; ``Renewer`` is its thread driver. Shared by ``vaultmesh run`` and the
+SDK. Reads are sent with ``consistent=True``: the client carries the ``X-Vault-Index`` of our last write (the
+login) and asks a standby that has not caught up to forward to the active node, so a token or lease we were
+just given is never "unknown" on the node that serves the next read.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.errors import EngineError, VaultmeshError
+from vaultmesh.workload.book import (
+    TOKEN,
+    Action,
+    LeaseBook,
+    Notify,
+    Refetch,
+    Relogin,
+    RenewLease,
+    RenewToken,
+    RevokeLease,
+    RevokeToken,
+    SleepUntil,
+    Timing,
+)
+from vaultmesh.workload.spec import Source
+
+Log = Callable[[str, str], None]
+"""``log(level, message)``; level is ``"info"`` or ``"warning"``. Messages never carry secret values."""
+
+
+def _quiet(level: str, message: str) -> None:
+    pass
+
+
+class WorkloadError(VaultmeshError):
+    """A workload could not get what it asked for: names what was refused and OpenBao's reason."""
+
+
+def describe_failure(what: str, err: VaultmeshError) -> str:
+    """One line: what was refused and why, in OpenBao's words, and which node said so."""
+    if isinstance(err, EngineError):
+        words = "; ".join(" ".join(e.split()) for e in err.errors if e) or "no reason given"
+        return f"{what} refused: {words} ({err.status} from {err.node})" if err.node else \
+            f"{what} refused: {words} ({err.status})"
+    return f"{what} failed: {err}"
+
+
+def permanent(err: BaseException) -> bool:
+    """A refusal (4xx) will not change by retrying the same request; unavailability (or a 5xx) may."""
+    return isinstance(err, EngineError) and 400 <= err.status < 500
+
+
+class IdentityFile:
+    """The workload's identity token, read from a file on every login (a sidecar may rotate it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __call__(self) -> str:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as err:
+            raise WorkloadError(f"cannot read the identity token {self.path}: {err.strerror or err}") from None
+        if not token:
+            raise WorkloadError(f"the identity token file {self.path} is empty")
+        return token
+
+
+def read_wrapping_token(ref: str, environ: Mapping[str, str] | None = None) -> str:
+    """``env:VAR`` or ``file:PATH`` -> the wrapping token."""
+    how, _, where = ref.partition(":")
+    if how == "env":
+        value = (os.environ if environ is None else environ).get(where, "").strip()
+        if not value:
+            raise WorkloadError(f"unwrap {ref}: the environment variable {where} is not set")
+        return value
+    try:
+        with open(where, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as err:
+        raise WorkloadError(f"unwrap {ref}: cannot read {where}: {err.strerror or err}") from None
+    if not value:
+        raise WorkloadError(f"unwrap {ref}: {where} is empty")
+    return value
+
+
+class Session:
+    """One workload's token and leases. Thread-safe: every request runs under ``lock``."""
+
+    def __init__(self, client: EngineClient, *, role: str, identity: Callable[[], str], auth_mount: str = "jwt",
+                 sources: Iterable[Source] = (), labels: Mapping[str, str] | None = None,
+                 timing: Timing | None = None, clock: Callable[[], float] = time.monotonic,
+                 rng: Callable[[], float] = random.random, log: Log = _quiet,
+                 on_change: Callable[[tuple[str, ...]], None] | None = None,
+                 close_deadline: float = 10.0) -> None:
+        self.client = client
+        self.role = role
+        self.identity = identity
+        self.auth_mount = auth_mount.strip("/")
+        self.sources: dict[str, Source] = {s.key: s for s in sources}
+        self.labels = dict(labels or {})
+        self.book = LeaseBook(timing or Timing(), rng)
+        self.clock = clock
+        self.log = log
+        self.on_change = on_change
+        self.close_deadline = close_deadline
+        self.values: dict[str, dict[str, Any]] = {}
+        self.lock = threading.RLock()
+        self.logins = 0
+        self._tokens: dict[str, str] = {}
+        self._accessor: str | None = None
+        self._closed = False
+
+    # -- the current token ------------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        return self._tokens.get(self._accessor) if self._accessor else None
+
+    @property
+    def accessor(self) -> str | None:
+        return self._accessor
+
+    # -- start --------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Log in and read every source; on any failure revoke what was obtained and raise ``WorkloadError``."""
+        try:
+            with self.lock:
+                self.login()
+                for source in list(self.sources.values()):
+                    self.fetch(source)
+        except BaseException:
+            self.close()
+            raise
+
+    def login(self) -> None:
+        what = f"login as role {self.role!r} at auth/{self.auth_mount}"
+        jwt = self.identity()
+        t0 = self.clock()
+        try:
+            auth = self.client.login(self.auth_mount, {"role": self.role, "jwt": jwt})
+        except VaultmeshError as err:
+            raise WorkloadError(describe_failure(what, err)) from err
+        accessor = str(auth.get("accessor") or "")
+        self._tokens[accessor] = str(auth["client_token"])
+        self._accessor = accessor
+        self.logins += 1
+        self.book.logged_in(t0, accessor, float(auth.get("lease_duration") or 0), bool(auth.get("renewable")))
+        self.log("info", f"logged in as role {self.role!r} (token ttl {auth.get('lease_duration')} s)")
+
+    def add(self, source: Source, label: str | None = None) -> dict[str, Any]:
+        """Read ``source`` unless it is already held (the SDK's on-demand reads); return its fields."""
+        with self.lock:
+            if label:
+                self.labels.setdefault(source.key, label)
+            if source.key not in self.values:
+                self.sources[source.key] = source
+                self.fetch(source)
+            return self.values[source.key]
+
+    def fetch(self, source: Source) -> dict[str, Any]:
+        """Read one source now and record its lease in the book."""
+        label = self.labels.get(source.key)
+        what = f"reading {source.path}" + (f" ({label})" if label else "")
+        token = self.token
+        t0 = self.clock()
+        try:
+            if source.kind == "unwrap":
+                wrapping = read_wrapping_token(source.path)
+                resp = self.client.request("POST", "sys/wrapping/unwrap", {}, token=wrapping)
+            else:
+                params = {"version": str(source.version)} if source.version is not None else None
+                resp = self.client.request("GET", source.api_path(), token=token, consistent=True, params=params)
+        except VaultmeshError as err:
+            raise WorkloadError(describe_failure(what, err)) from err
+        body = resp.data or {}
+        if resp.status == 404:
+            hint = " (is it a KV version 2 mount?)" if source.kind == "kv" else ""
+            raise WorkloadError(f"{what} failed: {source.path} does not exist{hint}")
+        fields = body.get("data")
+        if source.kind == "kv" or (source.kind == "unwrap" and _kv2_shaped(fields)):
+            fields = (fields or {}).get("data")
+            if fields is None:
+                raise WorkloadError(f"{what} failed: the current version of {source.path} is deleted")
+        if not isinstance(fields, dict):
+            fields = {}
+        self.values[source.key] = fields
+        self.book.lease_granted(source.key, t0, body.get("lease_id") or None, float(body.get("lease_duration") or 0),
+                                bool(body.get("renewable")), owner=None if source.kind == "unwrap" else self._accessor,
+                                replaceable=source.refetchable)
+        return fields
+
+    # -- the driver's step --------------------------------------------------------------------------------
+
+    def step(self) -> float | None:
+        """Do whatever is due; return when to come back (clock time), or None for never."""
+        with self.lock:
+            # Ask again after acting: the outcomes change the schedule (a login makes leases due, a renewal
+            # moves the next deadline), and a tick's SleepUntil was computed before its actions ran.
+            for _ in range(100):
+                if self._closed:
+                    return None
+                actions = self.book.tick(self.clock())
+                for action in actions:
+                    if not isinstance(action, SleepUntil):
+                        self._do(action)
+                sleep = actions[-1]
+                assert isinstance(sleep, SleepUntil)
+                if len(actions) == 1:
+                    return sleep.at
+            return self.clock()  # pragma: no cover - a hundred rounds of due work: yield, then go on
+
+    def _do(self, action: Action) -> None:
+        now = self.clock()
+        if isinstance(action, RenewToken):
+            token = self._tokens.get(action.accessor)
+            try:
+                resp = self.client.request("POST", "auth/token/renew-self", {}, token=token)
+                auth = (resp.data or {}).get("auth") or {}
+                self.book.token_renewed(now, float(auth.get("lease_duration") or 0), bool(auth.get("renewable")))
+                self.log("info", f"renewed the token for {auth.get('lease_duration')} s")
+            except VaultmeshError as err:
+                self.log("warning", describe_failure("renewing the token", err))
+                self.book.renew_failed(TOKEN, now, permanent=permanent(err))
+        elif isinstance(action, Relogin):
+            try:
+                self.login()
+            except VaultmeshError as err:
+                self.log("warning", str(err))
+                self.book.replace_failed(TOKEN, now)
+        elif isinstance(action, RenewLease):
+            try:
+                resp = self.client.request("PUT", "sys/leases/renew", {"lease_id": action.lease_id},
+                                           token=self.token)
+                body = resp.data or {}
+                self.book.lease_renewed(action.key, now, float(body.get("lease_duration") or 0),
+                                        bool(body.get("renewable")))
+                self.log("info", f"renewed {self.sources[action.key].path} for {body.get('lease_duration')} s")
+            except VaultmeshError as err:
+                self.log("warning", describe_failure(f"renewing the lease of {self.sources[action.key].path}",
+                                                     err))
+                self.book.renew_failed(action.key, now, permanent=permanent(err))
+        elif isinstance(action, Refetch):
+            try:
+                self.fetch(self.sources[action.key])
+                self.log("info", f"read {self.sources[action.key].path} again (new lease)")
+            except VaultmeshError as err:
+                self.log("warning", str(err))
+                self.book.replace_failed(action.key, now)
+        elif isinstance(action, RevokeLease):
+            self._revoke_lease(action.lease_id, RetryPolicy())
+        elif isinstance(action, RevokeToken):
+            self._revoke_token(action.accessor, RetryPolicy())
+        elif isinstance(action, Notify):
+            self.log("info", f"changed: {', '.join(self.sources[k].path for k in action.keys if k in self.sources)}")
+            if self.on_change is not None:
+                self.on_change(action.keys)
+
+    def _revoke_lease(self, lease_id: str, retry: RetryPolicy) -> None:
+        try:
+            self.client.request("PUT", "sys/leases/revoke", {"lease_id": lease_id}, token=self.token, retry=retry)
+        except VaultmeshError as err:
+            # 403: the policy lacks sys/leases/revoke; revoking the token below revokes its leases anyway.
+            self.log("info", describe_failure(f"revoking lease {lease_id}", err))
+
+    def _revoke_token(self, accessor: str, retry: RetryPolicy) -> None:
+        token = self._tokens.pop(accessor, None)
+        if token is None:
+            return
+        try:
+            self.client.request("POST", "auth/token/revoke-self", {}, token=token, retry=retry)
+        except VaultmeshError as err:
+            self.log("warning", describe_failure("revoking the token", err))
+
+    # -- close --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Revoke every lease, then every token (the current one last). Idempotent; bounded in time."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.book.close()
+            deadline = self.clock() + self.close_deadline
+            for action in self.book.tick(self.clock()):
+                left = deadline - self.clock()
+                retry = RetryPolicy(deadline=max(0.5, min(5.0, left)))
+                if isinstance(action, RevokeLease):
+                    self._revoke_lease(action.lease_id, retry)
+                elif isinstance(action, RevokeToken):
+                    self._revoke_token(action.accessor, retry)
+            self._accessor = None
+            self.values.clear()
+
+
+def _kv2_shaped(fields: Any) -> bool:
+    return isinstance(fields, dict) and set(fields) == {"data", "metadata"} and isinstance(fields["data"], dict | None)
+
+
+class Renewer:
+    """The thread driver: ``session.step()``, sleep until the book's next deadline, repeat until ``stop``."""
+
+    MIN_SLEEP = 0.005
+    """Never spin: at least this long between steps."""
+
+    def __init__(self, session: Session, *, on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.session = session
+        self.on_error = on_error
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="vaultmesh-renewer", daemon=True)
+
+    def start(self) -> Renewer:
+        self._thread.start()
+        return self
+
+    def poke(self) -> None:
+        """Re-read the book now (a source was added)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                at = self.session.step()
+                timeout = None if at is None else max(self.MIN_SLEEP, at - self.session.clock())
+                self._wake.wait(timeout)
+                self._wake.clear()
+        except BaseException as err:  # a bug: tell the owner, who revokes and stops
+            if self.on_error is not None:
+                self.on_error(err)
+            else:
+                raise
