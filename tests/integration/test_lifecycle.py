@@ -259,3 +259,17 @@ def test_up_completes_a_half_built_mesh(tmp_path: Path) -> None:
         assert result.mesh.state["ports"] == made.state["ports"]
     finally:
         stop_all(handle, set(handle.pids().values()))
+
+
+def test_a_node_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "bao"
+    fake.write_text('#!/bin/sh\nif [ "$1" = version ]; then echo "OpenBao v2.7.2"; exit 0; fi\n'
+                    'echo "Error parsing config: simulated failure" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    proc = run_cli(tmp_path / "state", "--engine", str(fake), "up", "--timeout", "30", check=False)
+    assert proc.returncode != 0
+    assert "node-1 exited right after it was started" in proc.stderr
+    assert "simulated failure" in proc.stderr
+    from vaultmesh.lifecycle.up import down as stop
+
+    stop(tmp_path / "state")  # the identity issuer and entry it started
