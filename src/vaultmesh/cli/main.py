@@ -198,4 +198,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m vaultmesh.cli.main` runs this file as __main__, a second copy of the module; the command
+    # modules (cli/reconcile.py) register on `vaultmesh.cli.main.cli`, so run that copy's group.
+    from vaultmesh.cli import main as _imported
+
+    _imported.main()
