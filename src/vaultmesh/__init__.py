@@ -8,8 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["Workload", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "Workload":
+        from vaultmesh.workload.sdk import Workload
+
+        return Workload
     raise AttributeError(f"module 'vaultmesh' has no attribute {name!r}")

@@ -8,7 +8,8 @@ The book never talks to OpenBao and never reads a clock. Its driver tells it wha
     Relogin()                Refetch(key)                   replace: the token or lease cannot be renewed further
     RevokeLease(lease_id)    RevokeToken(accessor)          a replaced credential after its grace, or on close
     Notify(keys)             the values of these sources changed: tell the child
-    SleepUntil(at)           nothing is due before ``at`` (None: nothing will ever be due)
+    SleepUntil(at)           ask again at ``at`` (None: nothing will ever be due); after work it is ``now``:
+                             report the outcomes, then tick again
 
 Every credential (the token, each lease) is in one *step*; the table ``NEXT_STEP`` says where an outcome
 leads::
@@ -198,7 +199,8 @@ class LeaseBook:
         old = self.leases.pop(key, None)
         if old is not None:
             self.changed.add(key)
-            self.retiring.append(Retiring("lease", old.ident, old.expires_at, at=now + self.timing.retire_grace))
+            expires = min(old.expires_at, self._owner_expiry(old.owner))  # a lease dies with its token
+            self.retiring.append(Retiring("lease", old.ident, expires, at=now + self.timing.retire_grace))
         if lease_id:
             self.leases[key] = self._new(key, lease_id, now, ttl, renewable, owner=owner, replaceable=replaceable)
 
@@ -259,7 +261,8 @@ class LeaseBook:
                 not any(h.step is Step.REPLACE and h.due is not None and h.due <= now for h in self._all()):
             actions.append(Notify(tuple(sorted(self.changed))))
             self.changed.clear()
-        actions.append(SleepUntil(self._next_due()))
+        # Work changes the schedule (answers come back through the events): after it, ask again right away.
+        actions.append(SleepUntil(now if actions else self._next_due()))
         return actions
 
     @property
@@ -270,6 +273,12 @@ class LeaseBook:
 
     def _all(self) -> list[Held]:
         return ([self.token] if self.token else []) + list(self.leases.values())
+
+    def _owner_expiry(self, owner: str | None) -> float:
+        if self.token is not None and owner == self.token.ident:
+            return self.token.expires_at
+        return min((r.expires_at for r in self.retiring if r.kind == "token" and r.ident == owner),
+                   default=float("inf"))
 
     def _get(self, key: str) -> Held | None:
         return self.token if key == TOKEN else self.leases.get(key)

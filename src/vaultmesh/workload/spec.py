@@ -53,6 +53,15 @@ RESERVED_ENV = frozenset({"VAULTMESH_SECRETS_DIR"})
 """Set by ``run`` itself for the child."""
 
 
+class _Bad(Exception):
+    """A problem in one entry; the boundary adds where it is (file, line, entry, flag)."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a value lives. ``key`` identifies it: targets with the same key share one read and one lease."""
@@ -126,12 +135,19 @@ class SecretsPlan:
 
 def plan_of(targets: Iterable[Target], *, where: str | None = None) -> SecretsPlan:
     """Return a plan of ``targets``, refusing a variable or file named twice."""
+    try:
+        return _plan_of(targets)
+    except _Bad as bad:
+        raise SpecError(bad.message, file=where, field=bad.where) from None
+
+
+def _plan_of(targets: Iterable[Target]) -> SecretsPlan:
     out: list[Target] = []
     names: set[tuple[str, str]] = set()
     for t in targets:
         if (t.kind, t.name) in names:
             what = "environment variable" if t.kind == "env" else "file"
-            raise SpecError(f"{what} {t.name} is declared twice", file=where)
+            raise _Bad(f"{what} {t.name} is declared twice", f"{'env' if t.kind == 'env' else 'files'}.{t.name}")
         names.add((t.kind, t.name))
         out.append(t)
     return SecretsPlan(tuple(out))
@@ -142,14 +158,21 @@ def plan_of(targets: Iterable[Target], *, where: str | None = None) -> SecretsPl
 
 def parse_source_text(text: str, *, where: str) -> tuple[Source, str | None]:
     """Parse ``kind:path[#field]``; return the source and the field (or None)."""
+    try:
+        return _parse_source_text(text)
+    except _Bad as bad:
+        raise SpecError(bad.message, field=where) from None
+
+
+def _parse_source_text(text: str) -> tuple[Source, str | None]:
     spec, _, fld = text.partition("#")
     kind, sep, path = spec.partition(":")
     if not sep or kind not in SOURCE_KINDS:
-        raise SpecError(f"{text!r} does not name a source: use kv:<mount>/<path>, db:<mount>/creds/<role>, "
-                        f"read:<path> or unwrap:env:<VAR>|file:<path>, optionally followed by #field", field=where)
+        raise _Bad(f"{text!r} does not name a source: use kv:<mount>/<path>, db:<mount>/creds/<role>, "
+                        f"read:<path> or unwrap:env:<VAR>|file:<path>, optionally followed by #field", )
     if "#" in text and not fld:
-        raise SpecError(f"{text!r} has an empty field after '#'", field=where)
-    return _make_source(kind, path, None, None, where=where), fld or None  # type: ignore[arg-type]
+        raise _Bad(f"{text!r} has an empty field after '#'")
+    return _make_source(kind, path, None, None), fld or None  # type: ignore[arg-type]
 
 
 def parse_flag(text: str, kind: TargetKind) -> Target:
@@ -160,9 +183,11 @@ def parse_flag(text: str, kind: TargetKind) -> Target:
         example = "API_TOKEN=kv:secret/jobs/nightly#api_token" if kind == "env" else \
             "pg.json=db:database/creds/jobs-ro"
         raise SpecError(f"{flag} {text!r}: expected NAME=SOURCE, e.g. {flag} {example}")
-    where = f"{flag} {name}"
-    _check_target_name(kind, name, where=where)
-    source, fld = parse_source_text(spec, where=where)
+    try:
+        _check_target_name(kind, name)
+        source, fld = _parse_source_text(spec)
+    except _Bad as bad:
+        raise SpecError(bad.message, field=f"{flag} {name}") from None
     return Target(kind, name, source, fld)
 
 
@@ -175,28 +200,35 @@ def parse_flags(env_flags: Iterable[str] = (), file_flags: Iterable[str] = ()) -
 
 def parse_document(doc: Any, *, source: str = "secrets") -> SecretsPlan:
     """Turn a parsed secrets document (``{"env": {...}, "files": {...}}``) into a plan."""
+    try:
+        return _parse_document(doc)
+    except _Bad as bad:
+        raise SpecError(bad.message, file=source, field=bad.where) from None
+
+
+def _parse_document(doc: Any) -> SecretsPlan:
     if doc is None:
         doc = {}
     if not isinstance(doc, Mapping):
-        raise SpecError("the secrets file must be a mapping with 'env' and/or 'files'", file=source)
-    unknown = sorted(set(doc) - {"env", "files"})
+        raise _Bad("the secrets file must be a mapping with 'env' and/or 'files'")
+    unknown = sorted(set(doc) - {"env", "files"}, key=str)
     if unknown:
-        raise SpecError(f"unknown section {unknown[0]!r} (known: env, files)", file=source, field=str(unknown[0]))
+        raise _Bad(f"unknown section {unknown[0]!r} (known: env, files)", str(unknown[0]))
     targets: list[Target] = []
     for section, kind in (("env", "env"), ("files", "file")):
         entries = doc.get(section) or {}
         if not isinstance(entries, Mapping):
-            raise SpecError(f"'{section}' must map names to sources", file=source, field=section)
+            raise _Bad(f"'{section}' must map names to sources", section)
         for name, value in entries.items():
             where = f"{section}.{name}"
             if not isinstance(name, str):
-                raise SpecError(f"name {name!r} must be a string", file=source, field=where)
+                raise _Bad(f"name {name!r} must be a string", where)
             try:
-                _check_target_name(kind, name, where=where)  # type: ignore[arg-type]
-                targets.append(_target_from_value(kind, name, value, where=where))  # type: ignore[arg-type]
-            except SpecError as err:
-                raise SpecError(err.message, file=source, field=where, hint=err.hint) from None
-    return plan_of(targets, where=source)
+                _check_target_name(kind, name)  # type: ignore[arg-type]
+                targets.append(_target_from_value(kind, name, value))  # type: ignore[arg-type]
+            except _Bad as bad:
+                raise _Bad(bad.message, where) from None
+    return _plan_of(targets)
 
 
 def load_file(path: str | Path) -> SecretsPlan:
@@ -227,10 +259,9 @@ def load_file(path: str | Path) -> SecretsPlan:
         line = mark.line + 1 if mark is not None else None
         raise SpecError(f"invalid YAML: {getattr(err, 'problem', None) or err}", file=str(p), line=line) from None
     try:
-        return parse_document(doc, source=str(p))
-    except SpecError as err:
-        raise SpecError(err.message, file=str(p), line=_yaml_line(text, err.field), field=err.field,
-                        hint=err.hint) from None
+        return _parse_document(doc)
+    except _Bad as bad:
+        raise SpecError(bad.message, file=str(p), line=_yaml_line(text, bad.where), field=bad.where) from None
 
 
 def _yaml_line(text: str, dotted: str | None) -> int | None:
@@ -257,79 +288,77 @@ def _yaml_line(text: str, dotted: str | None) -> int | None:
     return line
 
 
-def _target_from_value(kind: TargetKind, name: str, value: Any, *, where: str) -> Target:
+def _target_from_value(kind: TargetKind, name: str, value: Any) -> Target:
     if isinstance(value, str):
-        source, fld = parse_source_text(value, where=where)
+        source, fld = _parse_source_text(value)
         return Target(kind, name, source, fld)
     if not isinstance(value, Mapping):
-        raise SpecError("expected a source such as {kv: secret/app, field: token} or 'kv:secret/app#token'")
+        raise _Bad("expected a source such as {kv: secret/app, field: token} or 'kv:secret/app#token'")
     unknown = sorted(set(value) - _TARGET_KEYS)
     if unknown:
-        raise SpecError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_TARGET_KEYS))})")
+        raise _Bad(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(_TARGET_KEYS))})")
     kinds = [k for k in SOURCE_KINDS if k in value]
     if len(kinds) != 1:
-        raise SpecError("name exactly one source: kv, db, read or unwrap" + (f" (got {', '.join(kinds)})"
+        raise _Bad("name exactly one source: kv, db, read or unwrap" + (f" (got {', '.join(kinds)})"
                                                                              if kinds else ""))
     src_kind = kinds[0]
     path = value[src_kind]
     if not isinstance(path, str):
-        raise SpecError(f"{src_kind} must be a path string")
+        raise _Bad(f"{src_kind} must be a path string")
     version = value.get("version")
     if version is not None and (src_kind != "kv" or isinstance(version, bool) or not isinstance(version, int)
                                 or version < 1):
-        raise SpecError("version applies to kv sources and must be a positive integer")
+        raise _Bad("version applies to kv sources and must be a positive integer")
     mount = value.get("mount")
     if mount is not None and (src_kind != "kv" or not isinstance(mount, str) or not mount.strip("/")):
-        raise SpecError("mount applies to kv sources and must name the KV mount")
+        raise _Bad("mount applies to kv sources and must name the KV mount")
     fld, template = value.get("field"), value.get("template")
     if fld is not None and template is not None:
-        raise SpecError("give either field or template, not both")
+        raise _Bad("give either field or template, not both")
     if fld is not None and (not isinstance(fld, str) or not fld):
-        raise SpecError("field must be a non-empty string")
+        raise _Bad("field must be a non-empty string")
     if template is not None:
         if not isinstance(template, str):
-            raise SpecError("template must be a string")
-        check_template(template)
-    source = _make_source(src_kind, path, version, mount.strip("/") if mount else None, where=where)
+            raise _Bad("template must be a string")
+        _check_template(template)
+    source = _make_source(src_kind, path, version, mount.strip("/") if mount else None)
     return Target(kind, name, source, fld, template)
 
 
-def _make_source(kind: SourceKind, path: str, version: int | None, mount: str | None, *, where: str) -> Source:
+def _make_source(kind: SourceKind, path: str, version: int | None, mount: str | None) -> Source:
     path = path.strip()
     if kind == "unwrap":
         how, sep, ref = path.partition(":")
         if how not in ("env", "file") or not sep or not ref:
-            raise SpecError(f"unwrap {path!r}: name where the wrapping token is, env:<VAR> or file:<path>",
-                            field=where)
+            raise _Bad(f"unwrap {path!r}: name where the wrapping token is, env:<VAR> or file:<path>")
         if how == "env" and not _ENV_NAME.match(ref):
-            raise SpecError(f"unwrap {path!r}: {ref!r} is not an environment variable name", field=where)
+            raise _Bad(f"unwrap {path!r}: {ref!r} is not an environment variable name")
         return Source(kind, path)
     path = path.strip("/")
     parts = path.split("/")
     if not path or not all(_PATH_PART.match(p) for p in parts) or any(p in (".", "..") for p in parts):
-        raise SpecError(f"{kind} path {path!r} is not a valid OpenBao path", field=where)
+        raise _Bad(f"{kind} path {path!r} is not a valid OpenBao path")
     if kind == "kv":
         if mount is not None and not (path.startswith(mount + "/") and len(path) > len(mount) + 1):
-            raise SpecError(f"kv path {path!r} does not start with its mount {mount!r}/", field=where)
+            raise _Bad(f"kv path {path!r} does not start with its mount {mount!r}/")
         if mount is None and len(parts) < 2:
-            raise SpecError(f"kv path {path!r} needs a mount and a secret path, e.g. secret/jobs/nightly",
-                            field=where)
+            raise _Bad(f"kv path {path!r} needs a mount and a secret path, e.g. secret/jobs/nightly")
     if kind == "db" and not (len(parts) >= 3 and parts[-2] in ("creds", "static-creds")):
-        raise SpecError(f"db path {path!r} should look like <mount>/creds/<role>", field=where)
+        raise _Bad(f"db path {path!r} should look like <mount>/creds/<role>")
     return Source(kind, path, version, mount)
 
 
-def _check_target_name(kind: TargetKind, name: str, *, where: str) -> None:
+def _check_target_name(kind: TargetKind, name: str) -> None:
     if kind == "env":
         if not _ENV_NAME.match(name):
-            raise SpecError(f"{name!r} is not a valid environment variable name", field=where)
+            raise _Bad(f"{name!r} is not a valid environment variable name")
         if name in RESERVED_ENV:
-            raise SpecError(f"{name} is set by vaultmesh run itself", field=where)
+            raise _Bad(f"{name} is set by vaultmesh run itself")
         return
     parts = name.split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name or "\0" in name:
-        raise SpecError(f"file name {name!r} must be a relative path inside the secrets directory "
-                        "(no '..', no leading '/')", field=where)
+        raise _Bad(f"file name {name!r} must be a relative path inside the secrets directory "
+                        "(no '..', no leading '/')")
 
 
 # -- templates ----------------------------------------------------------------------------------------------
@@ -337,16 +366,23 @@ def _check_target_name(kind: TargetKind, name: str, *, where: str) -> None:
 
 def check_template(template: str) -> list[str]:
     """Return the fields a template names; refuse a lone ``$`` so typos do not reach the child."""
+    try:
+        return _check_template(template)
+    except _Bad as bad:
+        raise SpecError(bad.message) from None
+
+
+def _check_template(template: str) -> list[str]:
     names: list[str] = []
     pos = 0
     for m in _PLACEHOLDER.finditer(template):
         if "$" in template[pos:m.start()]:
-            raise SpecError(f"template {template!r}: use ${{field}} for a value and $$ for a literal $")
+            raise _Bad(f"template {template!r}: use ${{field}} for a value and $$ for a literal $")
         if m.group(1):
             names.append(m.group(1))
         pos = m.end()
     if "$" in template[pos:]:
-        raise SpecError(f"template {template!r}: use ${{field}} for a value and $$ for a literal $")
+        raise _Bad(f"template {template!r}: use ${{field}} for a value and $$ for a literal $")
     return names
 
 
