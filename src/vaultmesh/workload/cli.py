@@ -45,6 +45,9 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
                         "VAULT_ADDR)")
     p.add_argument("--ca-cert", metavar="PEM", help="CA certificate of the mesh (env BAO_CACERT, VAULT_CACERT)")
     p.add_argument("--namespace", metavar="NS", help="OpenBao namespace (env BAO_NAMESPACE, VAULT_NAMESPACE)")
+    p.add_argument("--deadline", type=_duration, default=15.0, metavar="DURATION",
+                   help="How long one request keeps trying across the nodes (backoff capped at 1 s; default 15s, "
+                        "which covers a leader election)")
 
 
 def _duration(text: str) -> float:
@@ -158,11 +161,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, token: str | None = None) -> EngineClient:
-    from vaultmesh.engine.client import EngineClient
+    from vaultmesh.engine.client import EngineClient, RetryPolicy
     from vaultmesh.engine.env import from_env
 
     return EngineClient(_addrs(args.addr), ca_file=args.ca_cert or from_env("CACERT"), token=token,
-                        namespace=args.namespace or from_env("NAMESPACE"))
+                        namespace=args.namespace or from_env("NAMESPACE"), retry=RetryPolicy(deadline=args.deadline))
 
 
 def reap_command(args: argparse.Namespace) -> int:
