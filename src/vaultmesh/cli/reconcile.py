@@ -38,22 +38,25 @@ def _admin(ctx: Ctx):  # type: ignore[no-untyped-def]
 @handle_errors
 def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: bool, verbose: bool) -> None:
     """Show what apply would change, resource by resource; secrets redacted."""
+    from vaultmesh.errors import VaultmeshError
     from vaultmesh.reconcile.apply import make_plan
-    from vaultmesh.reconcile.render import render_json, render_text, summary
+    from vaultmesh.reconcile.render import render_json, render_text
 
-    spec, _ = _load(file_)
-    mesh, client = _admin(ctx)
-    the_plan, _ = make_plan(mesh, client, spec, base_dir=file_.parent.absolute())
+    try:
+        spec, _ = _load(file_)
+        mesh, client = _admin(ctx)
+        the_plan, _ = make_plan(mesh, client, spec, base_dir=file_.parent.absolute())
+    except VaultmeshError as err:
+        if detailed_exitcode:  # 2 means "changes" there: every error is 1
+            err.exit_code = 1
+        raise
     if as_json:
         doc = json.loads(render_json(the_plan, prune=prune))
         doc["checksum"] = the_plan.checksum(prune=prune)
         click.echo(json.dumps(doc, indent=2))
     else:
-        text = render_text(the_plan, prune=prune, verbose=verbose)
-        if text.strip():
-            click.echo(text.rstrip())
-        click.echo(summary(the_plan, prune=prune))
-        click.echo(f"checksum {the_plan.checksum(prune=prune)}  (apply --checksum to apply exactly this)")
+        # render_text starts with the summary and the checksum
+        click.echo(render_text(the_plan, prune=prune, verbose=verbose).rstrip())
     if detailed_exitcode and the_plan.executable(prune=prune):
         sys.exit(2)
 
