@@ -151,6 +151,8 @@ def test_invalid_input_fails_at_validation_with_file_line_and_field(case: str, t
     for word in expected:
         assert word in proc.stderr, proc.stderr
     assert "no-such-mesh" not in proc.stderr
+    # with --detailed-exitcode, 2 means "changes": an error is 1
+    run(tmp_path / "no-such-mesh", "plan", "-f", str(f), "--detailed-exitcode", ok=(1,))
 
 
 def test_lint_example_is_clean_and_a_bad_file_warns(example: Path, tmp_path: Path) -> None:
@@ -208,6 +210,7 @@ def test_apply_from_empty_uses_one_token_and_keeps_secrets_out(mesh: MeshHandle,
     plan_text = run(mesh.dir, "plan", "-f", str(example)).stdout
     plan_doc = run(mesh.dir, "plan", "-f", str(example), "--json").stdout
     assert "+ " in plan_text and "(sensitive)" in plan_text
+    assert run(mesh.dir, "plan", "-f", str(example), "--detailed-exitcode", ok=(2,)).stdout == plan_text
     applied = run(mesh.dir, "apply", "-f", str(example))
     assert "Applied" in applied.stdout
     for where, text in (("plan text", plan_text), ("plan JSON", plan_doc), ("apply stdout", applied.stdout),
@@ -224,7 +227,8 @@ def test_apply_from_empty_uses_one_token_and_keeps_secrets_out(mesh: MeshHandle,
 
 def test_reapply_is_a_noop(mesh: MeshHandle, example: Path) -> None:
     assert executable(plan_json(mesh.dir, example)) == []
-    run(mesh.dir, "plan", "-f", str(example), "--detailed-exitcode")  # exit 0: no changes
+    text = run(mesh.dir, "plan", "-f", str(example), "--detailed-exitcode").stdout  # exit 0: no changes
+    assert text.count("Plan: ") == 1 and "No changes" in text
     assert "No changes" in run(mesh.dir, "apply", "-f", str(example)).stdout
 
 
