@@ -39,8 +39,8 @@ leader)."""
 class RetryPolicy:
     """Capped exponential backoff with full jitter, within a deadline.
 
-    A mesh that is down sees at most ~1/cap requests per second per client, so a fleet of workloads
-    retrying cannot storm it back down when it returns.
+    Once the backoff reaches ``cap``, a client that finds the mesh down sends on average ~2/cap requests per
+    second (full jitter), so a fleet of workloads retrying cannot storm it back down when it returns.
     """
 
     deadline: float = 15.0

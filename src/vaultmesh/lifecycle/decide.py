@@ -102,7 +102,7 @@ def decide(view: MeshView, *, shamir: bool, recorded_initialized: bool, entry_wa
         return [Wait("node-1 initialising the mesh (self-initialisation)", view.nodes[0].name)]
     if view.initialized and not recorded_initialized:
         steps.append(MarkInitialized())
-    sealed = [n for n in view.nodes if n.sealed]
+    sealed = [n for n in view.nodes if n.sealed is not False]
     if shamir and sealed:
         steps += [Unseal(n.name) for n in sealed]
         return steps

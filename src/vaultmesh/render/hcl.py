@@ -24,23 +24,29 @@ class Block:
     blocks: list[Block] = field(default_factory=list)
 
 
+def _string(v: str) -> str:
+    """A quoted HCL string. OpenBao parses configs with HCL v1: JSON escapes work, but non-BMP characters
+    must stay literal (v1 decodes surrogate escapes half by half) and ``${`` would start an interpolation."""
+    return json.dumps(v, ensure_ascii=False).replace("${", "\\u0024{")
+
+
 def _value(v: Value, indent: int) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):
         return str(v)
     if isinstance(v, str):
-        return json.dumps(v)  # HCL string escapes are a superset of JSON's for what we write
+        return _string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_value(x, indent) for x in v) + "]"
     pad = "  " * (indent + 1)
-    inner = "".join(f"{pad}{json.dumps(k)} = {_value(x, indent + 1)}\n" for k, x in v.items())
+    inner = "".join(f"{pad}{_string(k)} = {_value(x, indent + 1)}\n" for k, x in v.items())
     return "{\n" + inner + "  " * indent + "}"
 
 
 def render_block(block: Block, indent: int = 0) -> str:
     pad = "  " * indent
-    head = " ".join([block.type, *(json.dumps(lbl) for lbl in block.labels)])
+    head = " ".join([block.type, *(_string(lbl) for lbl in block.labels)])
     body = "".join(f"{pad}  {k} = {_value(v, indent + 1)}\n" for k, v in block.attrs.items())
     body += "".join(render_block(b, indent + 1) for b in block.blocks)
     return f"{pad}{head} {{\n{body}{pad}}}\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from vaultmesh.spec.resources import ResourcesSpec
 
@@ -90,10 +90,10 @@ class EntrySpec(_Model):
 class LifecycleSpec(_Model):
     version: Literal[1] = SCHEMA_VERSION
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = "vaultmesh"
-    nodes: int = 3
-    """3 tolerates one failure, 5 tolerates two. 1 is a dev-only choice (``dev: true``)."""
     dev: bool = False
     """Allows ``nodes: 1``: no fault tolerance at all."""
+    nodes: StrictInt = 3
+    """3 tolerates one failure, 5 tolerates two. 1 is a dev-only choice (``dev: true``)."""
     zones: Annotated[list[Annotated[str, Field(pattern=NAME_PATTERN)]], Field(min_length=1)] = Field(
         default_factory=lambda: ["zone-a", "zone-b", "zone-c"])
     """Failure domains; nodes are spread round-robin so no zone holds a majority where possible."""
@@ -106,7 +106,9 @@ class LifecycleSpec(_Model):
 
     @field_validator("nodes")
     @classmethod
-    def _check_nodes(cls, n: int) -> int:
+    def _check_nodes(cls, n: int, info: ValidationInfo) -> int:
+        if n == 1 and not info.data.get("dev"):
+            raise ValueError("nodes: 1 has no fault tolerance; set dev: true to allow it for development")
         if n < 1 or n > 7:
             raise ValueError("nodes must be 3 or 5 (1 with dev: true); more than 7 makes Raft chatty")
         if n % 2 == 0:
@@ -120,12 +122,6 @@ class LifecycleSpec(_Model):
         if len(set(zones)) != len(zones):
             raise ValueError("zone names must be unique")
         return zones
-
-    @model_validator(mode="after")
-    def _check_dev(self) -> LifecycleSpec:
-        if self.nodes == 1 and not self.dev:
-            raise ValueError("nodes: 1 has no fault tolerance; set dev: true to allow it for development")
-        return self
 
 
 class MeshSpec(ResourcesSpec, LifecycleSpec):
