@@ -1,0 +1,278 @@
+"""One workload, or one operation, done two ways against the mesh.
+
+``PathOps`` is the workload path: ``EngineClient`` (fail-over across the entry and every node, retries with
+backoff within a deadline, JSON decoding, consistent reads after the login), tokens minted in the path with a
+signing key parsed once. ``RawOps`` is the ceiling: the same requests with the least client work possible:
+tokens minted before the clock starts, one kept-alive ``http.client`` connection to the entry, pre-built
+headers, no retries, and no JSON parsing beyond finding the token and lease id in the bytes.
+
+Each records ``Sample``s through a callback: ``rec(phase, t_sched, t_start, t_end, error)``. Phases (mint, login,
+kv, db, revoke, and ``login-to-secrets`` from login start to credentials in hand) are service times; the
+``workload`` sample runs from the workload's scheduled start, so time spent waiting for a thread counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vaultmesh.bench.model import SECRETS, WORKLOAD, error_kind
+from vaultmesh.bench.targets import Targets
+from vaultmesh.engine.client import EngineClient, RetryPolicy, make_ssl_context
+from vaultmesh.identity.tokens import mint
+
+Rec = Callable[[str, float, float, float, str | None], None]
+Clock = Callable[[], float]
+
+TOKEN_TTL = 900.0
+"""Identity tokens minted for bench workloads live 15 minutes: longer than any bounded run."""
+
+
+@dataclass
+class Held:
+    """A workload holding its secrets until it revokes them."""
+
+    seq: int
+    token: str
+    lease_id: str | None
+
+
+def identity_token(signer: Any, targets: Targets, seq: int) -> str:
+    return mint(signer, issuer=targets.issuer, workload=f"bench-{seq}", audience=targets.audience,
+                ttl=TOKEN_TTL, now=time.time())
+
+
+class PathOps:
+    """The workload path, one per thread (an EngineClient has one connection per node)."""
+
+    def __init__(self, targets: Targets, signer: Any, *, clock: Clock, retry_deadline: float = 15.0) -> None:
+        self.t = targets
+        self.signer = signer
+        self.clock = clock
+        self.client = EngineClient([targets.entry, *targets.nodes], ca_file=targets.ca_file,
+                                   retry=RetryPolicy(deadline=retry_deadline))
+        self.own_token: str | None = None
+
+    def close(self) -> None:
+        if self.own_token:
+            # cleanup: the bench's count check reports anything left behind
+            with contextlib.suppress(Exception):
+                self.client.write("auth/token/revoke-self", {}, token=self.own_token)
+        self.client.close()
+
+    def prepare(self, op: str) -> None:
+        """Single-op scenarios that need a token (kv-read, db-creds) log in once per thread, off the clock."""
+        if op in ("kv-read", "db-creds"):
+            auth = self.client.login(self.t.auth_mount, {"role": self.t.role,
+                                                         "jwt": identity_token(self.signer, self.t, 0)})
+            self.own_token = str(auth["client_token"])
+
+    def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
+        t_start = self.clock()
+        try:
+            out = fn()
+        except Exception as err:  # every failure is a counted sample
+            rec(phase, t_sched, t_start, self.clock(), error_kind(err))
+            raise
+        rec(phase, t_sched, t_start, self.clock(), None)
+        return out
+
+    def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
+        """Mint, log in, read KV, get database creds; records each phase and the whole (``workload``)."""
+        t = self.t
+        held: Held | None = None
+        try:
+            jwt = self._timed(rec, "mint", self.clock(), lambda: identity_token(self.signer, t, seq))
+            t_login = self.clock()
+            auth = self._timed(rec, "login", t_login, lambda: self.client.login(
+                t.auth_mount, {"role": t.role, "jwt": jwt}))
+            held = Held(seq, str(auth["client_token"]), None)
+            token = held.token
+            self._timed(rec, "kv", self.clock(), lambda: self.client.read(t.kv_read_path, token=token,
+                                                                          consistent=True))
+            if t.database:
+                creds = self._timed(rec, "db", self.clock(), lambda: self.client.read(
+                    t.creds_path, token=token, consistent=True))
+                held.lease_id = (creds or {}).get("lease_id")
+        except Exception as err:
+            rec(WORKLOAD, t_sched, t_sched, self.clock(), error_kind(err))
+            if held is not None:
+                self.revoke(held, self.clock(), rec)
+            return None
+        t_end = self.clock()
+        rec(SECRETS, t_login, t_login, t_end, None)
+        rec(WORKLOAD, t_sched, t_sched, t_end, None)
+        return held
+
+    def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
+        """Revoke the database lease, then the token (which revokes anything else it still owns)."""
+
+        def go() -> None:
+            if held.lease_id:
+                self.client.write("sys/leases/revoke", {"lease_id": held.lease_id}, token=held.token)
+            self.client.write("auth/token/revoke-self", {}, token=held.token)
+
+        with contextlib.suppress(Exception):  # already recorded
+            self._timed(rec, "revoke", self.clock(), go)
+
+    def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
+        t = self.t
+        try:
+            if op == "kv-read":
+                self._timed(rec, op, t_sched, lambda: self.client.read(t.kv_read_path, token=self.own_token))
+            elif op == "db-creds":
+                self._timed(rec, op, t_sched, lambda: self.client.read(t.creds_path, token=self.own_token))
+            elif op == "jwt-login":
+                self._timed(rec, op, t_sched, lambda: self.client.login(t.auth_mount, {
+                    "role": t.role, "jwt": identity_token(self.signer, t, seq)}))
+            else:
+                raise ValueError(op)
+        except Exception:  # already recorded
+            pass
+
+
+def _find(body: bytes, key: bytes) -> str | None:
+    """The string value of ``"key":"..."`` in a JSON body, without parsing it."""
+    marker = b'"' + key + b'":"'
+    i = body.find(marker)
+    if i < 0:
+        return None
+    i += len(marker)
+    return body[i:body.index(b'"', i)].decode()
+
+
+class RawConn:
+    """One kept-alive HTTPS connection to one address; reconnects after a failure, never retries."""
+
+    def __init__(self, addr: str, ctx: ssl.SSLContext, timeout: float = 30.0) -> None:
+        u = urllib.parse.urlsplit(addr)
+        self.host, self.port, self.ctx, self.timeout = u.hostname or "", u.port or 443, ctx, timeout
+        self.conn: http.client.HTTPSConnection | None = None
+
+    def request(self, method: str, path: str, body: bytes | None, token: str | None) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ctx)
+        headers = {"X-Vault-Token": token} if token else {}
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            resp = self.conn.getresponse()
+            return resp.status, resp.read()
+        except BaseException:
+            self.conn.close()
+            self.conn = None
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class RawError(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class RawOps:
+    """The ceiling: same requests as ``PathOps``, least client work, to the entry only, no retries."""
+
+    def __init__(self, targets: Targets, tokens: list[str], *, clock: Clock) -> None:
+        self.t = targets
+        self.tokens = tokens
+        """Identity tokens minted before the clock started, used in turn."""
+        self.clock = clock
+        self.conn = RawConn(targets.entry, make_ssl_context(targets.ca_file))
+        self.own_token: str | None = None
+        self._kv = "/v1/" + targets.kv_read_path
+        self._creds = "/v1/" + targets.creds_path
+        self._login = "/v1/" + targets.login_path
+
+    def close(self) -> None:
+        if self.own_token:
+            with contextlib.suppress(Exception):
+                self.conn.request("POST", "/v1/auth/token/revoke-self", b"", self.own_token)
+        self.conn.close()
+
+    def _jwt(self, seq: int) -> str:
+        return self.tokens[seq % len(self.tokens)]
+
+    def prepare(self, op: str) -> None:
+        if op in ("kv-read", "db-creds"):
+            self.own_token = self._do_login(0)
+
+    def _call(self, method: str, path: str, body: bytes | None, token: str | None) -> bytes:
+        try:
+            status, data = self.conn.request(method, path, body, token)
+        except Exception as err:
+            raise RawError(error_kind(err)) from None
+        if status not in (200, 204):
+            raise RawError(f"http-{status}")
+        return data
+
+    def _do_login(self, seq: int) -> str:
+        body = b'{"role":"' + self.t.role.encode() + b'","jwt":"' + self._jwt(seq).encode() + b'"}'
+        data = self._call("POST", self._login, body, None)
+        token = _find(data, b"client_token")
+        if token is None:
+            raise RawError("no-token")
+        return token
+
+    def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
+        t_start = self.clock()
+        try:
+            out = fn()
+        except RawError as err:
+            rec(phase, t_sched, t_start, self.clock(), err.kind)
+            raise
+        rec(phase, t_sched, t_start, self.clock(), None)
+        return out
+
+    def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
+        held: Held | None = None
+        try:
+            t_login = self.clock()
+            token = self._timed(rec, "login", t_login, lambda: self._do_login(seq))
+            held = Held(seq, token, None)
+            self._timed(rec, "kv", self.clock(), lambda: self._call("GET", self._kv, None, token))
+            if self.t.database:
+                data = self._timed(rec, "db", self.clock(), lambda: self._call("GET", self._creds, None, token))
+                held.lease_id = _find(data, b"lease_id")
+        except RawError as err:
+            rec(WORKLOAD, t_sched, t_sched, self.clock(), err.kind)
+            if held is not None:
+                self.revoke(held, self.clock(), rec)
+            return None
+        t_end = self.clock()
+        rec(SECRETS, t_login, t_login, t_end, None)
+        rec(WORKLOAD, t_sched, t_sched, t_end, None)
+        return held
+
+    def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
+        def go() -> None:
+            if held.lease_id:
+                self._call("PUT", "/v1/sys/leases/revoke", json.dumps({"lease_id": held.lease_id}).encode(),
+                           held.token)
+            self._call("POST", "/v1/auth/token/revoke-self", b"", held.token)
+
+        with contextlib.suppress(RawError):
+            self._timed(rec, "revoke", self.clock(), go)
+
+    def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
+        try:
+            if op == "kv-read":
+                self._timed(rec, op, t_sched, lambda: self._call("GET", self._kv, None, self.own_token))
+            elif op == "db-creds":
+                self._timed(rec, op, t_sched, lambda: self._call("GET", self._creds, None, self.own_token))
+            elif op == "jwt-login":
+                self._timed(rec, op, t_sched, lambda: self._do_login(seq))
+            else:
+                raise ValueError(op)
+        except RawError:
+            pass

@@ -1,0 +1,129 @@
+"""``vaultmesh bench`` and ``vaultmesh chaos``: load a mesh, break it under load, report figures and a picture.
+
+Register in ``cli/main.py`` (``_register_optional``): ``("vaultmesh.cli.bench", "bench"), ("vaultmesh.cli.bench",
+"chaos")``. Both take the main command's ``--dir``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vaultmesh.cli.main import err_console, handle_errors
+from vaultmesh.errors import VaultmeshError
+
+
+def _state_dir() -> Path:
+    obj = click.get_current_context().find_root().obj
+    return Path(getattr(obj, "dir", None) or ".vaultmesh").absolute()
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int, float], None]]:
+    """A rich progress bar on stderr, fed by the runner's ``progress(done, total, elapsed)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: int, elapsed: float) -> None:
+            bar.update(task, completed=done, total=total or None)
+
+        yield update
+
+
+def _write_outputs(result: Any, json_file: Path | None, plot_file: Path | None, title: str = "") -> None:
+    from vaultmesh.bench.plot import render_html
+    from vaultmesh.bench.report import to_json
+
+    if json_file:
+        json_file.write_text(json.dumps(to_json(result)) + "\n")
+        click.echo(f"raw results: {json_file}", err=True)
+    if plot_file:
+        if plot_file.suffix.lower() not in (".html", ".htm", ".svg"):
+            raise VaultmeshError(f"--plot {plot_file}: only .html (a self-contained page with an inline SVG) is "
+                                 "drawn", hint="use a .html file name")
+        page = render_html(result, title=title)
+        if plot_file.suffix.lower() == ".svg":
+            page = page[page.index("<svg"):page.index("</svg>") + 6] + "\n"
+        plot_file.write_text(page)
+        click.echo(f"plot: {plot_file}", err=True)
+
+
+LOAD_OPTIONS = [
+    click.option("-n", "--count", type=int, default=None,
+                 help="rollout: workloads (default 100); single-op: requests (default: until --duration)."),
+    click.option("--window", type=float, default=5.0, show_default=True,
+                 help="rollout: seconds over which the workloads start (0: all at once)."),
+    click.option("--rate", type=float, default=0.0, help="Open-loop arrivals per second (steady; optional for "
+                                                         "single-op)."),
+    click.option("--duration", type=float, default=10.0, show_default=True, help="steady/single-op: seconds."),
+    click.option("--hold", type=float, default=1.0, show_default=True,
+                 help="Seconds a workload holds its secrets before revoking them."),
+    click.option("-c", "--concurrency", type=int, default=32, show_default=True, help="Threads in all."),
+    click.option("--processes", type=int, default=2, show_default=True, help="Worker processes."),
+    click.option("--op", type=click.Choice(["workload", "kv-read", "jwt-login", "db-creds"]), default="workload",
+                 show_default=True, help="steady: what arrives."),
+    click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Write the raw results (every sample) as JSON."),
+    click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
+                 help="Draw latency over time (.html page with an inline SVG)."),
+]
+
+
+def load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(LOAD_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _config(scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
+            concurrency: int, processes: int, op: str, raw: bool) -> Any:
+    from vaultmesh.bench.model import BenchConfig
+
+    if count is None:
+        count = 100 if scenario == "rollout" else 0
+    cfg = BenchConfig(scenario=scenario, count=count, window=window, rate=rate, duration=duration, hold=hold,
+                      concurrency=concurrency, processes=processes, op=op, raw=raw)
+    cfg.check()
+    return cfg
+
+
+@click.command("bench")
+@click.argument("scenario", type=click.Choice(["rollout", "steady", "kv-read", "jwt-login", "db-creds"]))
+@load_options
+@click.option("--raw", is_flag=True, help="Ceiling mode: the same requests with the least client work.")
+@click.option("--ceiling", is_flag=True, help="Run the workload path, then the raw ceiling, and compare.")
+@handle_errors
+def bench(scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
+          concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None, raw: bool,
+          ceiling: bool) -> None:
+    """Load the mesh: a rollout of N workloads (identity token, login, KV, database creds, hold, revoke), a
+    steady open-loop arrival rate, or one operation; report per phase and overall, and check that the token
+    and lease counts come back to the baseline. Loopback targets only; every run is bounded."""
+    from vaultmesh.bench.report import error_total, render_text
+    from vaultmesh.bench.runner import bench_mesh
+    from vaultmesh.bench.targets import setup_targets
+    from vaultmesh.lifecycle import mesh as m
+
+    cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, raw)
+    mesh = m.open_mesh(_state_dir())
+    targets = setup_targets(mesh)
+    with _progress(f"{scenario}{' (raw)' if raw else ''}") as progress:
+        result = bench_mesh(mesh, cfg, progress=progress, targets=targets)
+    ceiling_result = None
+    if ceiling and not raw:
+        from dataclasses import replace
+
+        with _progress(f"{scenario} (raw ceiling)") as progress:
+            ceiling_result = bench_mesh(mesh, replace(cfg, raw=True), progress=progress, targets=targets)
+    click.echo(render_text(result, ceiling=ceiling_result))
+    _write_outputs(result, json_file, plot_file)
+    if error_total(result) or not result.returned:
+        raise SystemExit(1)
