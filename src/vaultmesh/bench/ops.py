@@ -26,6 +26,7 @@ from typing import Any
 from vaultmesh.bench.model import SECRETS, WORKLOAD, error_kind
 from vaultmesh.bench.targets import Targets
 from vaultmesh.engine.client import EngineClient, RetryPolicy, make_ssl_context
+from vaultmesh.errors import EngineError
 from vaultmesh.identity.tokens import mint
 
 Rec = Callable[[str, float, float, float, str | None], None]
@@ -70,9 +71,31 @@ class PathOps:
     def prepare(self, op: str) -> None:
         """Single-op scenarios that need a token (kv-read, db-creds) log in once per thread, off the clock."""
         if op in ("kv-read", "db-creds"):
-            auth = self.client.login(self.t.auth_mount, {"role": self.t.role,
-                                                         "jwt": identity_token(self.signer, self.t, 0)})
-            self.own_token = str(auth["client_token"])
+            self.own_token = self._login(identity_token(self.signer, self.t, 0))
+
+    def _call(self, method: str, path: str, data: Any = None, *, token: str | None,
+              consistent: bool = False) -> dict[str, Any] | None:
+        """One request through the client. A redirect is not a success: a standby that cannot forward answers
+        307, and the client does not follow it, so the request was not performed."""
+        resp = self.client.request(method, path, data, token=token, consistent=consistent)
+        if 300 <= resp.status < 400:
+            raise EngineError(resp.status, ["redirected to the active node: the request was not performed"],
+                              method=method, path="/" + path, node=resp.node)
+        return resp.data
+
+    def _login(self, jwt: str) -> str:
+        data = self._call("POST", self.t.login_path, {"role": self.t.role, "jwt": jwt}, token=None)
+        auth = (data or {}).get("auth") or {}
+        if not auth.get("client_token"):
+            raise EngineError(200, ["login answered without a token"], method="POST", path="/" + self.t.login_path)
+        return str(auth["client_token"])
+
+    def _read(self, path: str, token: str) -> dict[str, Any]:
+        """A consistent read (the X-Vault-Index of this client's last write: the login) that must exist."""
+        data = self._call("GET", path, token=token, consistent=True)
+        if data is None:
+            raise EngineError(404, ["not found"], method="GET", path="/" + path)
+        return data
 
     def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
         t_start = self.clock()
@@ -91,16 +114,12 @@ class PathOps:
         try:
             jwt = self._timed(rec, "mint", self.clock(), lambda: identity_token(self.signer, t, seq))
             t_login = self.clock()
-            auth = self._timed(rec, "login", t_login, lambda: self.client.login(
-                t.auth_mount, {"role": t.role, "jwt": jwt}))
-            held = Held(seq, str(auth["client_token"]), None)
-            token = held.token
-            self._timed(rec, "kv", self.clock(), lambda: self.client.read(t.kv_read_path, token=token,
-                                                                          consistent=True))
+            token = self._timed(rec, "login", t_login, lambda: self._login(jwt))
+            held = Held(seq, token, None)
+            self._timed(rec, "kv", self.clock(), lambda: self._read(t.kv_read_path, token))
             if t.database:
-                creds = self._timed(rec, "db", self.clock(), lambda: self.client.read(
-                    t.creds_path, token=token, consistent=True))
-                held.lease_id = (creds or {}).get("lease_id")
+                creds = self._timed(rec, "db", self.clock(), lambda: self._read(t.creds_path, token))
+                held.lease_id = creds.get("lease_id")
         except Exception as err:
             rec(WORKLOAD, t_sched, t_sched, self.clock(), error_kind(err))
             if held is not None:
@@ -116,8 +135,8 @@ class PathOps:
 
         def go() -> None:
             if held.lease_id:
-                self.client.write("sys/leases/revoke", {"lease_id": held.lease_id}, token=held.token)
-            self.client.write("auth/token/revoke-self", {}, token=held.token)
+                self._call("POST", "sys/leases/revoke", {"lease_id": held.lease_id}, token=held.token)
+            self._call("POST", "auth/token/revoke-self", {}, token=held.token)
 
         with contextlib.suppress(Exception):  # already recorded
             self._timed(rec, "revoke", self.clock(), go)
@@ -125,13 +144,13 @@ class PathOps:
     def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
         t = self.t
         try:
+            own = self.own_token or ""
             if op == "kv-read":
-                self._timed(rec, op, t_sched, lambda: self.client.read(t.kv_read_path, token=self.own_token))
+                self._timed(rec, op, t_sched, lambda: self._read(t.kv_read_path, own))
             elif op == "db-creds":
-                self._timed(rec, op, t_sched, lambda: self.client.read(t.creds_path, token=self.own_token))
+                self._timed(rec, op, t_sched, lambda: self._read(t.creds_path, own))
             elif op == "jwt-login":
-                self._timed(rec, op, t_sched, lambda: self.client.login(t.auth_mount, {
-                    "role": t.role, "jwt": identity_token(self.signer, t, seq)}))
+                self._timed(rec, op, t_sched, lambda: self._login(identity_token(self.signer, t, seq)))
             else:
                 raise ValueError(op)
         except Exception:  # already recorded

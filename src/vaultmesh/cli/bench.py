@@ -127,3 +127,43 @@ def bench(scenario: str, count: int | None, window: float, rate: float, duration
     _write_outputs(result, json_file, plot_file)
     if error_total(result) or not result.returned:
         raise SystemExit(1)
+
+
+@click.command("chaos")
+@click.argument("fault", type=click.Choice(["kill-leader", "kill-node", "stop-zone", "partition-zone", "lose-quorum",
+                                            "latency"]))
+@click.option("--scenario", type=click.Choice(["steady", "rollout", "kv-read", "jwt-login", "db-creds"]),
+              default="steady", show_default=True, help="The load the fault hits.")
+@load_options
+@click.option("--at", "at", type=float, default=3.0, show_default=True, help="Inject the fault this many seconds "
+                                                                             "into the load.")
+@click.option("--lift-after", type=float, default=None,
+              help="Lift the fault this many seconds after injecting it (kills: `up` restarts the nodes); "
+                   "default: after the load.")
+@click.option("--target", default=None, help="Node (kill-node, latency) or zone (stop-zone, partition-zone).")
+@click.option("--signal", "sig", type=click.Choice(["kill", "stop"]), default="kill", show_default=True,
+              help="stop-zone: SIGKILL or SIGSTOP.")
+@click.option("--delay-ms", type=int, default=100, show_default=True, help="latency: added delay.")
+@handle_errors
+def chaos(fault: str, scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
+          concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None, at: float,
+          lift_after: float | None, target: str | None, sig: str, delay_ms: int) -> None:
+    """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
+    until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
+    refused writes, and how the mesh healed."""
+    from vaultmesh.chaos.plan import FaultPlan
+    from vaultmesh.chaos.run import render_full, run_chaos
+    from vaultmesh.lifecycle import mesh as m
+
+    if scenario == "steady" and not rate:
+        rate = 20.0
+    cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, False)
+    plan = FaultPlan(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig,  # type: ignore[arg-type]
+                     delay_ms=delay_ms)
+    mesh = m.open_mesh(_state_dir())
+    with _progress(f"{scenario} + {fault}") as progress:
+        result = run_chaos(mesh, plan, cfg, progress=progress)
+    click.echo(render_full(result))
+    _write_outputs(result.bench, json_file, plot_file, title=f"vaultmesh chaos: {fault} under {scenario}")
+    if not result.passed:
+        raise SystemExit(1)

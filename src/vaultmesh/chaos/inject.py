@@ -1,0 +1,118 @@
+"""Doing the faults: find the leader, signal node processes by pid, cut zone links, heal. Edge code."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from vaultmesh.engine.client import EngineClient
+from vaultmesh.errors import VaultmeshError
+from vaultmesh.layout import NodeLayout
+from vaultmesh.lifecycle import mesh as m
+from vaultmesh.runtime.local import pid_alive, read_pid
+
+
+@dataclass(frozen=True)
+class Injected:
+    """What an injection did: the nodes it hit and a sentence for the report."""
+
+    nodes: tuple[str, ...]
+    detail: str
+
+
+def leader(mesh: m.Mesh, *, timeout: float = 1.0) -> NodeLayout | None:
+    """The node that says it is active (unsealed, not standby), asked directly."""
+    client = EngineClient(mesh.node_addrs, ca_file=str(mesh.paths.ca_cert))
+    try:
+        for node in mesh.layout.nodes:
+            with contextlib.suppress(OSError, ValueError):
+                h = client.health(node.api_addr, timeout=timeout)
+                if h.get("_status") == 200 and h.get("standby") is False and h.get("sealed") is False:
+                    return node
+    finally:
+        client.close()
+    return None
+
+
+def wait_leader(mesh: m.Mesh, *, timeout: float = 30.0) -> NodeLayout | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        node = leader(mesh)
+        if node is not None:
+            return node
+        time.sleep(0.1)
+    return None
+
+
+def node_pid(node: NodeLayout) -> int:
+    pid = read_pid(node.pid_file)
+    if not pid_alive(pid, cmd_contains=str(node.config_file)):
+        raise VaultmeshError(f"{node.name} is not running (no live process for {node.pid_file})")
+    assert pid is not None
+    return pid
+
+
+def signal_nodes(nodes: list[NodeLayout], sig: int) -> Injected:
+    """Send ``sig`` to each node's own process (by its pid file, checked against its config path)."""
+    pids = [(n, node_pid(n)) for n in nodes]
+    for _, pid in pids:
+        os.kill(pid, sig)
+    name = signal.Signals(sig).name
+    return Injected(tuple(n.name for n, _ in pids), ", ".join(f"{name} {n.name} (pid {pid})" for n, pid in pids))
+
+
+def resume_nodes(nodes: list[NodeLayout]) -> None:
+    for n in nodes:
+        pid = read_pid(n.pid_file)
+        if pid and pid_alive(pid, cmd_contains=str(n.config_file)):
+            os.kill(pid, signal.SIGCONT)
+
+
+def zone_of(mesh: m.Mesh, zone: str) -> list[NodeLayout]:
+    nodes = [n for n in mesh.layout.nodes if n.zone == zone]
+    if not nodes:
+        zones = sorted({n.zone for n in mesh.layout.nodes})
+        raise VaultmeshError(f"no node in zone {zone!r}; zones: {', '.join(zones)}")
+    return nodes
+
+
+def pick_standby(mesh: m.Mesh, current_leader: NodeLayout | None, target: str | None) -> NodeLayout:
+    if target:
+        try:
+            return mesh.layout.node(target)
+        except KeyError:
+            raise VaultmeshError(f"no node named {target!r}") from None
+    for n in mesh.layout.nodes:
+        if current_leader is None or n.name != current_leader.name:
+            return n
+    raise VaultmeshError("the mesh has no standby to kill")
+
+
+def wait_healthy(root: os.PathLike[str] | str, *, timeout: float = 90.0) -> float | None:
+    """Seconds until `vaultmesh status` calls the mesh healthy (None: not within ``timeout``)."""
+    from pathlib import Path
+
+    from vaultmesh.lifecycle.up import status
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        with contextlib.suppress(VaultmeshError, OSError):
+            _, view, _ = status(Path(root))
+            if view.healthy:
+                return time.monotonic() - t0
+        time.sleep(0.25)
+    return None
+
+
+def heal_with_up(root: os.PathLike[str] | str, *, timeout: float = 120.0) -> float:
+    """`vaultmesh up`: restarts stopped nodes, which rejoin and unseal; seconds until it returned healthy."""
+    from pathlib import Path
+
+    from vaultmesh.lifecycle.up import up
+
+    t0 = time.monotonic()
+    up(Path(root), None, "", timeout=timeout)
+    return time.monotonic() - t0
