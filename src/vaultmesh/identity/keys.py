@@ -25,7 +25,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from vaultmesh.errors import StateError
+from vaultmesh.fsutil import fsync_dir, write_atomic
 
 ALGORITHM = "ES256"
 """The only signing algorithm: ECDSA on P-256 signs in tens of microseconds and OpenBao verifies it."""
@@ -204,7 +204,7 @@ class KeyRing:
                 for kid in gone:
                     with contextlib.suppress(FileNotFoundError):
                         (self._directory / f"{kid}.pem").unlink()
-                _fsync_dir(self._directory)
+                fsync_dir(self._directory)
             self._set(keep)
         return gone
 
@@ -231,29 +231,8 @@ class KeyRing:
 
 
 def write_private_file(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file with ``mode`` in the same dir, then rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Write ``data`` to ``path`` atomically with ``mode`` (``fsutil.write_atomic``)."""
+    write_atomic(Path(path), data, mode=mode)
 
 
 def _file_stamp(path: Path) -> tuple[int, int, int] | None:
