@@ -293,6 +293,9 @@ class LeaseBook:
         if held is None or self._stale(held, Step.RENEW):
             return
         held.failures = 0
+        if ttl <= 0 < held.full_ttl:  # renewed to nothing: it is gone, replace it
+            self._move(held, "failed_permanent", now)
+            return
         capped = ttl < held.full_ttl
         held.granted_at, held.ttl = now, ttl
         outcome: Outcome = "renewed" if renewable and not capped else ("capped" if capped else "not_renewable")

@@ -161,11 +161,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace, token: str | None = None) -> EngineClient:
-    from vaultmesh.engine.client import EngineClient, RetryPolicy
+    from vaultmesh.engine.client import RetryPolicy
     from vaultmesh.engine.env import from_env
+    from vaultmesh.workload.session import make_client
 
-    return EngineClient(_addrs(args.addr), ca_file=args.ca_cert or from_env("CACERT"), token=token,
-                        namespace=args.namespace or from_env("NAMESPACE"), retry=RetryPolicy(deadline=args.deadline))
+    client = make_client(_addrs(args.addr), ca_file=args.ca_cert or from_env("CACERT"),
+                         namespace=args.namespace or from_env("NAMESPACE"), retry=RetryPolicy(deadline=args.deadline))
+    client.token = token
+    return client
 
 
 def reap_command(args: argparse.Namespace) -> int:

@@ -106,7 +106,7 @@ def configure(client: EngineClient, issuer: Issuer, pg_dsn: str, m: WorkloadMoun
     _mount(client, f"sys/mounts/{m.kv}", {"type": "kv", "options": {"version": "2"}})
     _mount(client, f"sys/mounts/{m.db}", {"type": "database"})
     for path, data in m.secrets.items():
-        client.write(f"{m.kv}/data/{path}", {"data": dict(data)})
+        _write_kv(client, f"{m.kv}/data/{path}", {"data": dict(data)})
     url, user, password = plugin_connection_url(pg_dsn)
     client.write(f"{m.db}/config/pg", {"plugin_name": "postgresql-database-plugin", "connection_url": url,
                                        "username": user, "password": password, "allowed_roles": ["*"],
@@ -132,3 +132,16 @@ def _mount(client: EngineClient, path: str, body: dict[str, Any]) -> None:
     except EngineError as err:
         if "already in use" not in " ".join(err.errors) and "existing mount" not in " ".join(err.errors):
             raise
+
+
+def _write_kv(client: EngineClient, path: str, body: dict[str, Any], timeout: float = 15.0) -> None:
+    """A new KV v2 mount refuses writes for a moment while it sets itself up ("upgrade in progress")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.write(path, body)
+            return
+        except EngineError as err:
+            if err.status != 400 or "upgrad" not in " ".join(err.errors) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -29,7 +29,7 @@ from vaultmesh.engine.client import EngineClient
 from vaultmesh.engine.env import from_env
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.workload.book import Timing
-from vaultmesh.workload.session import IdentityFile, Renewer, Session, WorkloadError
+from vaultmesh.workload.session import IdentityFile, Renewer, Session, WorkloadError, make_client
 from vaultmesh.workload.spec import Source, parse_source_text
 
 log = logging.getLogger("vaultmesh.workload")
@@ -149,8 +149,8 @@ class Workload:
             nodes = [a.strip() for r in raw for a in r.split(",") if a.strip()]
             if not nodes:
                 raise WorkloadError("no OpenBao address: pass addrs= or set BAO_ADDR")
-            client = EngineClient(nodes, ca_file=ca_file or from_env("CACERT"),
-                                  namespace=namespace or from_env("NAMESPACE"))
+            client = make_client(nodes, ca_file=ca_file or from_env("CACERT"),
+                                 namespace=namespace or from_env("NAMESPACE"))
 
         def changed(keys: tuple[str, ...]) -> None:
             paths = tuple(k.split(":", 1)[1] for k in keys)

@@ -9,6 +9,7 @@ just given is never "unknown" on the node that serves the next read.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -16,7 +17,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.engine.client import (
+    EngineClient,
+    Response,
+    RetryPolicy,
+    StdlibTransport,
+    Transport,
+    make_ssl_context,
+)
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.workload.book import (
     TOKEN,
@@ -93,6 +101,37 @@ def read_wrapping_token(ref: str, environ: Mapping[str, str] | None = None) -> s
     if not value:
         raise WorkloadError(f"unwrap {ref}: {where} is empty")
     return value
+
+
+class RedirectIsUnavailable:
+    """Transport wrapper: a node answering 3xx is treated as unavailable (503), so the client fails over.
+
+    During and after a leader election a standby that cannot forward answers ``307`` with the active node in
+    ``Location``; ``EngineClient`` counts 3xx as success and would keep asking that node. Mapping it to 503 lets
+    the client's own failover and backoff find the node that serves.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
+             timeout: float) -> tuple[int, dict[str, str], bytes]:
+        status, rh, raw = self.inner.send(method, addr, target, headers, body, timeout)
+        if 300 <= status < 400:
+            where = rh.get("location", "?")
+            return 503, rh, json.dumps({"errors": [f"redirected ({status}) to {where}"]}).encode()
+        return status, rh, raw
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def make_client(addrs: list[str], *, ca_file: str | None = None, namespace: str | None = None,
+                retry: RetryPolicy | None = None) -> EngineClient:
+    """The workload's client: every node, the mesh CA, and standby redirects treated as failover."""
+    transport = RedirectIsUnavailable(StdlibTransport(make_ssl_context(ca_file)))
+    return EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry or RetryPolicy(),
+                        transport=transport)
 
 
 class Session:
@@ -189,6 +228,10 @@ class Session:
         if resp.status == 404:
             hint = " (is it a KV version 2 mount?)" if source.kind == "kv" else ""
             raise WorkloadError(f"{what} failed: {source.path} does not exist{hint}")
+        try:
+            _expect(resp, "data")
+        except EngineError as err:
+            raise WorkloadError(describe_failure(what, err)) from err
         fields = body.get("data")
         if source.kind == "kv" or (source.kind == "unwrap" and _kv2_shaped(fields)):
             fields = (fields or {}).get("data")
@@ -228,7 +271,7 @@ class Session:
             token = self._tokens.get(action.accessor)
             try:
                 resp = self.client.request("POST", "auth/token/renew-self", {}, token=token)
-                auth = (resp.data or {}).get("auth") or {}
+                auth = _expect(resp, "auth")
                 self.book.token_renewed(now, float(auth.get("lease_duration") or 0), bool(auth.get("renewable")))
                 self.log("info", f"renewed the token for {auth.get('lease_duration')} s")
             except VaultmeshError as err:
@@ -244,6 +287,7 @@ class Session:
             try:
                 resp = self.client.request("PUT", "sys/leases/renew", {"lease_id": action.lease_id},
                                            token=self.token)
+                _expect(resp, "lease_id")
                 body = resp.data or {}
                 self.book.lease_renewed(action.key, now, float(body.get("lease_duration") or 0),
                                         bool(body.get("renewable")))
@@ -303,6 +347,17 @@ class Session:
                     self._revoke_token(action.accessor, retry)
             self._accessor = None
             self.values.clear()
+
+
+def _expect(resp: Response, key: str) -> dict[str, Any]:
+    """The block ``key`` of a 200 answer. Anything else (seen during leader elections: a 2xx/3xx answer with no
+    body) raises an ``EngineError`` with that status, which counts as temporary: the book retries."""
+    body = resp.data or {}
+    block = body.get(key)
+    if resp.status != 200 or not block:
+        raise EngineError(resp.status if resp.status != 200 else 502, [f"answer {resp.status} without {key!r}"],
+                          node=resp.node)
+    return block if isinstance(block, dict) else body
 
 
 def _kv2_shaped(fields: Any) -> bool:
