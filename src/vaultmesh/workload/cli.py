@@ -205,16 +205,5 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     return main(["run", *(sys.argv[1:] if argv is None else argv)])
 
 
-def vaultmesh_main() -> None:
-    """A dispatching ``vaultmesh`` entry point: ``run`` and ``leases reap`` here, anything else in the click CLI,
-    which costs ~130 ms of imports the workload path does not need."""
-    argv = sys.argv[1:]
-    if argv[:1] == ["run"] or argv[:2] == ["leases", "reap"]:
-        sys.exit(main(argv))
-    from vaultmesh.cli.main import main as click_main
-
-    click_main()
-
-
 if __name__ == "__main__":
     sys.exit(main())
