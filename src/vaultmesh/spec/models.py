@@ -103,6 +103,11 @@ class LifecycleSpec(_Model):
     raft: RaftSpec = RaftSpec()
     entry: EntrySpec = EntrySpec()
     log_level: Literal["trace", "debug", "info", "warn", "error"] = "info"
+    runtime: Literal["local", "netns"] = "local"
+    """``local``: every node is a process on this machine's loopback. ``netns``: every node runs in a network
+    namespace of its own with its own address (root and iproute2 needed), so links between zones can be cut
+    (``vaultmesh chaos partition-zone``). PostgreSQL and the identity issuer on 127.0.0.1 are then out of the
+    nodes' reach."""
 
     @field_validator("nodes")
     @classmethod
@@ -115,6 +120,13 @@ class LifecycleSpec(_Model):
             raise ValueError(f"nodes: {n} is even; an even count tolerates no more failures than {n - 1} "
                              f"nodes and makes split votes possible; use {n - 1} or {n + 1}")
         return n
+
+    @model_validator(mode="after")
+    def _check_runtime(self) -> LifecycleSpec:
+        if self.runtime == "netns" and self.seal.type == "transit":
+            raise ValueError("runtime: netns works with the static or shamir seal; the transit seal node listens "
+                             "on loopback, out of the namespaces' reach")
+        return self
 
     @field_validator("zones")
     @classmethod
