@@ -33,6 +33,8 @@ class NodeLayout:
     cluster_port: int
     dir: Path
     host: str = HOST
+    netns: str | None = None
+    """The network namespace the node runs in (``runtime: netns``); None: the machine's own network."""
 
     @property
     def api_addr(self) -> str:
@@ -151,15 +153,30 @@ class MeshLayout:
         return ports
 
 
+NETNS_PREFIX = "10.213"
+"""``runtime: netns``: node i of a mesh gets ``10.213.<octet>.<11+i>`` in a namespace of its own, on a bridge whose
+root-namespace side is ``.1``. The addresses exist only inside this machine (a bridge with no uplink)."""
+
+
+def netns_names(net_id: str, octet: int, count: int) -> list[tuple[str, str]]:
+    """(namespace, address) of each node of a netns mesh whose id is ``net_id`` (6 hex digits)."""
+    return [(f"vm{net_id}-{i + 1}", f"{NETNS_PREFIX}.{octet}.{11 + i}") for i in range(count)]
+
+
 def build_layout(name: str, root: Path, zones: list[tuple[str, str]], ports: list[int],
-                 *, transit_seal: bool) -> MeshLayout:
-    """Assign ``ports`` (api, cluster per node, then entry, then seal api, cluster) to the mesh's parts."""
+                 *, transit_seal: bool, netns: tuple[str, int] | None = None) -> MeshLayout:
+    """Assign ``ports`` (api, cluster per node, then entry, then seal api, cluster) to the mesh's parts.
+
+    ``netns`` (id, octet): each node runs in its own network namespace with its own address (see NETNS_PREFIX).
+    """
     need = 2 * len(zones) + 1 + (2 if transit_seal else 0)
     if len(ports) < need:
         raise ValueError(f"need {need} ports, got {len(ports)}")
     paths = StatePaths(root)
+    hosts = netns_names(*netns, len(zones)) if netns else [(None, HOST)] * len(zones)
     nodes = tuple(
-        NodeLayout(node, zone, ports[2 * i], ports[2 * i + 1], paths.nodes_dir / node)
+        NodeLayout(node, zone, ports[2 * i], ports[2 * i + 1], paths.nodes_dir / node, host=hosts[i][1],
+                   netns=hosts[i][0])
         for i, (node, zone) in enumerate(zones)
     )
     entry = ports[2 * len(zones)]
