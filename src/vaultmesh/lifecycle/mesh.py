@@ -99,8 +99,14 @@ def open_mesh(root: Path) -> Mesh:
         raise StateError(f"{paths.spec_file} is missing", hint="restore it, or destroy and recreate") from None
     spec = parse_spec(text, source=str(paths.spec_file), base_dir=Path(state.get("spec_dir") or root))
     layout = build_layout(spec.name, root, zone_layout(spec), state["ports"],
-                          transit_seal=spec.seal.type == "transit")
+                          transit_seal=spec.seal.type == "transit", netns=_netns_of(state))
     return Mesh(spec, layout, state.get("engine"), bool(state.get("initialized")), state)
+
+
+def _netns_of(state: dict[str, Any]) -> tuple[str, int] | None:
+    """(id, octet) of a ``runtime: netns`` mesh, recorded in state.json at creation."""
+    rec = state.get("netns")
+    return (str(rec["id"]), int(rec["octet"])) if rec else None
 
 
 def check_same_lifecycle(mesh: Mesh, spec: MeshSpec) -> None:
@@ -147,7 +153,17 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     """
     paths = StatePaths(root)
     ports = plan_ports(spec)
-    layout = build_layout(spec.name, root, zone_layout(spec), ports, transit_seal=spec.seal.type == "transit")
+    netns_rec = None
+    if spec.runtime == "netns":
+        from vaultmesh.runtime import netns
+
+        why = netns.unavailable()
+        if why:
+            raise StateError(f"runtime: netns is not possible here: {why}", hint="use runtime: local")
+        net_id = netns.mesh_net_id(root)
+        netns_rec = {"id": net_id, "octet": netns.choose_octet(net_id, netns.used_octets())}
+    layout = build_layout(spec.name, root, zone_layout(spec), ports, transit_seal=spec.seal.type == "transit",
+                          netns=_netns_of({"netns": netns_rec}))
     check_ports_free(port_names(layout))
     ensure_dir(root)
     now = dt.datetime.now(dt.UTC)
@@ -160,6 +176,8 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
         ensure_dir(node.dir)
         ensure_dir(node.data_dir)
         dns, ips = pki.node_cert_names(node.name)
+        if node.host not in ips:
+            ips = [*ips, node.host]  # a netns node's own address
         pair = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=ips, now=now,
                                      days=spec.tls.cert_days)
         write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
@@ -174,6 +192,8 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     state = {"format": STATE_FORMAT, "vaultmesh_version": __version__, "name": spec.name,
              "created": now.isoformat(timespec="seconds"), "engine": engine, "ports": ports,
              "initialized": False, "spec_dir": str(spec_dir) if spec_dir else None}
+    if netns_rec:
+        state["netns"] = netns_rec
     mesh = Mesh(spec, layout, engine, False, state)
     render_configs(mesh)
     write_json(paths.state_file, state)

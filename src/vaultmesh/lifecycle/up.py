@@ -66,8 +66,14 @@ def entry_running(layout: MeshLayout) -> bool:
 
 
 def _start_node(node: NodeLayout, engine: str, env: dict[str, str] | None = None) -> int:
-    check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
-    return start_process([engine, "server", f"-config={node.config_file}"], cwd=node.dir,
+    prefix: list[str] = []
+    if node.netns:  # runtime: netns: the node's own namespace, whose ports are its own
+        from vaultmesh.runtime.netns import exec_prefix
+
+        prefix = exec_prefix(node)
+    else:
+        check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
+    return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
                          log_file=node.log_file, pid_file=node.pid_file, env=env)
 
 
@@ -172,6 +178,10 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
         engine_path = resolve_engine(engine_override or mesh.engine).path
         want_entry = entry_wanted(mesh.spec)
         m.render_configs(mesh)
+        if any(n.netns for n in mesh.layout.nodes):
+            from vaultmesh.runtime import netns
+
+            netns.ensure(mesh.layout)
         if not issuer_running(mesh.layout):
             progress("starting the workload identity issuer")
             _start_issuer(mesh)
@@ -314,6 +324,11 @@ def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
 def destroy(root: Path, *, progress: Progress = _quiet) -> None:
     if m.exists(root):
         down(root, progress=progress)
+        layout = m.open_mesh(root).layout
+        if any(n.netns for n in layout.nodes):
+            from vaultmesh.runtime import netns
+
+            netns.remove(layout)
     if root.exists():
         m.destroy(root)
 
