@@ -1,0 +1,56 @@
+"""vaultmesh chaos against real meshes: a leader killed under load, a zone cut off in network namespaces."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from vaultmesh.bench.model import BenchConfig
+from vaultmesh.chaos.plan import FaultPlan
+from vaultmesh.chaos.run import render_chaos, run_chaos
+from vaultmesh.runtime import netns
+
+from .conftest import MeshHandle, stop_all
+
+pytestmark = pytest.mark.integration
+
+LOAD = BenchConfig(scenario="steady", op="workload", rate=15.0, duration=6.0, hold=0.5, concurrency=8)
+
+
+def test_leader_kill_under_load_loses_no_acknowledged_write(make_mesh: Callable[..., MeshHandle],
+                                                             postgres_dsn: str) -> None:
+    handle = make_mesh()
+    result = run_chaos(handle.mesh, FaultPlan("kill-leader", at=2.0), LOAD)
+    report = render_chaos(result)
+    assert result.t_inject is not None, report
+    assert result.leader_before and result.leader_after and result.leader_after != result.leader_before, report
+    assert result.acked > 50, report
+    assert result.lost == [], report
+    assert result.recovery is not None and result.recovery.recovery_s is not None, report
+    assert result.recovery.recovery_s < 10, report
+    assert result.healthy_after_s is not None, report  # `up` restarted the killed node
+
+
+@pytest.fixture
+def netns_mesh(make_mesh: Callable[..., MeshHandle]) -> Iterator[MeshHandle]:
+    why = netns.unavailable()
+    if why:
+        pytest.skip(f"network-namespace hosts are not possible here: {why}")
+    handle = make_mesh("runtime: netns\n")
+    try:
+        yield handle
+    finally:
+        stop_all(handle, set(handle.pids().values()))
+        netns.remove(handle.mesh.layout)
+
+
+def test_partitioned_minority_refuses_writes_and_the_mesh_heals(netns_mesh: MeshHandle) -> None:
+    assert all(n.netns for n in netns_mesh.mesh.layout.nodes)
+    load = BenchConfig(scenario="steady", op="workload", rate=10.0, duration=8.0, hold=0.5, concurrency=8)
+    result = run_chaos(netns_mesh.mesh, FaultPlan("partition-zone", at=2.0, lift_after=4.0), load)
+    report = render_chaos(result)
+    assert result.minority_attempts and result.minority_acked == 0, report
+    assert result.lost == [], report
+    assert result.recovery is not None and result.recovery.recovery_s is not None, report
+    assert result.healthy_after_s is not None, report
