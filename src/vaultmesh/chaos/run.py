@@ -133,15 +133,6 @@ class _Fault:
                                f"{self.minority_prefix}/{n.name}", interval=0.2, timeout=2.0)
                 p.start(self.t0)
                 self.minority.append(p)
-        elif plan.fault == "latency":
-            from vaultmesh.runtime import netns
-
-            target = mesh.layout.node(plan.target) if plan.target else leader
-            if target is None:
-                raise VaultmeshError("no leader to slow down")
-            self.nodes = [target]
-            netns.set_delay(mesh.layout, target.name, plan.delay_ms)
-            done = inj.Injected((target.name,), f"{plan.delay_ms} ms delay on {target.name}'s link")
         else:  # pragma: no cover - checked by the plan
             raise VaultmeshError(plan.fault)
         self.result.t_inject = self.now()
@@ -170,11 +161,6 @@ class _Fault:
                     p.stop()
                 netns.mend(mesh.layout, [n.name for n in self.nodes])
                 self.record(Event(self.now(), "links mended", ", ".join(n.name for n in self.nodes)))
-            elif plan.fault == "latency":
-                from vaultmesh.runtime import netns
-
-                netns.set_delay(mesh.layout, self.nodes[0].name, 0)
-                self.record(Event(self.now(), "delay removed", self.nodes[0].name))
 
 
 def run_chaos(mesh: m.Mesh, plan: FaultPlan, config: BenchConfig, *, progress: ProgressFn | None = None) -> ChaosResult:

@@ -130,8 +130,7 @@ def bench(scenario: str, count: int | None, window: float, rate: float, duration
 
 
 @click.command("chaos")
-@click.argument("fault", type=click.Choice(["kill-leader", "kill-node", "stop-zone", "partition-zone", "lose-quorum",
-                                            "latency"]))
+@click.argument("fault", type=click.Choice(["kill-leader", "kill-node", "stop-zone", "partition-zone", "lose-quorum"]))
 @click.option("--scenario", type=click.Choice(["steady", "rollout", "kv-read", "jwt-login", "db-creds"]),
               default="steady", show_default=True, help="The load the fault hits.")
 @load_options
@@ -140,14 +139,13 @@ def bench(scenario: str, count: int | None, window: float, rate: float, duration
 @click.option("--lift-after", type=float, default=None,
               help="Lift the fault this many seconds after injecting it (kills: `up` restarts the nodes); "
                    "default: after the load.")
-@click.option("--target", default=None, help="Node (kill-node, latency) or zone (stop-zone, partition-zone).")
+@click.option("--target", default=None, help="Node (kill-node) or zone (stop-zone, partition-zone).")
 @click.option("--signal", "sig", type=click.Choice(["kill", "stop"]), default="kill", show_default=True,
               help="stop-zone: SIGKILL or SIGSTOP.")
-@click.option("--delay-ms", type=int, default=100, show_default=True, help="latency: added delay.")
 @handle_errors
 def chaos(fault: str, scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
           concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None, at: float,
-          lift_after: float | None, target: str | None, sig: str, delay_ms: int) -> None:
+          lift_after: float | None, target: str | None, sig: str) -> None:
     """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
     until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
     refused writes, and how the mesh healed."""
@@ -158,8 +156,7 @@ def chaos(fault: str, scenario: str, count: int | None, window: float, rate: flo
     if scenario == "steady" and not rate:
         rate = 20.0
     cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, False)
-    plan = FaultPlan(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig,  # type: ignore[arg-type]
-                     delay_ms=delay_ms)
+    plan = FaultPlan(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig)  # type: ignore[arg-type]
     mesh = m.open_mesh(_state_dir())
     with _progress(f"{scenario} + {fault}") as progress:
         result = run_chaos(mesh, plan, cfg, progress=progress)
