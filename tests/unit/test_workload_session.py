@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.errors import InvalidRequest
 from vaultmesh.workload.book import Timing
-from vaultmesh.workload.session import Session, WorkloadError
+from vaultmesh.workload.session import Session, WorkloadError, WorkloadTransport
 from vaultmesh.workload.spec import parse_flags
 
 
@@ -160,3 +161,36 @@ def test_a_lease_that_cannot_be_renewed_is_read_again_and_the_change_reported() 
     assert s.values["db:database/creds/ro"]["username"] != first
     assert changes == [("db:database/creds/ro",)]
     assert "GET database/creds/ro" in fake.paths()[-3:]
+
+
+class Scripted:
+    """A transport answering from a list, recording which node was asked."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
+             timeout: float) -> tuple[int, dict[str, str], bytes]:
+        self.asked.append(addr)
+        return self.answers.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_standby_redirect_makes_the_client_ask_the_next_node() -> None:
+    inner = Scripted([(307, {"location": "https://b/v1/auth/token/renew-self"}, b""),
+                      (200, {}, b'{"auth": {"lease_duration": 30, "renewable": true}}')])
+    client = EngineClient(["https://a", "https://b"], transport=WorkloadTransport(inner), sleep=lambda s: None)
+    resp = client.request("POST", "auth/token/renew-self", {}, token="t")
+    assert (resp.status, inner.asked) == (200, ["https://a", "https://b"])
+
+
+def test_a_token_past_its_max_ttl_is_a_refusal_not_a_retry() -> None:
+    why = b'{"errors": ["1 error occurred:\\n\\t* past the max TTL, cannot renew\\n\\n"]}'
+    inner = Scripted([(500, {}, why)])
+    client = EngineClient(["https://a", "https://b"], transport=WorkloadTransport(inner), sleep=lambda s: None)
+    with pytest.raises(InvalidRequest, match="past the max TTL"):
+        client.request("POST", "auth/token/renew-self", {}, token="t")
+    assert inner.asked == ["https://a"]

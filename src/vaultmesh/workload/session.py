@@ -103,12 +103,15 @@ def read_wrapping_token(ref: str, environ: Mapping[str, str] | None = None) -> s
     return value
 
 
-class RedirectIsUnavailable:
-    """Transport wrapper: a node answering 3xx is treated as unavailable (503), so the client fails over.
+class WorkloadTransport:
+    """Transport wrapper correcting two answers the engine client would otherwise misread:
 
-    During and after a leader election a standby that cannot forward answers ``307`` with the active node in
-    ``Location``; ``EngineClient`` counts 3xx as success and would keep asking that node. Mapping it to 503 lets
-    the client's own failover and backoff find the node that serves.
+    - ``3xx``: during and after a leader election a standby that cannot forward answers ``307`` with the active
+      node in ``Location``; the client counts 3xx as success and would keep asking that node. Mapped to 503, the
+      client's own failover and backoff find the node that serves.
+    - ``500 past the max TTL, cannot renew``: OpenBao's answer to ``auth/token/renew-self`` once a token reached
+      its max TTL (leases answer 400 for the same). 500 is retried by the client until its deadline, by which
+      time the token has expired; mapped to 400, the book logs in again at once.
     """
 
     def __init__(self, inner: Transport) -> None:
@@ -120,6 +123,8 @@ class RedirectIsUnavailable:
         if 300 <= status < 400:
             where = rh.get("location", "?")
             return 503, rh, json.dumps({"errors": [f"redirected ({status}) to {where}"]}).encode()
+        if status == 500 and b"past the max TTL" in raw:
+            return 400, rh, raw
         return status, rh, raw
 
     def close(self) -> None:
@@ -128,8 +133,8 @@ class RedirectIsUnavailable:
 
 def make_client(addrs: list[str], *, ca_file: str | None = None, namespace: str | None = None,
                 retry: RetryPolicy | None = None) -> EngineClient:
-    """The workload's client: every node, the mesh CA, and standby redirects treated as failover."""
-    transport = RedirectIsUnavailable(StdlibTransport(make_ssl_context(ca_file)))
+    """The workload's client: every node, the mesh CA, and the answers ``WorkloadTransport`` corrects."""
+    transport = WorkloadTransport(StdlibTransport(make_ssl_context(ca_file)))
     return EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry or RetryPolicy(),
                         transport=transport)
 
