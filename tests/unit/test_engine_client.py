@@ -330,7 +330,7 @@ def test_a_read_does_not_replace_the_index_of_the_last_write():
 
 def test_classify_sorts_answers_into_ok_retry_and_fail():
     assert [classify(s) for s in (None, 200, 204, 307, 404, 400, 403, 405, 412, 429, 500, 503)] == [
-        "retry", "ok", "ok", "ok", "ok", "fail", "fail", "fail", "retry", "retry", "retry", "retry"]
+        "retry", "ok", "ok", "retry", "ok", "fail", "fail", "fail", "retry", "retry", "retry", "retry"]
 
 
 def test_health_asks_one_node_without_failing_over():

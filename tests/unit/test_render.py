@@ -258,10 +258,10 @@ def server_lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip().startswith("server ")]
 
 
-def test_the_entry_lists_every_node_in_both_backends():
+def test_the_entry_lists_every_node_once():
     layout = mesh(LifecycleSpec(nodes=5))
     names = [line.split()[1] for line in server_lines(render_entry_config(layout))]
-    assert names == [n.name for n in layout.nodes] * 2
+    assert names == [n.name for n in layout.nodes]
 
 
 def test_the_entry_checks_every_node_over_verified_tls_against_the_mesh_ca():
@@ -280,10 +280,11 @@ def test_the_entry_points_each_server_at_that_node_s_api_port():
         assert any(line.startswith(f"server {node.name} 127.0.0.1:{node.api_port} ") for line in lines)
 
 
-def test_the_entry_health_checks_use_sys_health_with_standbyok_for_standbys():
+def test_the_entry_routes_only_to_the_active_node():
     text = render_entry_config(mesh(LifecycleSpec()))
-    assert "uri /v1/sys/health?standbyok=true" in text
-    assert re.search(r"uri /v1/sys/health\n", text), "the active backend accepts only the active node"
+    assert re.search(r"uri /v1/sys/health\n", text), "only the active node answers 200 without standbyok"
+    assert "standbyok" not in text, "no standby fallback: TCP connections would stay pinned to a standby"
+    assert "on-marked-down shutdown-sessions" in text
 
 
 def test_the_entry_listens_on_the_entry_port_on_loopback():

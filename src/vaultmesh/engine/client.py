@@ -28,11 +28,12 @@ from vaultmesh.errors import EngineError, Unavailable
 
 Outcome = Literal["ok", "retry", "fail"]
 
-RETRY_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
-"""Answers worth trying again, maybe on another node: 412 (the node has not caught up with the
-X-Vault-Index we sent), 429 (standby asked for the active node), 500 during a leader election ("local
-node not active but active cluster node not found"), 502/504 (forwarding failed), 503 (sealed, or no
-leader)."""
+RETRY_STATUSES = frozenset({307, 412, 429, 500, 502, 503, 504})
+"""Answers worth trying again, maybe on another node: 307 (a standby that cannot forward redirects to the
+active node; during an election there is none yet, so it means "ask again", never success), 412 (the node
+has not caught up with the X-Vault-Index we sent), 429 (standby asked for the active node), 500 during a
+leader election ("local node not active but active cluster node not found"), 502/504 (forwarding failed),
+503 (sealed, or no leader)."""
 
 
 @dataclass(frozen=True)

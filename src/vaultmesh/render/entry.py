@@ -3,12 +3,16 @@
 The entry passes TLS through (mode tcp): clients verify the node's own certificate, whose SANs include
 127.0.0.1 and localhost, so the mesh CA is all a client needs and no key is shared with the proxy.
 
-Routing: every node is in two backends. In ``active`` it is checked on ``/v1/sys/health`` (200 only on the
-active node); in ``standby`` on ``/v1/sys/health?standbyok=true`` (200 on standbys too). So all traffic goes
-to the active node, and any client (hvac, the bao CLI, curl) reads its own writes: through a standby, a read
-right after a write was stale every time here. Standbys take traffic only while no node is active (during an
-election), where they forward or answer 5xx that clients retry. Sealed, uninitialised or dead nodes drop out
-of both within ~1 s (check every 500 ms, two failures). Checks are HTTPS, verified against the mesh CA.
+Routing: all traffic goes to the active node, the only one whose ``/v1/sys/health`` answers 200 (standbys
+answer 429). So any client (hvac, the bao CLI, curl) reads its own writes: through a standby, a read right
+after a write was stale every time here. While no node is active (an election, ~2 s) the entry has no server
+and refuses connections at once; clients retry (vaultmesh's own clients do, and also know every node
+address). There is deliberately no standby fallback: in TCP mode a connection stays with the server it was
+opened to, so kept-alive connections opened to a standby during an election stayed pinned to it (and got
+its 307 redirects) long after a new leader was up. A server marked down has its connections cut
+(``on-marked-down shutdown-sessions``), so clients reconnect to the new leader. Checks are HTTPS, verified
+against the mesh CA, every 500 ms (200 ms while a server is down, so a new leader is routed to within
+~200 ms of its election).
 """
 
 from __future__ import annotations
@@ -49,20 +53,12 @@ defaults
 
 frontend entry
     bind {HOST}:{layout.entry_port}
-    use_backend active if {{ nbsrv(active) gt 0 }}
-    default_backend standby
+    default_backend active
 
 backend active
     balance first
     option httpchk
     http-check send meth GET uri /v1/sys/health
-    http-check expect status 200
-{servers}
-
-backend standby
-    balance leastconn
-    option httpchk
-    http-check send meth GET uri /v1/sys/health?standbyok=true&perfstandbyok=true
     http-check expect status 200
 {servers}
 """
