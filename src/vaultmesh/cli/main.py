@@ -177,20 +177,16 @@ def env(ctx: Ctx) -> None:
     click.echo("\n".join(export_lines(values)))
 
 
-def _register_optional() -> None:
-    """Subcommand groups that live in their own modules."""
-    import importlib
+def _register_subcommands() -> None:
+    """Subcommand groups that live in their own modules (``cli/reconcile.py`` registers on import)."""
+    from vaultmesh.cli import bench, identity, reconcile  # noqa: F401
 
-    for module, attr in (("vaultmesh.cli.identity", "identity"), ("vaultmesh.cli.reconcile", None)):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        if attr:  # modules without an attr register their commands on import
-            cli.add_command(getattr(mod, attr))
+    cli.add_command(identity.identity)
+    cli.add_command(bench.bench)
+    cli.add_command(bench.chaos)
 
 
-_register_optional()
+_register_subcommands()
 
 
 def main() -> None:
