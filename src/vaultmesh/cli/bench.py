@@ -1,7 +1,6 @@
 """``vaultmesh bench`` and ``vaultmesh chaos``: load a mesh, break it under load, report figures and a picture.
 
-Register in ``cli/main.py`` (``_register_optional``): ``("vaultmesh.cli.bench", "bench"), ("vaultmesh.cli.bench",
-"chaos")``. Both take the main command's ``--dir``.
+Both take the main command's ``--dir``.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from typing import Any
 
 import click
 
-from vaultmesh.cli.main import err_console, handle_errors
+from vaultmesh.cli.common import err_console, handle_errors
 from vaultmesh.errors import VaultmeshError
 
 

@@ -2,62 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from vaultmesh import __version__
+from vaultmesh.cli import bench, identity, reconcile
+from vaultmesh.cli.common import Ctx, err_console, handle_errors, pass_ctx
 from vaultmesh.errors import VaultmeshError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Ctx:
-    def __init__(self, dir: Path, engine: str | None, debug: bool) -> None:
-        self.dir = dir
-        self.engine = engine
-        self.debug = debug
-
-
-def err_console() -> Any:
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def handle_errors(fn: F) -> F:
-    """Expected failures: one line (plus the node log tail when there is one), non-zero exit.
-    Anything else is a bug: traceback and a request to report it."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context().find_object(Ctx)
-        try:
-            return fn(*args, **kwargs)
-        except VaultmeshError as err:
-            if ctx and ctx.debug:
-                traceback.print_exc()
-            click.echo(f"error: {err}", err=True)
-            sys.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except Exception:
-            traceback.print_exc()
-            click.echo("error: an internal error occurred (a bug in vaultmesh); please report it with the "
-                       "traceback above", err=True)
-            sys.exit(70)
-
-    return wrapper  # type: ignore[return-value]
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -177,16 +131,9 @@ def env(ctx: Ctx) -> None:
     click.echo("\n".join(export_lines(values)))
 
 
-def _register_subcommands() -> None:
-    """Subcommand groups that live in their own modules (``cli/reconcile.py`` registers on import)."""
-    from vaultmesh.cli import bench, identity, reconcile  # noqa: F401
-
-    cli.add_command(identity.identity)
-    cli.add_command(bench.bench)
-    cli.add_command(bench.chaos)
-
-
-_register_subcommands()
+for command in (identity.identity, reconcile.plan, reconcile.apply, reconcile.lint, reconcile.policy,
+                bench.bench, bench.chaos):
+    cli.add_command(command)
 
 
 def main() -> None:
@@ -194,8 +141,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # `python -m vaultmesh.cli.main` runs this file as __main__, a second copy of the module; the command
-    # modules (cli/reconcile.py) register on `vaultmesh.cli.main.cli`, so run that copy's group.
-    from vaultmesh.cli import main as _imported
-
-    _imported.main()
+    main()

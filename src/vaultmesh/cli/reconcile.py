@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vaultmesh.cli.main import Ctx, cli, err_console, handle_errors, pass_ctx
+from vaultmesh.cli.common import Ctx, err_console, handle_errors, pass_ctx
 
 FILE_OPT = click.option("-f", "--file", "file_", type=click.Path(path_type=Path), required=True,
                         help="The mesh file.")
@@ -28,7 +28,7 @@ def _admin(ctx: Ctx):  # type: ignore[no-untyped-def]
     return mesh, mesh.client(token=m.admin_token(mesh))
 
 
-@cli.command()
+@click.command()
 @FILE_OPT
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @click.option("--prune", is_flag=True, help="Include deleting what the file no longer declares.")
@@ -61,7 +61,7 @@ def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: b
         sys.exit(2)
 
 
-@cli.command()
+@click.command()
 @FILE_OPT
 @click.option("--prune", is_flag=True, help="Also delete what the file no longer declares (shown by plan).")
 @click.option("--force", is_flag=True, help="Allow deleting namespaces, secrets engines, or many objects.")
@@ -84,7 +84,7 @@ def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None)
         click.echo(f"Applied {len(result.performed)} change(s). " + summary(result.plan, prune=prune))
 
 
-@cli.command()
+@click.command()
 @FILE_OPT
 @pass_ctx
 @handle_errors
@@ -101,7 +101,7 @@ def lint(ctx: Ctx, file_: Path) -> None:
     sys.exit(1 if warnings else 0)
 
 
-@cli.group()
+@click.group()
 def policy() -> None:
     """Policy assertions (the file's ``expect`` blocks)."""
 
