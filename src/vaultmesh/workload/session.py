@@ -107,8 +107,9 @@ class WorkloadTransport:
     """Transport wrapper correcting two answers the engine client would otherwise misread:
 
     - ``3xx``: during and after a leader election a standby that cannot forward answers ``307`` with the active
-      node in ``Location``; the client counts 3xx as success and would keep asking that node. Mapped to 503, the
-      client's own failover and backoff find the node that serves.
+      node in ``Location``. Mapped to 503, the client's own failover and backoff find the node that serves.
+      (The client retries 307 itself since it learnt it; this also covers 308 and keeps the workload path
+      independent of that.)
     - ``500 past the max TTL, cannot renew``: OpenBao's answer to ``auth/token/renew-self`` once a token reached
       its max TTL (leases answer 400 for the same). 500 is retried by the client until its deadline, by which
       time the token has expired; mapped to 400, the book logs in again at once.
