@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from vaultmesh import __version__
-from vaultmesh.cli import bench, identity, reconcile
+from vaultmesh.cli import bench, identity, reconcile, workload
 from vaultmesh.cli.common import Ctx, err_console, handle_errors, pass_ctx
 from vaultmesh.errors import VaultmeshError
 
@@ -132,7 +132,7 @@ def env(ctx: Ctx) -> None:
 
 
 for command in (identity.identity, reconcile.plan, reconcile.apply, reconcile.lint, reconcile.policy,
-                bench.bench, bench.chaos):
+                bench.bench, bench.chaos, workload.run, workload.leases):
     cli.add_command(command)
 
 
