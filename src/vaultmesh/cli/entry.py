@@ -16,3 +16,7 @@ def main() -> None:
     from vaultmesh.cli.main import main as click_main
 
     click_main()
+
+
+if __name__ == "__main__":
+    main()
