@@ -1,10 +1,12 @@
 """One workload, or one operation, done two ways against the mesh.
 
-``PathOps`` is the workload path: ``EngineClient`` (fail-over across the entry and every node, retries with
-backoff within a deadline, JSON decoding, consistent reads after the login), tokens minted in the path with a
-signing key parsed once. ``RawOps`` is the ceiling: the same requests with the least client work possible:
-tokens minted before the clock starts, one kept-alive ``http.client`` connection to the entry, pre-built
-headers, no retries, and no JSON parsing beyond finding the token and lease id in the bytes.
+``PathOps`` is the workload path: each workload is the same ``workload.session.Session`` that ``vaultmesh run`` and
+the SDK use (its client fails over across the entry and every node with backoff within a deadline, reads are
+consistent after the login, the lease book records what to revoke, and ``close`` revokes every lease, then the
+token), with identity tokens minted in the path from a signing key parsed once. ``RawOps`` is the ceiling: the same
+requests with the least client work possible: tokens minted before the clock starts, one kept-alive ``http.client``
+connection to the entry, pre-built headers, no retries, and no JSON parsing beyond finding the token and lease id
+in the bytes.
 
 Each records ``Sample``s through a callback: ``rec(phase, t_sched, t_start, t_end, error)``. Phases (mint, login,
 kv, db, revoke, and ``login-to-secrets`` from login start to credentials in hand) are service times; the
@@ -25,9 +27,11 @@ from typing import Any
 
 from vaultmesh.bench.model import SECRETS, WORKLOAD, error_kind
 from vaultmesh.bench.targets import Targets
-from vaultmesh.engine.client import EngineClient, RetryPolicy, make_ssl_context
+from vaultmesh.engine.client import RetryPolicy, make_ssl_context
 from vaultmesh.errors import EngineError
 from vaultmesh.identity.tokens import mint
+from vaultmesh.workload.session import Session, make_client
+from vaultmesh.workload.spec import Source
 
 Rec = Callable[[str, float, float, float, str | None], None]
 Clock = Callable[[], float]
@@ -43,6 +47,8 @@ class Held:
     seq: int
     token: str
     lease_id: str | None
+    session: Session | None = None
+    """The workload path's session (its book knows every lease); None on the raw path."""
 
 
 def identity_token(signer: Any, targets: Targets, seq: int) -> str:
@@ -57,8 +63,8 @@ class PathOps:
         self.t = targets
         self.signer = signer
         self.clock = clock
-        self.client = EngineClient([targets.entry, *targets.nodes], ca_file=targets.ca_file,
-                                   retry=RetryPolicy(deadline=retry_deadline))
+        self.client = make_client([targets.entry, *targets.nodes], ca_file=targets.ca_file,
+                                  retry=RetryPolicy(deadline=retry_deadline))
         self.own_token: str | None = None
 
     def close(self) -> None:
@@ -108,38 +114,33 @@ class PathOps:
         return out
 
     def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
-        """Mint, log in, read KV, get database creds; records each phase and the whole (``workload``)."""
+        """Mint, log in, read KV, get database creds, through a workload Session; records each phase and the
+        whole (``workload``)."""
         t = self.t
-        held: Held | None = None
+        session: Session | None = None
         try:
             jwt = self._timed(rec, "mint", self.clock(), lambda: identity_token(self.signer, t, seq))
+            session = Session(self.client, role=t.role, identity=lambda: jwt, auth_mount=t.auth_mount)
             t_login = self.clock()
-            token = self._timed(rec, "login", t_login, lambda: self._login(jwt))
-            held = Held(seq, token, None)
-            self._timed(rec, "kv", self.clock(), lambda: self._read(t.kv_read_path, token))
+            self._timed(rec, "login", t_login, session.login)
+            self._timed(rec, "kv", self.clock(), lambda: session.add(Source("kv", f"{t.kv_mount}/{t.kv_path}")))
             if t.database:
-                creds = self._timed(rec, "db", self.clock(), lambda: self._read(t.creds_path, token))
-                held.lease_id = creds.get("lease_id")
+                self._timed(rec, "db", self.clock(), lambda: session.add(Source("db", t.creds_path)))
         except Exception as err:
-            rec(WORKLOAD, t_sched, t_sched, self.clock(), error_kind(err))
-            if held is not None:
-                self.revoke(held, self.clock(), rec)
+            rec(WORKLOAD, t_sched, t_sched, self.clock(), error_kind(err.__cause__ or err))
+            if session is not None:
+                session.close()
             return None
         t_end = self.clock()
         rec(SECRETS, t_login, t_login, t_end, None)
         rec(WORKLOAD, t_sched, t_sched, t_end, None)
-        return held
+        return Held(seq, session.token or "", None, session)
 
     def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
-        """Revoke the database lease, then the token (which revokes anything else it still owns)."""
-
-        def go() -> None:
-            if held.lease_id:
-                self._call("POST", "sys/leases/revoke", {"lease_id": held.lease_id}, token=held.token)
-            self._call("POST", "auth/token/revoke-self", {}, token=held.token)
-
-        with contextlib.suppress(Exception):  # already recorded
-            self._timed(rec, "revoke", self.clock(), go)
+        """Close the session: revoke every lease, then the token."""
+        if held.session is not None:
+            with contextlib.suppress(Exception):  # already recorded
+                self._timed(rec, "revoke", self.clock(), held.session.close)
 
     def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
         t = self.t
