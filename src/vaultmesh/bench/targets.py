@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.bench.model import Counts
+from vaultmesh.engine.admin import ensure_mount, retry_while_upgrading
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, StateError
 from vaultmesh.identity.keys import KeyRing
@@ -103,7 +104,7 @@ def setup_targets(mesh: m.Mesh, *, client: EngineClient | None = None, database:
         database = on_loopback
     t = Targets(entry=mesh.layout.entry_addr, nodes=tuple(mesh.node_addrs), ca_file=str(mesh.paths.ca_cert),
                 issuer=record.issuer, keys_dir=str(keys_dir(root)), database=database)
-    _mount(client, f"sys/auth/{t.auth_mount}", {"type": "jwt", "description": "vaultmesh bench workloads"})
+    ensure_mount(client, f"sys/auth/{t.auth_mount}", {"type": "jwt", "description": "vaultmesh bench workloads"})
     if on_loopback:
         jwt_config: dict[str, Any] = {"oidc_discovery_url": record.issuer,
                                       "oidc_discovery_ca_pem": mesh.paths.ca_cert.read_text(),
@@ -113,13 +114,14 @@ def setup_targets(mesh: m.Mesh, *, client: EngineClient | None = None, database:
         jwt_config = {"jwt_validation_pubkeys": [k.public_pem() for k in ring.keys],
                       "bound_issuer": record.issuer}
     client.write(f"auth/{t.auth_mount}/config", jwt_config)
-    _mount(client, f"sys/mounts/{t.kv_mount}", {"type": "kv", "options": {"version": "2"}})
-    _mount(client, f"sys/mounts/{t.chaos_mount}", {"type": "kv", "options": {"version": "1"}})
-    client.write(f"{t.kv_mount}/data/{t.kv_path}", {"data": {"api_key": "bench-not-a-secret", "region": "local"}})
+    ensure_mount(client, f"sys/mounts/{t.kv_mount}", {"type": "kv", "options": {"version": "2"}})
+    ensure_mount(client, f"sys/mounts/{t.chaos_mount}", {"type": "kv", "options": {"version": "1"}})
+    retry_while_upgrading(lambda: client.write(f"{t.kv_mount}/data/{t.kv_path}",
+                                               {"data": {"api_key": "bench-not-a-secret", "region": "local"}}))
     policy = (f'path "{t.kv_mount}/data/*" {{ capabilities = ["read"] }}\n'
               'path "sys/leases/revoke" { capabilities = ["update"] }\n')
     if database:
-        _mount(client, f"sys/mounts/{t.db_mount}", {"type": "database"})
+        ensure_mount(client, f"sys/mounts/{t.db_mount}", {"type": "database"})
         client.write(f"{t.db_mount}/config/pg", {
             "plugin_name": "postgresql-database-plugin", "connection_url": pg_connection_url,
             "username": pg_user, "password": pg_password, "allowed_roles": [t.db_role],
@@ -133,15 +135,6 @@ def setup_targets(mesh: m.Mesh, *, client: EngineClient | None = None, database:
         "role_type": "jwt", "user_claim": "sub", "bound_audiences": [t.audience],
         "token_policies": [t.policy], "token_ttl": "10m", "token_max_ttl": "30m"})
     return t
-
-
-def _mount(client: EngineClient, path: str, body: dict[str, Any]) -> None:
-    try:
-        client.write(path, body)
-    except EngineError as err:
-        words = " ".join(err.errors)
-        if "already in use" not in words and "existing mount" not in words:
-            raise
 
 
 def count_leases(client: EngineClient, prefix: str = "", *, limit: int = 200_000) -> int:

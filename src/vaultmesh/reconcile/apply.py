@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaultmesh.engine.admin import retry_while_upgrading
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import EngineError, StateError, VaultmeshError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
@@ -141,8 +142,14 @@ def perform(client: EngineClient, action: Action) -> None:
         if ns:
             accessors.update(_accessors(client, ""))
     for req in requests_for(action, accessors=accessors):
-        client.request(req.method, req.path, dict(req.body) if req.body is not None else None,
-                       namespace=req.namespace or None)
+        def send(req: Any = req) -> None:
+            client.request(req.method, req.path, dict(req.body) if req.body is not None else None,
+                           namespace=req.namespace or None)
+
+        if action.kind == "kv_secret":  # a KV v2 mount made earlier in this apply may still be setting up
+            retry_while_upgrading(send)
+        else:
+            send()
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh import pki
+from vaultmesh.engine.admin import ensure_mount, retry_while_upgrading
 from vaultmesh.engine.client import EngineClient
-from vaultmesh.errors import EngineError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import IssuerServer
 from vaultmesh.identity.tokens import mint
@@ -100,13 +100,13 @@ def plugin_connection_url(dsn: str) -> tuple[str, str, str]:
 
 def configure(client: EngineClient, issuer: Issuer, pg_dsn: str, m: WorkloadMounts = WorkloadMounts()) -> None:
     """Create (or update) everything a workload of role ``m.role`` needs; idempotent."""
-    _mount(client, f"sys/auth/{m.auth}", {"type": "jwt"})
+    ensure_mount(client, f"sys/auth/{m.auth}", {"type": "jwt"})
     client.write(f"auth/{m.auth}/config", {"oidc_discovery_url": issuer.url, "oidc_discovery_ca_pem": issuer.ca_pem,
                                            "bound_issuer": issuer.url})
-    _mount(client, f"sys/mounts/{m.kv}", {"type": "kv", "options": {"version": "2"}})
-    _mount(client, f"sys/mounts/{m.db}", {"type": "database"})
+    ensure_mount(client, f"sys/mounts/{m.kv}", {"type": "kv", "options": {"version": "2"}})
+    ensure_mount(client, f"sys/mounts/{m.db}", {"type": "database"})
     for path, data in m.secrets.items():
-        _write_kv(client, f"{m.kv}/data/{path}", {"data": dict(data)})
+        retry_while_upgrading(lambda p=path, d=data: client.write(f"{m.kv}/data/{p}", {"data": dict(d)}))
     url, user, password = plugin_connection_url(pg_dsn)
     client.write(f"{m.db}/config/pg", {"plugin_name": "postgresql-database-plugin", "connection_url": url,
                                        "username": user, "password": password, "allowed_roles": ["*"],
@@ -126,22 +126,3 @@ def configure(client: EngineClient, issuer: Issuer, pg_dsn: str, m: WorkloadMoun
         "token_policies": [m.policy], "token_ttl": m.token_ttl, "token_max_ttl": m.token_max_ttl})
 
 
-def _mount(client: EngineClient, path: str, body: dict[str, Any]) -> None:
-    try:
-        client.write(path, body)
-    except EngineError as err:
-        if "already in use" not in " ".join(err.errors) and "existing mount" not in " ".join(err.errors):
-            raise
-
-
-def _write_kv(client: EngineClient, path: str, body: dict[str, Any], timeout: float = 15.0) -> None:
-    """A new KV v2 mount refuses writes for a moment while it sets itself up ("upgrade in progress")."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client.write(path, body)
-            return
-        except EngineError as err:
-            if err.status != 400 or "upgrad" not in " ".join(err.errors) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
