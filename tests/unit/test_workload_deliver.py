@@ -76,3 +76,10 @@ def test_xdg_runtime_dir_is_used_only_when_private_and_ours(tmp_path: Path) -> N
     os.chmod(private, 0o755)
     assert default_parent({"XDG_RUNTIME_DIR": str(private)}) is None
     assert default_parent({}) is None
+
+
+def test_the_child_does_not_inherit_an_operator_token() -> None:
+    env = child_env({"PATH": "/bin", "BAO_TOKEN": "s.admin", "VAULT_TOKEN": "s.admin"}, {}, None)
+    assert "BAO_TOKEN" not in env and "VAULT_TOKEN" not in env
+    delivered = child_env({"BAO_TOKEN": "s.admin"}, {"BAO_TOKEN": "from-the-secrets-file"}, None)
+    assert delivered["BAO_TOKEN"] == "from-the-secrets-file"

@@ -44,8 +44,13 @@ def render_files(plan: SecretsPlan, values: Values) -> dict[str, str]:
     return {t.name: render_value(t, values[t.source.key]) for t in plan.targets if t.kind == "file"}
 
 
+INHERITED_TOKENS = ("BAO_TOKEN", "VAULT_TOKEN")
+"""Never handed down: a token in ``run``'s own environment (an operator's, after ``eval "$(vaultmesh env)"``) is
+not the workload's. A secret the file delivers under one of these names is still delivered."""
+
+
 def child_env(base: Mapping[str, str], secrets: Mapping[str, str], secrets_dir: str | None) -> dict[str, str]:
-    env = dict(base)
+    env = {k: v for k, v in base.items() if k not in INHERITED_TOKENS}
     env.update(secrets)
     if secrets_dir:
         env[SECRETS_DIR_ENV] = secrets_dir
