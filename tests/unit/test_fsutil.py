@@ -115,3 +115,4 @@ def test_write_json_is_sorted_indented_and_ends_with_a_newline(tmp_path: Path):
     assert path.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
     assert fsutil.read_json(path) == {"a": [1, 2], "b": 1}
     assert mode(path) == 0o600
+

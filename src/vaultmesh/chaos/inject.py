@@ -12,7 +12,7 @@ from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.runtime.local import pid_alive, read_pid
+from vaultmesh.runtime.local import tracked_pid
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,9 @@ def wait_leader(mesh: m.Mesh, *, timeout: float = 30.0) -> NodeLayout | None:
 
 
 def node_pid(node: NodeLayout) -> int:
-    pid = read_pid(node.pid_file)
-    if not pid_alive(pid, cmd_contains=str(node.config_file)):
+    pid = tracked_pid(node.pid_file, str(node.config_file))
+    if pid is None:
         raise VaultmeshError(f"{node.name} is not running (no live process for {node.pid_file})")
-    assert pid is not None
     return pid
 
 
@@ -66,8 +65,8 @@ def signal_nodes(nodes: list[NodeLayout], sig: int) -> Injected:
 
 def resume_nodes(nodes: list[NodeLayout]) -> None:
     for n in nodes:
-        pid = read_pid(n.pid_file)
-        if pid and pid_alive(pid, cmd_contains=str(n.config_file)):
+        pid = tracked_pid(n.pid_file, str(n.config_file))
+        if pid is not None:
             os.kill(pid, signal.SIGCONT)
 
 

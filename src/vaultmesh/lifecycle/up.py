@@ -23,11 +23,10 @@ from vaultmesh.render.node import ADMIN_PASSWORD_ENV, TRANSIT_KEY, bootstrap_req
 from vaultmesh.runtime.local import (
     check_ports_free,
     log_tail,
-    pid_alive,
-    read_pid,
     resolve_engine,
     start_process,
     stop_process,
+    tracked_pid,
 )
 from vaultmesh.spec.models import MeshSpec
 
@@ -62,7 +61,7 @@ def entry_pid_file(layout: MeshLayout) -> Path:
 
 
 def entry_running(layout: MeshLayout) -> bool:
-    return pid_alive(read_pid(entry_pid_file(layout)), cmd_contains=str(layout.paths.entry_dir / "haproxy.cfg"))
+    return tracked_pid(entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")) is not None
 
 
 def _start_node(node: NodeLayout, engine: str, env: dict[str, str] | None = None) -> int:
@@ -89,8 +88,12 @@ def issuer_pid_file(layout: MeshLayout) -> Path:
     return layout.paths.root / "identity" / "serve.pid"
 
 
+def issuer_cert_file(layout: MeshLayout) -> Path:
+    return layout.paths.root / "identity" / "tls" / "cert.pem"
+
+
 def issuer_running(layout: MeshLayout) -> bool:
-    return pid_alive(read_pid(issuer_pid_file(layout)), cmd_contains="identity")
+    return tracked_pid(issuer_pid_file(layout), str(issuer_cert_file(layout))) is not None
 
 
 def _start_issuer(mesh: m.Mesh) -> int:
@@ -235,7 +238,7 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
                         node = layout.node(name)
                         progress(f"restarting {name}: it joined Raft; a restart unseals it now instead of on "
                                  "OpenBao's next 5 s retry")
-                        stop_process(read_pid(node.pid_file), timeout=10)
+                        stop_process(tracked_pid(node.pid_file, str(node.config_file)), timeout=10)
                         _start_node(node, engine)
                 case d.StartEntry():
                     if "entry" in started:
@@ -289,35 +292,27 @@ def _check_started_alive(mesh: m.Mesh, started: dict[str, float]) -> None:
             continue
         node = mesh.layout.seal_node if name == "seal" else mesh.layout.node(name)
         assert node is not None
-        pid = read_pid(node.pid_file)
-        if not pid_alive(pid, cmd_contains=str(node.config_file)):
+        if tracked_pid(node.pid_file, str(node.config_file)) is None:
             raise RuntimeFailure(_failed_node_message(node, "exited right after it was started"))
 
 
 def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
-    """Stop the entry, every node, then the seal node, by pid; keep all data. Returns what was stopped."""
+    """Stop the entry, the issuer, every node, then the seal node, by pid; keep all data. Returns what was
+    stopped."""
     with m.locked(root):
-        mesh = m.open_mesh(root)
-        stopped = []
-        layout = mesh.layout
-        cfg = str(layout.paths.entry_dir / "haproxy.cfg")
-        pid = read_pid(entry_pid_file(layout))
-        if pid_alive(pid, cmd_contains=cfg) and stop_process(pid):
-            stopped.append("entry")
-        pid = read_pid(issuer_pid_file(layout))
-        if pid_alive(pid, cmd_contains="identity") and stop_process(pid):
-            stopped.append("identity issuer")
-        for node in reversed(layout.nodes):
-            pid = read_pid(node.pid_file)
-            if pid_alive(pid, cmd_contains=str(node.config_file)):
-                progress(f"stopping {node.name} (pid {pid})")
-                stop_process(pid, sig=signal.SIGTERM, timeout=15)
-                stopped.append(node.name)
+        layout = m.open_mesh(root).layout
+        processes = [("entry", entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")),
+                     ("identity issuer", issuer_pid_file(layout), str(issuer_cert_file(layout)))]
+        processes += [(n.name, n.pid_file, str(n.config_file)) for n in reversed(layout.nodes)]
         if layout.seal_node:
-            pid = read_pid(layout.seal_node.pid_file)
-            if pid_alive(pid, cmd_contains=str(layout.seal_node.config_file)):
-                stop_process(pid)
-                stopped.append("seal")
+            processes.append(("seal", layout.seal_node.pid_file, str(layout.seal_node.config_file)))
+        stopped = []
+        for name, pid_file, marker in processes:
+            pid = tracked_pid(pid_file, marker)
+            if pid is not None:
+                progress(f"stopping {name} (pid {pid})")
+                stop_process(pid, sig=signal.SIGTERM, timeout=15)
+                stopped.append(name)
         return stopped
 
 

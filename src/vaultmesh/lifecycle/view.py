@@ -10,7 +10,7 @@ from typing import Any
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
-from vaultmesh.runtime.local import pid_alive, read_pid
+from vaultmesh.runtime.local import tracked_pid
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ class MeshView:
 
 
 def observe_node(node: NodeLayout, client: EngineClient) -> NodeView:
-    pid = read_pid(node.pid_file)
-    running = pid_alive(pid, cmd_contains=str(node.config_file))
+    pid = tracked_pid(node.pid_file, str(node.config_file))
+    running = pid is not None
     view = NodeView(node.name, node.zone, node.api_addr, pid if running else None, running)
     if not running:
         return view

@@ -27,7 +27,7 @@ from vaultmesh.reconcile.observe import Read, observed_state, parse_mounts, read
 from vaultmesh.reconcile.plan import Action, Delete, Plan, applied_hashes, plan_changes, requests_for
 from vaultmesh.reconcile.resources import Resource, desired_resources, secret_values
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice
-from vaultmesh.runtime.local import pid_alive, read_pid, wait_until
+from vaultmesh.runtime.local import tracked_pid, wait_until
 from vaultmesh.spec.models import MeshSpec
 
 Progress = Callable[[str], None]
@@ -215,9 +215,9 @@ def apply_audit(mesh: m.Mesh, spec: MeshSpec, *, progress: Progress = _quiet) ->
     write_json(state.audit_file, wanted)
     m.render_configs(mesh)
     for node in mesh.layout.nodes:
-        pid = read_pid(node.pid_file)
-        if pid_alive(pid, cmd_contains=str(node.config_file)):
-            os.kill(pid, signal.SIGHUP)  # type: ignore[arg-type]
+        pid = tracked_pid(node.pid_file, str(node.config_file))
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
     return True
 
 

@@ -54,6 +54,30 @@ def resolve_engine(override: str | None) -> Engine:
     return Engine(path, words[0], words[1].lstrip("v"))
 
 
+def _runs(proc: psutil.Process, marker: str) -> bool:
+    """The process is not a zombie and one of its arguments ends with ``marker`` (a config path)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE and any(a.endswith(marker) for a in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def tracked_pid(pid_file: Path, marker: str) -> int | None:
+    """The pid of the process whose arguments end with ``marker``: the one in ``pid_file`` when it still is
+    that process, else found among running processes (and written back: a lost pid file is adopted, so
+    `up` does not start a second copy on a port the first one holds). None when no such process runs."""
+    pid = read_pid(pid_file)
+    if pid:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if _runs(psutil.Process(pid), marker):
+                return pid
+    for proc in psutil.process_iter():
+        if _runs(proc, marker):
+            write_atomic(pid_file, f"{proc.pid}\n".encode(), mode=0o600)
+            return proc.pid
+    return None
+
+
 def pid_alive(pid: int | None, *, cmd_contains: str | None = None) -> bool:
     """True when ``pid`` runs and (if given) its command line mentions ``cmd_contains`` (guards pid reuse)."""
     if not pid:

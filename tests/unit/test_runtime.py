@@ -1,0 +1,25 @@
+"""Local runtime: processes tracked by pid file, checked against their command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from vaultmesh.runtime.local import tracked_pid
+
+
+def test_a_lost_pid_file_is_adopted_from_the_running_process(tmp_path: Path) -> None:
+    """`up` must not start a second copy of a node whose pid file was lost: it finds the process by its config."""
+    marker = str(tmp_path / "config.hcl")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"-config={marker}"])
+    try:
+        pid_file = tmp_path / "bao.pid"
+        assert tracked_pid(pid_file, marker) == proc.pid
+        assert pid_file.read_text().strip() == str(proc.pid)
+        pid_file.write_text("1\n")  # a stale pid of another process
+        assert tracked_pid(pid_file, marker) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+    assert tracked_pid(pid_file, marker) is None
