@@ -12,7 +12,7 @@ from vaultmesh.runtime.local import tracked_pid
 def test_a_lost_pid_file_is_adopted_from_the_running_process(tmp_path: Path) -> None:
     """`up` must not start a second copy of a node whose pid file was lost: it finds the process by its config."""
     marker = str(tmp_path / "config.hcl")
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"-config={marker}"])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"-config={marker}"], cwd=tmp_path)
     try:
         pid_file = tmp_path / "bao.pid"
         assert tracked_pid(pid_file, marker) == proc.pid
@@ -23,3 +23,19 @@ def test_a_lost_pid_file_is_adopted_from_the_running_process(tmp_path: Path) -> 
         proc.kill()
         proc.wait()
     assert tracked_pid(pid_file, marker) is None
+
+
+def test_a_process_left_from_a_deleted_state_dir_is_not_adopted(tmp_path: Path) -> None:
+    """`rm -rf` of a state dir without `destroy`, then a new mesh at the same path: the old process has the same
+    config path in its arguments, but its working directory is gone, so it is not taken for the new node."""
+    home = tmp_path / "node-1"
+    home.mkdir()
+    marker = str(home / "config.hcl")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"-config={marker}"], cwd=home)
+    try:
+        home.rmdir()
+        home.mkdir()
+        assert tracked_pid(home / "bao.pid", marker) is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -104,7 +104,7 @@ def _start_issuer(mesh: m.Mesh) -> int:
     cert, key = m.ensure_identity_cert(mesh)
     root = mesh.paths.root
     return start_process([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(root), "identity", "serve",
-                          "--cert", str(cert), "--key", str(key)], cwd=root,
+                          "--cert", str(cert), "--key", str(key)], cwd=root / "identity",
                          log_file=root / "identity" / "serve.log", pid_file=issuer_pid_file(mesh.layout))
 
 

@@ -102,7 +102,9 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
         views = list(pool.map(lambda n: observe_node(n, client), nodes))
         seal = pool.submit(observe_node, seal_node, client).result() if seal_node else None
     entry_routing: bool | None = None
-    if entry_running and entry_addr:
+    # Only once a leader exists: before that HAProxy has no server, holds the connection until its connect
+    # timeout, and the probe would stall every cycle of bring-up.
+    if entry_running and entry_addr and any(v.leader for v in views):
         # the entry must already route to the active node, not merely run
         try:
             entry_routing = client.health(entry_addr, timeout=1.0).get("standby") is False

@@ -63,18 +63,22 @@ def _runs(proc: psutil.Process, marker: str) -> bool:
 
 
 def tracked_pid(pid_file: Path, marker: str) -> int | None:
-    """The pid of the process whose arguments end with ``marker``: the one in ``pid_file`` when it still is
-    that process, else found among running processes (and written back: a lost pid file is adopted, so
-    `up` does not start a second copy on a port the first one holds). None when no such process runs."""
+    """The pid of the process whose arguments end with ``marker`` (a config path): the one in ``pid_file`` when
+    it still is that process, else one found among running processes whose working directory is still the
+    pid file's directory, which is then written back. A lost pid file is so adopted and `up` does not start
+    a second copy on a port the first one holds; a process left over from a deleted state dir at the same
+    path (its working directory is gone) is not. None when no such process runs."""
     pid = read_pid(pid_file)
     if pid:
         with contextlib.suppress(psutil.NoSuchProcess):
             if _runs(psutil.Process(pid), marker):
                 return pid
     for proc in psutil.process_iter():
-        if _runs(proc, marker):
-            write_atomic(pid_file, f"{proc.pid}\n".encode(), mode=0o600)
-            return proc.pid
+        with contextlib.suppress(psutil.Error, OSError):
+            # the same directory, not just the same name: /proc/<pid>/cwd of a deleted dir is another inode
+            if _runs(proc, marker) and os.path.samefile(f"/proc/{proc.pid}/cwd", pid_file.parent):
+                write_atomic(pid_file, f"{proc.pid}\n".encode(), mode=0o600)
+                return proc.pid
     return None
 
 
