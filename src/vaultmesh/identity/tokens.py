@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from vaultmesh.durations import parse_seconds
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.identity.keys import ALGORITHM, KeyRing, SigningKey
 
@@ -37,10 +38,6 @@ _SA_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vaultmesh.local/serv
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # DNS-1123 label
 _NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1123 subdomain
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]{1,255}$")
-_DURATION_RE = re.compile(
-    r"^(?:(?P<d>\d+(?:\.\d+)?)d)?(?:(?P<h>\d+(?:\.\d+)?)h)?(?:(?P<m>\d+(?:\.\d+)?)m)?(?:(?P<s>\d+(?:\.\d+)?)s)?$"
-)
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def mint(
@@ -164,19 +161,11 @@ def jwks(keys: Iterable[SigningKey]) -> dict[str, Any]:
 
 
 def parse_duration(text: str) -> float:
-    """Return the seconds in a duration such as ``90s``, ``10m``, ``1h``, ``2h30m``, ``1d`` or ``45``.
-
-    Units are ``d``, ``h``, ``m``, ``s`` in that order, each at most once; a bare number means seconds.
-    """
-    raw = text.strip() if isinstance(text, str) else ""
-    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
-        return float(raw)
-    match = _DURATION_RE.match(raw)
-    if not raw or match is None:
-        raise VaultmeshError(
-            f"invalid duration {text!r}: use a number with a unit (d, h, m, s), e.g. 90s, 10m, 1h or 2h30m"
-        )
-    return sum(float(v) * _UNIT_SECONDS[u] for u, v in match.groupdict().items() if v is not None)
+    """Return the seconds in a duration such as ``90s``, ``10m``, ``1h``, ``2h30m``, ``1d`` or ``45``."""
+    try:
+        return parse_seconds(text)
+    except ValueError as err:
+        raise VaultmeshError(str(err)) from None
 
 
 def _check_issuer(issuer: str) -> None:

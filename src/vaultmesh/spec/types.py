@@ -12,9 +12,10 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, PlainSerializer
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+)([smhd])")
-_WHOLE = re.compile(r"(?:\d+[smhd])+")
+from vaultmesh.durations import parse_seconds
+
+_WHOLE = re.compile(r"(?:\d+[dhms])+")
+"""Whole numbers of whole units only: TTLs in the file are whole seconds."""
 
 
 def parse_duration(value: object) -> int:
@@ -38,7 +39,7 @@ def parse_duration(value: object) -> int:
         if text.isdigit():
             return int(text)
         if _WHOLE.fullmatch(text):
-            return sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+            return int(parse_seconds(text))
         raise ValueError(f"'{value}' is not a duration; write e.g. 90s, 15m, 1h, 1h30m, 2d or seconds")
     raise ValueError(f"a duration must be a number of seconds or a string like '15m', not {type(value).__name__}")
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from vaultmesh.durations import parse_seconds
 from vaultmesh.errors import VaultmeshError
 
 if TYPE_CHECKING:
@@ -51,14 +52,10 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for unit in ("ms", "s", "m", "h"):
-        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
-            return float(text[:-len(unit)]) * units[unit]
     try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 10s, 500ms, 2m)") from None
+        return parse_seconds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
