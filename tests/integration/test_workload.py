@@ -24,6 +24,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.polling import eventually
 from vaultmesh import Workload
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.identity.keys import KeyRing
@@ -105,17 +106,6 @@ if len(open(sys.argv[1]).read().split()) >= 2:
     sys.exit(0)
 time.sleep(30)
 """
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
 
 
 @dataclass
@@ -284,7 +274,7 @@ def test_with_a_two_second_token_a_twenty_second_job_keeps_working(wl: WorkloadE
     assert stderr.count("logged in as role 'short'") >= 5  # token max TTL 4 s: re-logins
     assert "renewed the token" in stderr and f"renewed {DB}/creds/jobs-short" in stderr
     assert "warning" not in stderr.lower()
-    wait_until(lambda: not any(wl.pg_role_exists(u) for u in users), timeout=15)
+    eventually(lambda: not any(wl.pg_role_exists(u) for u in users), timeout=15)
     assert wl.tokens(name) == []
 
 
@@ -309,7 +299,7 @@ def test_the_leader_is_killed_mid_job_and_renewal_goes_on_on_the_new_one(
     args = [*wl.args(name, role="short", addrs=mesh.addrs), "-v", *SHORT_SECRETS, "--on-change", "signal:HUP", "--",
             sys.executable, wl.script("child_loop.py", CHILD_LOOP), str(progress), "16"]
     with started(args, env) as proc:
-        wait_until(lambda: progress.exists() and progress.read_text().count(" ok ") >= 4, timeout=20)
+        eventually(lambda: progress.exists() and progress.read_text().count(" ok ") >= 4, timeout=20)
         leader = admin.read("sys/leader")["leader_address"]  # type: ignore[index]
         node = next(n for n in mesh.mesh.layout.nodes if n.api_addr == leader)
         pid = read_pid(node.pid_file)
@@ -326,7 +316,7 @@ def test_the_leader_is_killed_mid_job_and_renewal_goes_on_on_the_new_one(
     assert stderr.count("renewed the token") >= 2 and "warning" not in stderr
     assert not wl.tokens(name, admin)
     users = {ln[2] for ln in lines}
-    wait_until(lambda: not any(wl.pg_role_exists(u) for u in users), timeout=15)
+    eventually(lambda: not any(wl.pg_role_exists(u) for u in users), timeout=15)
 
 
 # -- stopping: signals, crashes, SIGKILL + reap -------------------------------------------------------------------
@@ -336,7 +326,7 @@ def test_sigterm_reaches_the_child_first_then_everything_is_revoked(wl: Workload
     name, runtmp, marker = wl.workload("term"), wl.runtmp(), wl.tmp / "term-ready"
     args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_wait.py", CHILD_WAIT), str(marker)]
     with started(args, wl.env(runtmp)) as proc:
-        wait_until(marker.exists, timeout=20)
+        eventually(marker.exists, timeout=20)
         user = json.loads(marker.read_text())["user"]
         assert wl.pg_role_exists(user) and len(wl.tokens(name)) == 1
         proc.send_signal(signal.SIGTERM)
@@ -363,7 +353,7 @@ def test_leases_reap_revokes_what_a_sigkilled_run_left(wl: WorkloadEnv) -> None:
     name, runtmp, marker = wl.workload("reap"), wl.runtmp(), wl.tmp / "reap-ready"
     args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_wait.py", CHILD_WAIT), str(marker)]
     with started(args, wl.env(runtmp)) as proc:
-        wait_until(marker.exists, timeout=20)
+        eventually(marker.exists, timeout=20)
         ready = json.loads(marker.read_text())
         proc.kill()
         proc.wait(timeout=10)
@@ -379,7 +369,7 @@ def test_leases_reap_revokes_what_a_sigkilled_run_left(wl: WorkloadEnv) -> None:
     assert done.returncode == 0, done.stderr
     assert f"revoked 1 token(s) of workload {name}" in done.stdout
     assert wl.tokens(name) == []
-    wait_until(lambda: not wl.pg_role_exists(ready["user"]), timeout=15)
+    eventually(lambda: not wl.pg_role_exists(ready["user"]), timeout=15)
 
 
 # -- refusals: one line, OpenBao's words, no child, nothing left ---------------------------------------------------

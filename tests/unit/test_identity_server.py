@@ -15,7 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.polling import eventually
 from vaultmesh.cli.identity import identity
 from vaultmesh.errors import RuntimeFailure, VaultmeshError
 from vaultmesh.identity.keys import KeyRing
@@ -42,18 +43,6 @@ from vaultmesh.identity.server import (
     write_issuer_record,
 )
 from vaultmesh.identity.tokens import mint
-
-
-def wait_until(cond: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
 
 # -- test PKI, generated per session, never written outside tmp ---------------------------------------------
 
@@ -233,7 +222,7 @@ def test_rotation_in_another_process_shows_up_without_restart(
     def kids() -> list[str]:
         return [k["kid"] for k in https_get(server.issuer_url + "/keys", pki.ca_file).json()["keys"]]
 
-    assert wait_until(lambda: kids() == [old_kid, new.kid])
+    assert eventually(lambda: kids() == [old_kid, new.kid])
 
 
 def test_retired_key_leaves_the_jwks_once_its_tokens_have_expired(ring: KeyRing, pki: PKIFiles) -> None:
@@ -324,7 +313,7 @@ def served(tmp_path: Path, pki: PKIFiles) -> Iterator[tuple[Path, subprocess.Pop
             rec = read_issuer_record(state_dir)
             return rec if rec is not None and rec.pid == proc.pid else None
 
-        yield state_dir, proc, wait_until(record)
+        yield state_dir, proc, eventually(record)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -362,7 +351,7 @@ def test_rotate_command_shows_up_in_the_running_server(
     assert result.exit_code == 0, result.output
     new_kid = KeyRing.load(keys_dir(state_dir)).active.kid
     assert f"active key {new_kid}" in result.output
-    assert wait_until(lambda: [k["kid"] for k in https_get(record.issuer + "/keys", pki.ca_file)
+    assert eventually(lambda: [k["kid"] for k in https_get(record.issuer + "/keys", pki.ca_file)
                                .json()["keys"]] == [*before, new_kid])
 
 
@@ -393,12 +382,12 @@ def test_serve_again_reuses_the_recorded_port(tmp_path: Path, pki: PKIFiles) -> 
     state_dir = tmp_path / "state"
     first = subprocess.Popen(_serve_cmd(state_dir, pki), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        port = wait_until(lambda: (r := read_issuer_record(state_dir)) and r.pid == first.pid and r.port)
+        port = eventually(lambda: (r := read_issuer_record(state_dir)) and r.pid == first.pid and r.port)
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=10)
         second = subprocess.Popen(_serve_cmd(state_dir, pki), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            record = wait_until(lambda: (r := read_issuer_record(state_dir)) and r.pid == second.pid and r)
+            record = eventually(lambda: (r := read_issuer_record(state_dir)) and r.pid == second.pid and r)
             assert record.port == port
         finally:
             second.kill()

@@ -8,14 +8,17 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 from vaultmesh.errors import EngineBinaryError, RuntimeFailure
 from vaultmesh.fsutil import write_atomic
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -188,14 +191,13 @@ def check_ports_free(ports: Mapping[str, int]) -> None:
                                  hint="stop that process, or choose other ports (ports.base in the mesh file)")
 
 
-def wait_until(cond: object, *, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``cond()`` until true or ``timeout``; returns its last truthiness."""
+def wait_until(cond: Callable[[], T], *, timeout: float, interval: float = 0.1) -> T:
+    """Poll ``cond()`` until it returns something truthy or ``timeout`` passes; returns its last value."""
     deadline = time.monotonic() + timeout
     while True:
-        if cond():  # type: ignore[operator]
-            return True
-        if time.monotonic() >= deadline:
-            return False
+        result = cond()
+        if result or time.monotonic() >= deadline:
+            return result
         time.sleep(interval)
 
 
