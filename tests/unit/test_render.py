@@ -199,6 +199,12 @@ def test_the_transit_seal_points_at_the_seal_node_and_trusts_the_mesh_ca():
     assert layout.seal_node.api_addr not in {n.api_addr for n in layout.nodes}
 
 
+def test_the_transit_seal_carries_its_token_only_when_given():
+    spec = LifecycleSpec(seal={"type": "transit"})
+    assert 'token = "vmseal-abc"' in block(config(spec, seal_token="vmseal-abc"), 'seal "transit"')
+    assert "token" not in block(config(spec), 'seal "transit"')
+
+
 def test_a_shamir_mesh_has_no_seal_block():
     assert blocks(config(LifecycleSpec(seal={"type": "shamir"})), "seal") == []
 

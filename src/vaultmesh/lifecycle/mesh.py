@@ -213,9 +213,8 @@ def render_configs(mesh: Mesh) -> None:
     self_init = not mesh.initialized and spec.seal.type != "shamir"
     audit = [DEFAULT_AUDIT, *declared_audit(mesh.paths.root)]
     for i, node in enumerate(layout.nodes):
-        text = render_node_config(spec, layout, node, self_init=self_init and i == 0, audit=audit)
-        if seal_token:
-            text = text.replace('  key_name = "', f'  token = "{seal_token}"\n  key_name = "', 1)
+        text = render_node_config(spec, layout, node, self_init=self_init and i == 0, audit=audit,
+                                  seal_token=seal_token)
         write_atomic(node.config_file, text.encode())
     if layout.seal_node:
         write_atomic(layout.seal_node.config_file, render_seal_node_config(layout).encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import shutil
 import signal
 import time
@@ -207,9 +208,7 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
                            entry_addr=layout.entry_addr)
         if view.seal_node is not None and view.seal_node.sealed is False and seal_client is not None \
                 and not _seal_ready(mesh, seal_client):
-            view = MeshView(view.nodes, view.seal_node.__class__(**{**view.seal_node.__dict__, "sealed": None}),
-                            view.entry_running, view.token_ok, view.autopilot_healthy, view.failure_tolerance,
-                            view.can_write, view.notes, view.entry_routing)
+            view = dataclasses.replace(view, seal_node=dataclasses.replace(view.seal_node, sealed=None))
         steps = d.decide(view, shamir=mesh.spec.seal.type == "shamir", recorded_initialized=mesh.initialized,
                          entry_wanted=want_entry)
         for step in steps:

@@ -4,7 +4,7 @@ the values are plain and feed the pure ``decide``."""
 from __future__ import annotations
 
 import concurrent.futures as cf
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
@@ -78,9 +78,9 @@ def observe_node(node: NodeLayout, client: EngineClient) -> NodeView:
     try:
         h = client.health(node.api_addr, timeout=1.0)
     except OSError as err:
-        return NodeView(**{**view.__dict__, "error": f"not answering ({err})"})
-    return NodeView(**{**view.__dict__, "reachable": True, "initialized": bool(h.get("initialized")),
-                       "sealed": bool(h.get("sealed")), "standby": bool(h.get("standby"))})
+        return replace(view, error=f"not answering ({err})")
+    return replace(view, reachable=True, initialized=bool(h.get("initialized")), sealed=bool(h.get("sealed")),
+                   standby=bool(h.get("standby")))
 
 
 def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] | None]:
@@ -122,8 +122,8 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
             ap_servers = (ap or {}).get("servers") or {}
             ap_healthy = bool(ap.get("healthy")) if ap else None
             tolerance = ap.get("failure_tolerance") if ap else None
-            views = [NodeView(**{**v.__dict__, "voter": voters.get(v.name, False),
-                                 "autopilot_healthy": (ap_servers.get(v.name) or {}).get("healthy")})
+            views = [replace(v, voter=voters.get(v.name, False),
+                             autopilot_healthy=(ap_servers.get(v.name) or {}).get("healthy"))
                      for v in views]
             if probe_write:
                 # cubbyhole: a real write through the leader's Raft log that leaves nothing behind

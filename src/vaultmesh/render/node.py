@@ -63,7 +63,7 @@ def bootstrap_requests(spec: LifecycleSpec) -> list[tuple[str, str, str, dict[st
     ]
 
 
-def _seal_block(spec: LifecycleSpec, layout: MeshLayout) -> Block | None:
+def _seal_block(spec: LifecycleSpec, layout: MeshLayout, seal_token: str | None) -> Block | None:
     seal = spec.seal
     if seal.type == "shamir":
         return None
@@ -74,6 +74,7 @@ def _seal_block(spec: LifecycleSpec, layout: MeshLayout) -> Block | None:
         assert layout.seal_node is not None
         return Block("seal", ("transit",), {
             "address": layout.seal_node.api_addr,
+            **({"token": seal_token} if seal_token else {}),
             "key_name": TRANSIT_KEY,
             "mount_path": "transit/",
             "tls_ca_cert": str(layout.paths.ca_cert),
@@ -93,9 +94,11 @@ def _listener(node: NodeLayout, ca: Path) -> Block:
 
 
 def render_node_config(spec: LifecycleSpec, layout: MeshLayout, node: NodeLayout, *,
-                       self_init: bool, audit: list[AuditDevice] | None = None) -> str:
+                       self_init: bool, audit: list[AuditDevice] | None = None,
+                       seal_token: str | None = None) -> str:
     """The HCL config of ``node``. ``self_init`` adds the bootstrap ``initialize`` stanza (node 1 only:
-    on every node, each would initialise a cluster of its own)."""
+    on every node, each would initialise a cluster of its own). ``seal_token``: the transit seal's token
+    (the config file is 0600)."""
     ca = layout.paths.ca_cert
     ap = spec.raft.autopilot
     storage = Block("storage", ("raft",), {
@@ -108,7 +111,7 @@ def render_node_config(spec: LifecycleSpec, layout: MeshLayout, node: NodeLayout
                                  "leader_tls_servername": "localhost"})
         for peer in layout.nodes if peer.name != node.name])
     blocks = [_listener(node, ca), storage]
-    seal = _seal_block(spec, layout)
+    seal = _seal_block(spec, layout, seal_token)
     if seal is not None:
         blocks.append(seal)
     blocks.append(Block("telemetry", (), {"prometheus_retention_time": "60s", "disable_hostname": True}))
