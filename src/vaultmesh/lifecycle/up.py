@@ -334,12 +334,7 @@ def status(root: Path) -> tuple[m.Mesh, MeshView, str]:
     want_entry = entry_wanted(mesh.spec)
     running_entry = entry_running(mesh.layout) if want_entry else None
     view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node, entry_running=running_entry,
-                       entry_addr=mesh.layout.entry_addr)
-    if any(n.leader for n in view.nodes):
-        with contextlib.suppress(VaultmeshError):
-            client.token = m.admin_token(mesh, client)
-            view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node,
-                               entry_running=running_entry, entry_addr=mesh.layout.entry_addr)
+                       entry_addr=mesh.layout.entry_addr, login=lambda: m.admin_token(mesh, client))
     return mesh, view, address(mesh, view)
 
 

@@ -4,6 +4,8 @@ the values are plain and feed the pure ``decide``."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -96,8 +98,9 @@ def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] |
 
 def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_node: NodeLayout | None = None,
                 entry_running: bool | None = None, probe_write: bool = False,
-                entry_addr: str | None = None) -> MeshView:
-    """Observe every node in parallel, then (with a token) Raft voters, autopilot and a test write."""
+                entry_addr: str | None = None, login: Callable[[], str] | None = None) -> MeshView:
+    """Observe every node in parallel, then (with a token) Raft voters, autopilot and a test write.
+    ``login`` gets a token for a client without one, once a leader is seen (not when the mesh is down)."""
     with cf.ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
         views = list(pool.map(lambda n: observe_node(n, client), nodes))
         seal = pool.submit(observe_node, seal_node, client).result() if seal_node else None
@@ -115,6 +118,9 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
     tolerance: int | None = None
     can_write: bool | None = None
     notes: list[str] = []
+    if not client.token and login is not None and any(v.leader for v in views):
+        with contextlib.suppress(VaultmeshError):
+            client.token = login()
     if client.token and any(v.leader for v in views):
         try:
             voters, ap = _raft_facts(client)
