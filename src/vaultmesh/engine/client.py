@@ -24,7 +24,24 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from vaultmesh.errors import EngineError, Unavailable
+from vaultmesh.errors import EngineError, Unavailable, VaultmeshError
+
+
+class InsecureAddress(VaultmeshError):
+    """A node address that is not https: the identity JWT and tokens would travel in clear."""
+
+
+class MissingCA(VaultmeshError):
+    """The CA file named by --ca-cert / BAO_CACERT does not exist or cannot be read."""
+
+
+def require_https(addrs: Iterable[str], source: str = "the address") -> None:
+    """Refuse any address whose scheme is not https, before a request is made."""
+    for a in addrs:
+        if urllib.parse.urlsplit(a.strip()).scheme.lower() != "https":
+            raise InsecureAddress(f"refusing OpenBao address {a!r} from {source}: it is not https, so tokens "
+                                  "and identity tokens would be sent in clear",
+                                  hint="use the mesh's https:// address (`eval \"$(vaultmesh env)\"` sets it)")
 
 Outcome = Literal["ok", "retry", "fail"]
 
@@ -105,7 +122,12 @@ class Transport(Protocol):
 
 def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     """TLS verified always: the mesh CA when given, else the system store."""
-    ctx = ssl.create_default_context(cafile=ca_file)
+    try:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as err:
+        raise MissingCA(f"cannot read the CA file {ca_file!r} (--ca-cert / BAO_CACERT / VAULT_CACERT): "
+                        f"{getattr(err, 'strerror', None) or err}",
+                        hint="point it at the mesh CA, <dir>/pki/ca.pem (`vaultmesh env` prints it)") from err
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
 
@@ -189,11 +211,14 @@ class EngineClient:
     rng: Callable[[], float] = random.random
     last_index: str | None = None
     """The newest X-Vault-Index seen on a write; sent back on consistent reads."""
+    addr_source: str = "the address"
+    """Where ``addrs`` came from (``--addr``, ``BAO_ADDR``, ...), named in the refusal of a non-https one."""
 
     def __post_init__(self) -> None:
         if not self.addrs:
             raise ValueError("EngineClient needs at least one address")
-        self.addrs = [a.rstrip("/") for a in self.addrs]
+        self.addrs = [a.strip().rstrip("/") for a in self.addrs]
+        require_https(self.addrs, self.addr_source)
         if self.transport is None:
             self.transport = StdlibTransport(make_ssl_context(self.ca_file))
         self._preferred = 0

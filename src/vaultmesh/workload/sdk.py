@@ -144,13 +144,15 @@ class Workload:
         own = client is None
         if client is None:
             raw = [addrs] if isinstance(addrs, str) else list(addrs or [])
+            source = "addrs="
             if not raw and from_env("ADDR"):
+                source = "BAO_ADDR" if os.environ.get("BAO_ADDR") else "VAULT_ADDR"
                 raw = [from_env("ADDR") or ""]
             nodes = [a.strip() for r in raw for a in r.split(",") if a.strip()]
             if not nodes:
                 raise WorkloadError("no OpenBao address: pass addrs= or set BAO_ADDR")
             client = make_client(nodes, ca_file=ca_file or from_env("CACERT"),
-                                 namespace=namespace or from_env("NAMESPACE"))
+                                 namespace=namespace or from_env("NAMESPACE"), addr_source=source)
 
         def changed(keys: tuple[str, ...]) -> None:
             paths = tuple(k.split(":", 1)[1] for k in keys)

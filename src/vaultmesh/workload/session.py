@@ -24,6 +24,7 @@ from vaultmesh.engine.client import (
     StdlibTransport,
     Transport,
     make_ssl_context,
+    require_https,
 )
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.workload.book import (
@@ -133,11 +134,14 @@ class WorkloadTransport:
 
 
 def make_client(addrs: list[str], *, ca_file: str | None = None, namespace: str | None = None,
-                retry: RetryPolicy | None = None) -> EngineClient:
-    """The workload's client: every node, the mesh CA, and the answers ``WorkloadTransport`` corrects."""
+                retry: RetryPolicy | None = None, addr_source: str = "the address") -> EngineClient:
+    """The workload's client: every node, the mesh CA, and the answers ``WorkloadTransport`` corrects.
+
+    A non-https address is refused first (``InsecureAddress``), then a missing CA file (``MissingCA``)."""
+    require_https(addrs, addr_source)
     transport = WorkloadTransport(StdlibTransport(make_ssl_context(ca_file)))
     return EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry or RetryPolicy(),
-                        transport=transport)
+                        transport=transport, addr_source=addr_source)
 
 
 class Session:
