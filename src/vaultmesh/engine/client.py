@@ -104,7 +104,9 @@ def decode(status: int, headers: Mapping[str, str], body: bytes, node: str, meth
         except ValueError:
             parsed = {"errors": [body.decode(errors="replace")[:200]]}
         data = parsed if isinstance(parsed, dict) else {"data": parsed}
-    if status >= 400 and status != 404:
+    # A 404 is "absent" only for reads (GET, LIST) and for DELETE of what is already gone; a write the
+    # server did not acknowledge (PUT/POST/PATCH answered 404, e.g. a standby's "unsupported path") is an error.
+    if status >= 400 and not (status == 404 and method in ("GET", "LIST", "DELETE", "HEAD")):
         errors = (data or {}).get("errors") or []
         raise EngineError.from_status(status, [str(e) for e in errors], method=method, path="/" + path,
                                       node=node)
