@@ -8,6 +8,7 @@ needed here (strings, numbers, bools, lists, maps, labelled blocks) is a few lin
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,16 @@ class Block:
     labels: tuple[str, ...] = ()
     attrs: dict[str, Value] = field(default_factory=dict)
     blocks: list[Block] = field(default_factory=list)
+
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
+
+
+def _key(k: str) -> str:
+    """An attribute or block name, written bare: only an identifier may be, so no value can add structure."""
+    if not isinstance(k, str) or not IDENTIFIER.match(k):
+        raise ValueError(f"{k!r} is not a valid HCL identifier (letters, digits, '_' and '-', not first a digit)")
+    return k
 
 
 def _string(v: str) -> str:
@@ -46,12 +57,12 @@ def _value(v: Value, indent: int) -> str:
 
 def render_block(block: Block, indent: int = 0) -> str:
     pad = "  " * indent
-    head = " ".join([block.type, *(_string(lbl) for lbl in block.labels)])
-    body = "".join(f"{pad}  {k} = {_value(v, indent + 1)}\n" for k, v in block.attrs.items())
+    head = " ".join([_key(block.type), *(_string(lbl) for lbl in block.labels)])
+    body = "".join(f"{pad}  {_key(k)} = {_value(v, indent + 1)}\n" for k, v in block.attrs.items())
     body += "".join(render_block(b, indent + 1) for b in block.blocks)
     return f"{pad}{head} {{\n{body}{pad}}}\n"
 
 
 def render_document(attrs: dict[str, Value], blocks: list[Block]) -> str:
-    top = "".join(f"{k} = {_value(v, 0)}\n" for k, v in attrs.items())
+    top = "".join(f"{_key(k)} = {_value(v, 0)}\n" for k, v in attrs.items())
     return top + "\n" + "\n".join(render_block(b) for b in blocks)

@@ -6,6 +6,7 @@ lives in ``spec.resources`` and is mixed in by inheritance, so the file stays on
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
@@ -18,6 +19,10 @@ SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 
 KMS_SEALS = ("awskms", "azurekeyvault", "gcpckms", "ocikms", "alicloudkms", "kmip")
+
+
+OPTION_KEY = re.compile(r"[a-z_][a-z0-9_]{0,63}\Z")
+"""A KMS seal option name as OpenBao spells them (region, kms_key_id, ...): written bare into node HCL."""
 
 
 class _Model(BaseModel):
@@ -41,6 +46,10 @@ class SealSpec(_Model):
         if self.options and self.type in ("static", "transit", "shamir"):
             raise ValueError(f"seal.options is only for KMS seals ({', '.join(KMS_SEALS)}); "
                              f"vaultmesh manages the {self.type} seal itself")
+        for key in self.options:
+            if not OPTION_KEY.match(key):
+                raise ValueError(f"seal.options key {key!r} is not an option name: use letters, digits and '_' "
+                                 "(OpenBao's seal option names, e.g. kms_key_id)")
         if self.key_threshold > self.key_shares:
             raise ValueError("seal.key_threshold cannot exceed seal.key_shares")
         return self
