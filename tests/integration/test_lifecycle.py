@@ -196,6 +196,16 @@ def test_destroy_without_yes_refuses(tmp_path: Path) -> None:
     assert "--yes" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_destroy_refuses_a_folder_that_is_not_a_state_dir(tmp_path: Path) -> None:
+    victim = tmp_path / "home"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    proc = run_cli(victim, "destroy", "--yes", check=False)
+    assert proc.returncode != 0
+    assert "not a vaultmesh state dir" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (victim / "thesis.tex").read_text() == "years of work"
+
+
 def test_port_in_use_is_named_and_nothing_written(tmp_path: Path) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

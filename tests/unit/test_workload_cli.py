@@ -67,10 +67,24 @@ def test_the_mesh_being_unreachable_is_one_line_and_the_child_never_starts(
     ident.write_text("x.y.z")
     marker = tmp_path / "started"
     rc = subprocess.run([sys.executable, "-m", "vaultmesh.workload.cli", "run", "--role", "r", "--identity-file",
-                         str(ident), "--addr", "http://127.0.0.1:9", "--deadline", "0.5s", "--", "touch", str(marker)],
+                         str(ident), "--addr", "https://127.0.0.1:9", "--deadline", "0.5s", "--", "touch", str(marker)],
                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert rc.returncode == 125
     assert "login as role 'r' at auth/jwt failed: no OpenBao node could serve" in rc.stderr
+    assert rc.stderr.count("\n") == 1
+    assert not marker.exists()
+
+
+def test_a_plain_http_address_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    ident = tmp_path / "jwt"
+    ident.write_text("x.y.z")
+    marker = tmp_path / "started"
+    rc = subprocess.run([sys.executable, "-m", "vaultmesh.workload.cli", "run", "--role", "r", "--identity-file",
+                         str(ident), "--deadline", "0.5s", "--", "touch", str(marker)],
+                        capture_output=True, text=True, timeout=60,
+                        env={"PATH": "/usr/bin:/bin", "BAO_ADDR": "http://127.0.0.1:9"})
+    assert rc.returncode == 125
+    assert "http://127.0.0.1:9" in rc.stderr and "https" in rc.stderr
     assert rc.stderr.count("\n") == 1
     assert not marker.exists()
 

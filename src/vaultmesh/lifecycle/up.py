@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
+from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, StateError, VaultmeshError
 from vaultmesh.fsutil import read_json, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
@@ -316,7 +316,14 @@ def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
 
 
 def destroy(root: Path, *, progress: Progress = _quiet) -> None:
+    """Stop the mesh at ``root`` and delete its state dir. Refused (nothing touched) when ``root`` is a
+    folder without a vaultmesh ``state.json``: a mistyped ``--dir`` must never delete someone's files."""
+    if root.exists() and not m.exists(root):
+        raise StateError(f"{root} is not a vaultmesh state dir (it holds no state.json); nothing was deleted",
+                         hint="check --dir / VAULTMESH_DIR")
     if m.exists(root):
+        m.open_mesh(root)  # refuses a state.json that is not a readable vaultmesh one
+
         down(root, progress=progress)
         layout = m.open_mesh(root).layout
         if any(n.netns for n in layout.nodes):
