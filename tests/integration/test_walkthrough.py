@@ -72,3 +72,27 @@ def test_run_path_import_is_light() -> None:
     heavy = [line for line in proc.stderr.splitlines()
              if line.rsplit("|", 1)[-1].strip().split(".")[0] in {"click", "rich", "pydantic", "cryptography"}]
     assert heavy == []
+
+
+def test_jobs_sharing_one_subject_cannot_read_each_others_secrets(make_mesh, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 8, finding 1: many jobs share one service account (one ``sub``). With ``user_claim: sub`` and a
+    policy on alias metadata, the second login rewrote the shared alias and opened its job's paths to the
+    first job's token. With the example's ``user_claim: job`` every job is its own alias."""
+    handle: MeshHandle = make_mesh()
+    root = handle.dir
+    cli(root, "apply", "-f", str(EXAMPLE))
+    admin = handle.client()
+    admin.write("secret/data/jobs/weekly", {"data": {"api_token": "weekly-secret"}})
+    tokens = {}
+    for job in ("nightly", "weekly"):
+        identity = tmp_path / f"{job}.jwt"
+        cli(root, "identity", "issue", "--workload", "runner", "--claim", "team=data", "--claim", f"job={job}",
+            "--ttl", "10m", "--output", str(identity))
+        auth = admin.login("jwt", {"role": "batch", "jwt": identity.read_text().strip()})
+        tokens[job] = auth["client_token"]
+    caps = admin.write("sys/capabilities-self", {"paths": ["secret/data/jobs/weekly", "secret/data/jobs/nightly"]},
+                       token=tokens["nightly"]) or {}
+    assert caps["secret/data/jobs/weekly"] == ["deny"]
+    assert caps["secret/data/jobs/nightly"] == ["read"]
+    for token in tokens.values():
+        admin.write("auth/token/revoke-self", {}, token=token)
