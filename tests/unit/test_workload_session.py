@@ -22,6 +22,7 @@ class FakeBao:
 
     lease_ttl: int = 60
     renew_status: int = 200
+    revoke_status: int = 204
     calls: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     index: itertools.count = field(default_factory=lambda: itertools.count(100))
     ids: itertools.count = field(default_factory=itertools.count)
@@ -47,8 +48,8 @@ class FakeBao:
                                   "renewable": True}}
         if path == "secret/data/app":
             return 200, {"data": {"data": {"token": "t0k"}, "metadata": {"version": 1}}}
-        if path == "database/creds/ro":
-            return 200, {"lease_id": f"database/creds/ro/l{n}", "lease_duration": self.lease_ttl, "renewable": True,
+        if path.startswith("database/creds/"):
+            return 200, {"lease_id": f"{path}/l{n}", "lease_duration": self.lease_ttl, "renewable": True,
                          "data": {"username": f"v-{n}", "password": "pw"}}
         if path.startswith("denied/"):
             return 403, {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}
@@ -56,6 +57,8 @@ class FakeBao:
             if self.renew_status != 200:
                 return self.renew_status, {"errors": ["lease not found"]}
             return 200, {"lease_id": data["lease_id"], "lease_duration": self.lease_ttl, "renewable": True}
+        if path == "sys/leases/revoke" and self.revoke_status == 403:
+            return 403, {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}
         if path in ("sys/leases/revoke", "auth/token/revoke-self"):
             return 204, {}
         if path == "auth/token/renew-self":
@@ -135,6 +138,19 @@ def test_close_revokes_each_lease_then_the_token_once() -> None:
     assert fake.paths()[-2:] == ["PUT sys/leases/revoke", "POST auth/token/revoke-self"]
     assert len(fake.calls) == 4
     assert s.values == {}
+
+
+def test_a_policy_without_lease_revoke_leaves_the_leases_to_the_token_and_logs_no_refusal() -> None:
+    fake = FakeBao(revoke_status=403)
+    s = session(fake, ["U=db:database/creds/ro#username", "P=db:database/creds/ro#password", "K=db:database/creds/x#a"])
+    logged: list[tuple[str, str]] = []
+    s.log = lambda level, message: logged.append((level, message))
+    s.start()
+    s.close()
+    revokes = [p for p in fake.paths() if p.endswith("sys/leases/revoke")]
+    assert len(revokes) == 1  # asked once, then left to the token's revocation
+    assert fake.paths()[-1] == "POST auth/token/revoke-self"
+    assert not [m for level, m in logged if level == "warning" or "refused" in m]
 
 
 def test_renewals_happen_when_the_book_says_so() -> None:

@@ -168,6 +168,9 @@ class Session:
         self.lock = threading.RLock()
         self.logins = 0
         self._tokens: dict[str, str] = {}
+        self._lease_revoke_allowed = True
+        """False once OpenBao answered 403 to ``sys/leases/revoke``: the role's policy does not grant it (the
+        recommended policy does not: lint warns on it), and revoking the token revokes its leases."""
         self._accessor: str | None = None
         self._closed = False
 
@@ -323,11 +326,20 @@ class Session:
                 self.on_change(action.keys)
 
     def _revoke_lease(self, lease_id: str, retry: RetryPolicy) -> None:
+        """Revoke one lease first when the policy allows it; otherwise leave it to the token's revocation
+        (``revoke-self`` revokes every lease the token made, before it answers), without a refusal logged."""
+        if not self._lease_revoke_allowed:
+            return
         try:
             self.client.request("PUT", "sys/leases/revoke", {"lease_id": lease_id}, token=self.token, retry=retry)
+        except EngineError as err:
+            if err.status == 403:
+                self._lease_revoke_allowed = False
+                self.log("debug", "the role may not revoke single leases; revoking its token revokes them")
+                return
+            self.log("warning", describe_failure(f"revoking lease {lease_id}", err))
         except VaultmeshError as err:
-            # 403: the policy lacks sys/leases/revoke; revoking the token below revokes its leases anyway.
-            self.log("info", describe_failure(f"revoking lease {lease_id}", err))
+            self.log("warning", describe_failure(f"revoking lease {lease_id}", err))
 
     def _revoke_token(self, accessor: str, retry: RetryPolicy) -> None:
         token = self._tokens.pop(accessor, None)
