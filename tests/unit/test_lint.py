@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from vaultmesh.reconcile.lint import LintWarning, lint
@@ -48,8 +49,8 @@ def test_a_deny_on_sys_is_not_a_grant() -> None:
 
 
 def test_sudo_is_flagged() -> None:
-    assert codes(used("p", 'path "sys/leases/revoke-prefix/x" { capabilities = ["update", "sudo"] }')) == [
-        ("policy-sudo", "policies.p")]
+    assert ("policy-sudo", "policies.p") in codes(
+        used("p", 'path "sys/leases/revoke-prefix/x" { capabilities = ["update", "sudo"] }'))
 
 
 def test_an_admin_policy_may_hold_wildcards_and_sudo() -> None:
@@ -121,3 +122,107 @@ def test_warnings_carry_the_file_line_when_the_loader_knows_it() -> None:
     [w] = warnings(data, lines={("policies",): 3, ("policies", "lonely"): 4})
     assert w.line == 4
     assert str(w).startswith("line 4: policies.lonely: ")
+
+
+# -- what a reviewer would catch (issue 8) ----------------------------------------------------------------
+
+def jwt_file(role: dict[str, Any], policy: str = 'path "kv/data/x" { capabilities = ["read"] }',
+             config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"policies": {"p": {"hcl": policy}},
+            "auth": {"jwt": {"type": "jwt", "config": config or JWT_CONFIG,
+                             "roles": {"r": {"bound_audiences": ["a"], "bound_claims": {"team": "t"},
+                                             "token_policies": ["p"], **role}}}}}
+
+
+TEMPLATED = 'path "kv/data/jobs/{{identity.entity.aliases.auth/jwt/.metadata.job}}" { capabilities = ["read"] }'
+
+
+def test_a_template_on_metadata_of_a_claim_that_is_not_the_alias_is_flagged() -> None:
+    assert ("template-alias-unpinned", "auth.jwt.roles.r.user_claim") in codes(
+        jwt_file({"user_claim": "sub", "claim_mappings": {"job": "job"}}, TEMPLATED))
+
+
+def test_a_template_on_metadata_of_the_alias_claim_is_not_flagged() -> None:
+    assert codes(jwt_file({"user_claim": "job", "claim_mappings": {"job": "job"}}, TEMPLATED)) == []
+    by_name = 'path "kv/data/jobs/{{identity.entity.aliases.auth/jwt/.name}}" { capabilities = ["read"] }'
+    assert codes(jwt_file({"user_claim": "job"}, by_name)) == []
+
+
+def test_the_lint_flags_the_old_example_role() -> None:
+    old = jwt_file({"user_claim": "sub", "claim_mappings": {"job": "job", "team": "team"}}, TEMPLATED)
+    [w] = [w for w in warnings(old) if w.code == "template-alias-unpinned"]
+    assert "user_claim: job" in w.message
+
+
+@pytest.mark.parametrize("path", ["s*", "secret/*", "+/data/x", "kv*"])
+def test_writes_on_a_glob_near_the_root_are_flagged(path: str) -> None:
+    found = {c for c, _ in codes(used("p", f'path "{path}" {{ capabilities = ["update"] }}'))}
+    assert found & {"policy-glob-write", "policy-engine-write"}
+
+
+def test_writes_under_a_team_prefix_and_reads_near_the_root_are_not_flagged() -> None:
+    assert codes(used("p", 'path "secret/data/team-a/*" { capabilities = ["create", "update"] }')) == []
+    assert codes(used("p", 'path "secret/*" { capabilities = ["list"] }')) == []
+
+
+@pytest.mark.parametrize("path", ["sys/policies/acl/*", "auth/jwt/role/*", "auth/*", "identity/entity/id/x",
+                                  "identity/entity-alias", "sys/leases/revoke", "sys/leases/revoke-prefix/db"])
+def test_admin_paths_granted_to_a_workload_role_are_flagged(path: str) -> None:
+    assert ("policy-admin-path", "policies.p") in codes(
+        used("p", f'path "{path}" {{ capabilities = ["update"] }}'))
+
+
+def test_admin_paths_in_a_policy_no_role_holds_are_not_workload_grants() -> None:
+    data = {"policies": {"ops": {"hcl": 'path "identity/entity/id/x" { capabilities = ["read"] }'}}}
+    assert "policy-admin-path" not in {c for c, _ in codes(data)}
+
+
+def test_the_bootstrap_admin_policy_on_a_role_is_flagged() -> None:
+    data = {"auth": {"approle": {"type": "approle", "roles": {"r": {"token_policies": ["vaultmesh-admin"]}}}}}
+    assert ("role-admin-policy", "auth.approle.roles.r.token_policies") in codes(data)
+
+
+def test_glob_bound_claims_are_flagged_and_exact_ones_are_not() -> None:
+    assert ("jwt-glob-claims", "auth.jwt.roles.r.bound_claims") in codes(
+        jwt_file({"bound_claims": {"team": "da*"}}))
+    assert ("jwt-glob-claims", "auth.jwt.roles.r.bound_claims") in codes(
+        jwt_file({"bound_claims_type": "glob"}))
+    assert codes(jwt_file({})) == []
+
+
+def test_a_plain_http_identity_provider_is_flagged() -> None:
+    assert ("jwt-plain-http", "auth.jwt.config.jwks_url") in codes(
+        jwt_file({}, config={"jwks_url": "http://issuer.test/jwks"}))
+    assert ("jwt-plain-http", "auth.jwt.config.oidc_discovery_url") in codes(
+        jwt_file({}, config={"oidc_discovery_url": "HTTP://issuer.test"}))
+
+
+def db_file(statement: str, **role: Any) -> dict[str, Any]:
+    return {"secrets": {"database": {"type": "database",
+                                     "connections": {"pg": {"connection_url": "postgresql://{{username}}:"
+                                                                              "{{password}}@h/db"}},
+                                     "roles": {"ro": {"db_name": "pg", "creation_statements": [statement],
+                                                      **role}}}}}
+
+
+@pytest.mark.parametrize("statement", [
+    'CREATE ROLE "{{name}}" WITH LOGIN SUPERUSER PASSWORD \'{{password}}\';',
+    'CREATE ROLE "{{name}}" WITH LOGIN createrole PASSWORD \'{{password}}\';',
+    'GRANT pg_read_all_data TO "{{name}}";',
+])
+def test_privileged_creation_statements_are_flagged(statement: str) -> None:
+    assert ("db-privileged", "secrets.database.roles.ro.creation_statements[0]") in codes(db_file(statement))
+
+
+def test_a_plain_login_role_is_not_flagged() -> None:
+    ok = 'CREATE ROLE "{{name}}" WITH LOGIN NOSUPERUSER NOCREATEROLE PASSWORD \'{{password}}\';'
+    assert codes(db_file(ok)) == []
+
+
+def test_lease_ttls_above_the_limits_are_flagged() -> None:
+    assert ("ttl-above-limit", "secrets.database.roles.ro.max_ttl") in codes(
+        db_file('CREATE ROLE "{{name}}";', max_ttl="2h"))
+    assert codes(db_file('CREATE ROLE "{{name}}";', max_ttl="1h")) == []
+    tuned = jwt_file({})
+    tuned["auth"]["jwt"]["tune"] = {"max_lease_ttl": "24h"}
+    assert ("ttl-above-limit", "auth.jwt.tune.max_lease_ttl") in codes(tuned)

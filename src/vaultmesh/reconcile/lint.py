@@ -1,4 +1,10 @@
-"""Lint: things that are valid but probably wrong or too broad. Warnings, never errors.
+"""Lint: things that are valid but probably wrong or too broad; ``vaultmesh lint`` exits 1 on any.
+
+What it catches, each with its code: templated policies keyed on alias metadata that another login of the same
+alias can rewrite (``template-alias-unpinned``, the cross-job leak), grants on every path or a whole engine,
+writes or sudo on globs near the root, admin paths (policies, roles, entities, lease revocation) granted to a
+workload role, the bootstrap admin policy on a role, glob ``bound_claims``, ``http://`` identity providers,
+privileged database creation statements, and TTLs above the file's ``limits``.
 
 Each warning names the object by its field path in the mesh file (``auth.jwt.roles.batch``) and its line
 when the loader passes its line index (``{("auth", "jwt", "roles", "batch"): 42, ...}``).
@@ -6,15 +12,24 @@ when the loader passes its line index (``{("auth", "jwt", "roles", "batch"): 42,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vaultmesh.reconcile.hcl import HclError, parse_policy, referenced_metadata
 from vaultmesh.reconcile.resources import Loc, field_path
-from vaultmesh.spec.resources import JwtAuth, ResourcesSpec, walk_scopes
+from vaultmesh.spec.resources import DatabaseMount, JwtAuth, ResourcesSpec, walk_scopes
 from vaultmesh.spec.types import format_duration
 
 WRITE_CAPS = frozenset({"create", "update", "patch", "delete"})
+ADMIN_POLICY = "vaultmesh-admin"
+"""The bootstrap operator's policy: never for a role."""
+ADMIN_PATHS = (re.compile(r"^sys/polic(y|ies)(/|\*|$)"), re.compile(r"^auth/[^/]+/role(/|\*|$)"),
+               re.compile(r"^auth/[*+]"), re.compile(r"^identity/entity"), re.compile(r"^sys/leases/revoke"))
+"""Paths whose grant lets a workload change who may do what, or revoke other workloads' leases."""
+PRIVILEGED_SQL = re.compile(r"\b(SUPERUSER|CREATEROLE|CREATEDB|BYPASSRLS|REPLICATION|pg_read_all_data|"
+                            r"pg_write_all_data|pg_execute_server_program|pg_read_server_files|"
+                            r"pg_write_server_files)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,16 @@ def _whole_engine(path: str, mounts: set[str]) -> bool:
     return any(prefix in (f"{m}/", f"{m}/data/", f"{m}/metadata/", f"{m}/+/") for m in mounts)
 
 
+def _near_root_glob(path: str) -> bool:
+    """A glob within a path's first two segments (``s*``, ``secret/*``, ``+/data``): it reaches every team."""
+    cut = min((i for i in (path.find("*"), path.find("+")) if i >= 0), default=-1)
+    return cut >= 0 and path[:cut].count("/") <= 1
+
+
+def _admin_path(path: str) -> bool:
+    return any(p.search(path) for p in ADMIN_PATHS) or path in ("*", "+", "+/*")
+
+
 def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list[LintWarning]:
     """Warnings about the file, sorted by line then field path."""
     lines = lines or {}
@@ -71,6 +96,13 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                     warn("ttl-above-limit", (*rloc, "token_max_ttl"),
                          f"token_max_ttl {format_duration(role.token_max_ttl)} is above limits.token_max_ttl "
                          f"{format_duration(limits.token_max_ttl)}")
+                if ADMIN_POLICY in role.token_policies:
+                    warn("role-admin-policy", (*rloc, "token_policies"),
+                         f"the bootstrap admin policy {ADMIN_POLICY} is for the operator only, never a role")
+                if isinstance(auth, JwtAuth) and (role.bound_claims_type == "glob" or any(
+                        "*" in str(v) for v in role.bound_claims.values())):
+                    warn("jwt-glob-claims", (*rloc, "bound_claims"), "glob bound_claims admit claims nobody "
+                         "reviewed; bind exact values")
                 if isinstance(auth, JwtAuth) and role.role_type == "jwt":
                     if not role.bound_audiences:
                         warn("jwt-no-audience", rloc, "jwt role without bound_audiences: a token minted for "
@@ -78,6 +110,42 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                     if not role.bound_claims and not role.bound_subject:
                         warn("jwt-unbound", rloc, "jwt role without bound_claims or bound_subject: every "
                              "workload of the issuer can log in with it")
+            config = getattr(auth, "config", None)
+            for field in ("oidc_discovery_url", "jwks_url"):
+                url = getattr(config, field, None) if isinstance(auth, JwtAuth) else None
+                if isinstance(url, str) and url.lower().startswith("http://"):
+                    warn("jwt-plain-http", (*loc, "auth", mount, "config", field), f"{field} is plain "
+                         "http: anyone on the path can swap the keys OpenBao trusts; use https")
+            for field in ("default_lease_ttl", "max_lease_ttl"):
+                ttl = getattr(auth.tune, field)
+                if ttl is not None and ttl > limits.token_max_ttl:
+                    warn("ttl-above-limit", (*loc, "auth", mount, "tune", field),
+                         f"{field} {format_duration(ttl)} is above limits.token_max_ttl "
+                         f"{format_duration(limits.token_max_ttl)}")
+        for mount, engine in scope.secrets.items():
+            mloc = (*loc, "secrets", mount)
+            for field in ("default_lease_ttl", "max_lease_ttl"):
+                ttl = getattr(engine.tune, field)
+                if ttl is not None and ttl > limits.token_max_ttl:
+                    warn("ttl-above-limit", (*mloc, "tune", field), f"{field} {format_duration(ttl)} is above "
+                         f"limits.token_max_ttl {format_duration(limits.token_max_ttl)}")
+            if not isinstance(engine, DatabaseMount):
+                continue
+            for rname, db_role in engine.roles.items():
+                for field in ("default_ttl", "max_ttl"):
+                    ttl = getattr(db_role, field)
+                    if ttl is not None and ttl > limits.token_max_ttl:
+                        warn("ttl-above-limit", (*mloc, "roles", rname, field), f"{field} "
+                             f"{format_duration(ttl)} is above limits.token_max_ttl "
+                             f"{format_duration(limits.token_max_ttl)}")
+                for i, statement in enumerate(db_role.creation_statements):
+                    found = PRIVILEGED_SQL.search(statement)
+                    if found:
+                        warn("db-privileged", (*mloc, "roles", rname, "creation_statements", i),
+                             f"creation statement grants {found.group(1)}: a leaked credential would own the "
+                             "database; grant only what the workload reads or writes")
+        workload_policies = {p for auth in scope.auth.values() for r in auth.roles.values()
+                             for p in r.token_policies}
         mounts = set(scope.secrets)
         for name, pol in scope.policies.items():
             ploc = (*loc, "policies", name)
@@ -96,6 +164,19 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                                                          for r in auth.roles.values()):
                     warn("template-unmapped", ploc, f"the template reads metadata '{key}' from auth/{mount}/, "
                          f"but no role there maps a claim to it (claim_mappings): the path never matches")
+                if not isinstance(auth, JwtAuth):
+                    continue
+                for rname, role in sorted(auth.roles.items()):
+                    if name not in role.token_policies:
+                        continue
+                    claims = [c for c, k in role.claim_mappings.items() if k == key]
+                    if claims and role.user_claim not in claims:
+                        warn("template-alias-unpinned", (*loc, "auth", mount, "roles", rname, "user_claim"),
+                             f"policy {name} keys on alias metadata '{key}' (claim {claims[0]!r}) but the "
+                             f"alias is user_claim {role.user_claim!r}: logins that share one "
+                             f"{role.user_claim!r} share one alias, and the last one's '{key}' opens its "
+                             f"paths to all their tokens; set user_claim: {claims[0]} and key the policy on "
+                             f"the alias name")
             if pol.admin:
                 continue
             for rule in rules:
@@ -110,6 +191,14 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                          "sys/, the admin surface")
                 if "sudo" in grants:
                     warn("policy-sudo", ploc, f"{at} grants sudo")
+                if name in workload_policies and _admin_path(rule.path) and rule.path not in ("*", "+", "+/*"):
+                    warn("policy-admin-path", ploc, f"{at} grants {', '.join(sorted(grants))} to a workload "
+                         "role on an admin path (policies, roles, entities or lease revocation)")
+                elif (grants & (WRITE_CAPS | {"sudo"})) and _near_root_glob(rule.path) \
+                        and not _whole_engine(rule.path, mounts) and rule.path not in ("*", "+", "+/*"):
+                    warn("policy-glob-write", ploc, f"{at} grants "
+                         f"{', '.join(sorted(grants & (WRITE_CAPS | {'sudo'})))} on a glob near the root that "
+                         "reaches beyond one team's prefix")
                 writes = grants & WRITE_CAPS
                 if writes and rule.path not in ("*", "+") and _whole_engine(rule.path, mounts):
                     warn("policy-engine-write", ploc, f"{at} grants {', '.join(sorted(writes))} on a whole "
