@@ -29,6 +29,7 @@ from vaultmesh.reconcile.resources import Resource, desired_resources, secret_va
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice
 from vaultmesh.runtime.local import tracked_pid, wait_until
 from vaultmesh.spec.models import MeshSpec
+from vaultmesh.spec.resources import read_confined
 
 Progress = Callable[[str], None]
 
@@ -89,7 +90,7 @@ def placeholders(mesh: m.Mesh) -> dict[str, str]:
 def desired_for(mesh: m.Mesh, spec: MeshSpec, *, base_dir: Path,
                 env: Mapping[str, str] | None = None) -> list[Resource]:
     def read_file(name: str) -> str:
-        return (base_dir / name).read_text()
+        return read_confined(base_dir, name)
 
     values = secret_values(spec, env=os.environ if env is None else env, read_file=read_file)
     return desired_resources(spec, secrets=values, hash_key=ReconcileState(mesh.paths.root).hash_key(),

@@ -13,7 +13,7 @@ server never returns them (see ``plan.py`` for how digests are compared with ``a
 
 How the edge builds the desired state::
 
-    refs = secret_values(spec, env=os.environ, read_file=lambda p: (mesh_dir / p).read_text())
+    refs = secret_values(spec, env=os.environ, read_file=lambda p: read_confined(mesh_dir, p))
     desired = desired_resources(spec, secrets=refs, hash_key=state.hash_key,
                                 placeholders={"issuer_url": ..., "ca_pem": ...})
 """
@@ -230,10 +230,12 @@ def secret_values(spec: ResourcesSpec, *, env: Mapping[str, str],
         else:
             try:
                 text = read_file(str(ref.from_file))
+            except ValueError as err:  # outside the mesh file's folder
+                raise SpecError(f"secret file refused: {err}", field=field_path(loc)) from None
             except OSError as err:
                 if ref.optional:
                     continue
-                raise SpecError(f"cannot read secret file {ref.from_file}: {err.strerror or err}",
+                raise SpecError(f"cannot read secret file {ref.from_file}: {err.strerror or 'unreadable'}",
                                 field=field_path(loc)) from None
             values[ref] = text[:-1] if text.endswith("\n") else text
     return values

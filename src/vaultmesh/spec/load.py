@@ -57,8 +57,28 @@ def _field_path(loc: Loc) -> str:
     return "".join(parts)
 
 
+MAX_SPEC_BYTES = 1 << 20
+"""A mesh file is a few KB; a bigger one is a mistake or an attack on the parser."""
+
+
+def _refuse_bombs(text: str, source: str) -> None:
+    """Refuse YAML aliases (``*name``): a few hundred bytes of nested aliases expand to gigabytes (billion
+    laughs), and a mesh file never needs them. Checked on the event stream, which does not expand them."""
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise SpecError(f"the mesh file is larger than {MAX_SPEC_BYTES // 1024} KiB", file=source,
+                        hint="a mesh file is a few KB; check that this is the right file")
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise SpecError("YAML aliases (*name) are not allowed in a mesh file", file=source,
+                                line=event.start_mark.line + 1, hint="write the value out where it is used")
+    except yaml.YAMLError:
+        return  # reported with its line by the full parse below
+
+
 def parse_spec(text: str, *, source: str = "<mesh file>", base_dir: Path | None = None) -> MeshSpec:
     """Parse and validate mesh-file text. Raises SpecError naming source:line and the field."""
+    _refuse_bombs(text, source)
     try:
         root = yaml.compose(text)
         data: Any = yaml.safe_load(text) if root is not None else {}

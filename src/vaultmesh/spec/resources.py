@@ -120,6 +120,8 @@ class SecretRef(_Model):
     def _one_source(self) -> SecretRef:
         if (self.from_env is None) == (self.from_file is None):
             raise ValueError("give exactly one of from_env or from_file")
+        if self.from_file is not None:
+            check_relative(self.from_file)
         return self
 
     def describe(self) -> str:
@@ -159,15 +161,35 @@ class Limits(_Model):
         return self
 
 
+def check_relative(relative: str) -> str:
+    """A file reference of the mesh file: relative to its folder, without ``..``. Pure; raises ValueError."""
+    path = Path(relative)
+    if path.is_absolute() or relative.startswith("~"):
+        raise ValueError(f"{relative!r} is absolute: files named in the mesh file are relative to its folder")
+    if ".." in path.parts:
+        raise ValueError(f"{relative!r} climbs out with '..': files named in the mesh file stay in its folder")
+    return relative
+
+
+def read_confined(base_dir: Path, relative: str) -> str:
+    """The one I/O in the spec: read a file named in the mesh file, confined to the file's folder (no absolute
+    path, no ``..``, no symlink that resolves outside). Raises ValueError (outside) or OSError (unreadable)."""
+    check_relative(relative)
+    root = base_dir.resolve()
+    path = (base_dir / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(f"{relative!r} resolves outside the mesh file's folder (a symlink?): refused")
+    return path.read_text()
+
+
 def read_policy_file(base_dir: Path, relative: str) -> str:
-    """The one I/O in the spec: read a policy file named in the mesh file, relative to the file's folder."""
-    path = Path(relative) if Path(relative).is_absolute() else base_dir / relative
+    """A policy file named in the mesh file, relative to the file's folder."""
     try:
-        return path.read_text()
+        return read_confined(base_dir, relative)
     except FileNotFoundError:
-        raise ValueError(f"policy file {path} does not exist (paths are relative to the mesh file)") from None
+        raise ValueError(f"policy file {relative} does not exist (paths are relative to the mesh file)") from None
     except OSError as err:
-        raise ValueError(f"cannot read policy file {path}: {err.strerror}") from None
+        raise ValueError(f"cannot read policy file {relative}: {err.strerror}") from None
 
 
 class PolicySpec(_Model):
@@ -186,6 +208,11 @@ class PolicySpec(_Model):
         if not isinstance(data, dict):
             return data
         base_dir = (info.context or {}).get("base_dir")
+        if data.get("file") is not None:
+            try:
+                check_relative(str(data["file"]))
+            except ValueError as err:
+                raise PydanticCustomError("policy_file", str(err)) from None
         if data.get("file") is not None and base_dir is not None:
             if data.get("hcl") is not None:
                 raise ValueError("give either hcl or file, not both")
@@ -205,7 +232,9 @@ class PolicySpec(_Model):
                 parse_policy(self.hcl)
             except HclError as err:
                 where = "file" if self.file else "hcl"
-                msg = f"{self.file}: {err}" if self.file else str(err)
+                # A file's text is never echoed (a wrong path could name a file of secrets): its line only.
+                msg = (f"{self.file}: line {err.line}: not an ACL policy (expected path \"...\" "
+                       "{ capabilities = [...] } stanzas)") if self.file else str(err)
                 _fail([((where,), f"invalid policy: {msg}")], "PolicySpec")
         return self
 
@@ -374,6 +403,8 @@ class KvMount(_Model):
     the last apply (compared by keyed hash); never read back, never deleted by vaultmesh."""
 
 
+_PASSWORD_PARAM = re.compile(r"(?:^|[?&\s;])(?:ssl)?(?:password|passwd|pwd)\s*=\s*"
+                             r"(?P<value>'[^']*'|\"[^\"]*\"|[^&\s;]*)", re.I)
 _URL_USERINFO = re.compile(r"^[a-z][a-z0-9+.-]*://(?P<user>[^:/@]*):(?P<password>[^@/]*)@", re.I)
 
 
@@ -395,7 +426,12 @@ class DbConnection(_Model):
     @classmethod
     def _no_password_in_url(cls, url: str) -> str:
         m = _URL_USERINFO.match(url)
-        if m and m.group("password") not in ("{{password}}", ""):
+        literal = bool(m and m.group("password") not in ("{{password}}", ""))
+        # ?password=... / &sslpassword=... in a URL, and password=... in a keyword DSN ("host=h password=x")
+        for found in _PASSWORD_PARAM.finditer(url):
+            if found.group("value").strip("'\"") not in ("{{password}}", ""):
+                literal = True
+        if literal:
             raise ValueError("connection_url must not contain a password: write {{password}} there and give "
                              "password: {from_env: VARIABLE}")
         return url
@@ -521,7 +557,17 @@ class FileAuditOptions(_AuditOptions):
             raise ValueError("file_path must be relative: the audit stanza must be identical on every node, and "
                              "each node resolves a relative path in its own folder (an absolute per-node path "
                              "keeps standbys from taking over)")
+        if ".." in Path(path).parts or path in ("", "."):
+            raise ValueError("file_path must name a file inside the node's folder, without '..'")
         return path
+
+    @field_validator("mode")
+    @classmethod
+    def _private(cls, mode: str | None) -> str | None:
+        if mode is not None and int(mode, 8) & 0o177:
+            raise ValueError(f"mode {mode} lets others read or run the audit log (it holds who did what, and "
+                             "request data): use 0600 or stricter")
+        return mode
 
 
 class SocketAuditOptions(_AuditOptions):
