@@ -100,6 +100,10 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="When a secret changes: none (files are rewritten), signal:HUP (any signal), restart")
     p.add_argument("--stop-timeout", type=_duration, default=10.0, metavar="DURATION",
                    help="On restart, SIGKILL the child this long after SIGTERM (default 10s)")
+    p.add_argument("--pass-env", action="append", default=[], metavar="NAME",
+                   help="Hand this variable of run's environment to the child (repeatable; NAME or PREFIX_*). "
+                        "The child otherwise gets PATH, HOME, LANG, LC_*, TZ, TERM, USER, LOGNAME, SHELL, TMPDIR, "
+                        "PWD and its secrets only")
     p.add_argument("-v", "--verbose", action="store_true", help="Log logins, renewals and re-reads to stderr")
     _connection_args(p)
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
@@ -141,6 +145,7 @@ def run_command(args: argparse.Namespace) -> int:
     session = Session(client, role=args.role, identity=IdentityFile(identity_path), auth_mount=args.auth_mount,
                       sources=plan.sources, labels=labels, log=log)
     supervisor = sv.Supervisor(session, plan, command, on_change=on_change, stop_timeout=args.stop_timeout,
+                               pass_env=args.pass_env,
                                warn=sv.warn_line)
     try:
         return supervisor.run()

@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,23 @@ INHERITED_TOKENS = ("BAO_TOKEN", "VAULT_TOKEN")
 not the workload's. A secret the file delivers under one of these names is still delivered."""
 
 
-def child_env(base: Mapping[str, str], secrets: Mapping[str, str], secrets_dir: str | None) -> dict[str, str]:
-    env = {k: v for k, v in base.items() if k not in INHERITED_TOKENS}
+CHILD_ENV_ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "USER", "LOGNAME", "SHELL",
+                     "TMPDIR", "PWD")
+"""What the child inherits from ``run``'s environment without being asked: what a program needs to find its
+tools, home, locale and terminal. Everything else (seed variables, ``VAULTMESH_*``, ``BAO_*``, ``PG*``, cloud
+credentials) reaches the child only when named with ``--pass-env``."""
+
+
+def _wanted(name: str, patterns: Sequence[str]) -> bool:
+    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
+
+
+def child_env(base: Mapping[str, str], secrets: Mapping[str, str], secrets_dir: str | None, *,
+              pass_env: Sequence[str] = ()) -> dict[str, str]:
+    """The child's whole environment: the allowlist and ``pass_env`` names (``NAME`` or ``PREFIX_*``) from
+    ``base``, never an inherited token, then the delivered secrets, then the secrets dir."""
+    env = {k: v for k, v in base.items()
+           if k not in INHERITED_TOKENS and _wanted(k, (*CHILD_ENV_ALLOWED, *pass_env))}
     env.update(secrets)
     if secrets_dir:
         env[SECRETS_DIR_ENV] = secrets_dir

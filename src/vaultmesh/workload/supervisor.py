@@ -69,18 +69,22 @@ class Stop(BaseException):
 class Supervisor:
     def __init__(self, session: Session, plan: SecretsPlan, command: Sequence[str], *,
                  on_change: OnChange = OnChange(), stop_timeout: float = 10.0,
-                 environ: Mapping[str, str] | None = None, warn: Callable[[str], None] = print) -> None:
+                 environ: Mapping[str, str] | None = None, warn: Callable[[str], None] = print,
+                 pass_env: Sequence[str] = ()) -> None:
         self.session = session
         self.plan = plan
         self.command = list(command)
         self.on_change = on_change
         self.stop_timeout = stop_timeout
         self.environ = dict(os.environ if environ is None else environ)
+        self.pass_env = tuple(pass_env)
         self.warn = warn
         self.dir: SecretsDir | None = None
         self.child: subprocess.Popen[bytes] | None = None
         self._child_lock = threading.Lock()
         self._stopping = False
+        self._signum: int | None = None
+        """The first stopping signal: the exit code is 128 + it when the child never ran."""
         self._no_raise = False
         self._restart_for: int | None = None
         self._fatal: BaseException | None = None
@@ -128,6 +132,7 @@ class Supervisor:
         return 128 - rc if rc < 0 else rc
 
     def _shutdown(self) -> None:
+        self._no_raise = True  # a signal now must not cut the revocations short (nor leave a traceback)
         if self._renewer is not None:
             self._renewer.stop()
         child = self.child
@@ -147,13 +152,19 @@ class Supervisor:
             if self.dir is None:
                 self.dir = SecretsDir(default_parent(self.environ))
             self.dir.write(files)
-        return child_env(self.environ, secrets_env, str(self.dir.path) if self.dir else None)
+        return child_env(self.environ, secrets_env, str(self.dir.path) if self.dir else None,
+                         pass_env=self.pass_env)
 
     def _spawn(self, env: dict[str, str]) -> int | None:
         """Start the child; an exit code when it cannot be started."""
-        self._no_raise = True
+        self._no_raise = True  # from here a stopping signal is remembered, never raised
+        if self._stopping:  # it came while the secrets were being delivered: the child never starts
+            return 128 + (self._signum or signal.SIGTERM)
         try:
             self.child = subprocess.Popen(self.command, env=env)
+            if self._stopping and self._signum is not None:  # it came during the fork: the child hears it
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.child.pid, self._signum)
         except FileNotFoundError:
             self.warn(f"{self.command[0]}: command not found")
             return EXIT_NOT_FOUND
@@ -217,6 +228,7 @@ class Supervisor:
         stopping = signal.Signals(signum).name in STOPPING
         if stopping:
             self._stopping = True
+            self._signum = self._signum or signum
         child = self.child
         if child is None:
             if stopping and not self._no_raise:
