@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,3 +211,21 @@ def test_a_token_past_its_max_ttl_is_a_refusal_not_a_retry() -> None:
     with pytest.raises(InvalidRequest, match="past the max TTL"):
         client.request("POST", "auth/token/renew-self", {}, token="t")
     assert inner.asked == ["https://a"]
+
+
+def test_a_wrapped_secret_is_unwrapped_last_and_not_burnt_when_another_source_fails(tmp_path: Path) -> None:
+    wrapped = tmp_path / "wrapped"
+    wrapped.write_text("s.wrapping\n")
+    fake = FakeBao()
+    s = session(fake, [f"W=unwrap:file:{wrapped}#v", "D=kv:denied/thing#x"])
+    with pytest.raises(WorkloadError):
+        s.start()
+    assert "POST sys/wrapping/unwrap" not in fake.paths()
+
+
+def test_a_missing_wrapping_token_fails_before_login(tmp_path: Path) -> None:
+    fake = FakeBao()
+    s = session(fake, [f"W=unwrap:file:{tmp_path / 'absent'}#v", "A=kv:secret/app#token"])
+    with pytest.raises(WorkloadError, match="cannot read"):
+        s.start()
+    assert fake.paths() == []

@@ -37,9 +37,9 @@ DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_CONNECTION_URL = "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
 AUDIENCE = "vaultmesh-bench"
 
-CREATION_SQL = ("CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; "
-                "GRANT pg_read_all_data TO \"{{name}}\";")
-REVOCATION_SQL = ("REVOKE pg_read_all_data FROM \"{{name}}\"; DROP ROLE IF EXISTS \"{{name}}\";")
+CREATION_SQL = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+"""A login role and nothing more: the bench measures issuing credentials, never reads the machine's data."""
+REVOCATION_SQL = "DROP ROLE IF EXISTS \"{{name}}\";"
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,14 @@ class Session:
         """Log in and read every source; on any failure revoke what was obtained and raise ``WorkloadError``."""
         try:
             with self.lock:
+                # A wrapped secret is single-use: check every wrapping token is there, and read everything
+                # else first, so that a failure elsewhere does not burn it for nothing.
+                ordered = sorted(self.sources.values(), key=lambda src: src.kind == "unwrap")
+                for source in ordered:
+                    if source.kind == "unwrap":
+                        read_wrapping_token(source.path)
                 self.login()
-                for source in list(self.sources.values()):
+                for source in ordered:
                     self.fetch(source)
         except BaseException:
             self.close()
