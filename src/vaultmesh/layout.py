@@ -122,6 +122,17 @@ class StatePaths:
         return self.root / "admin" / "token"
 
     @property
+    def admin_password_handed(self) -> Path:
+        """Present while the admin password in the file is the one node 1 was started with (in its
+        environment, for self-initialisation): the first login rotates it, so that copy is worthless."""
+        return self.root / "admin" / "password.handed"
+
+    @property
+    def admin_password_next(self) -> Path:
+        """The rotated password between writing it to OpenBao and to ``admin_password``."""
+        return self.root / "admin" / "password.next"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
 

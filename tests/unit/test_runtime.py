@@ -39,3 +39,12 @@ def test_a_process_left_from_a_deleted_state_dir_is_not_adopted(tmp_path: Path) 
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_daemon_gets_the_allowlist_and_what_it_is_given_only() -> None:
+    from vaultmesh.runtime.local import KMS_ENV, daemon_env
+
+    operator = {"PATH": "/bin", "LANG": "C", "LC_ALL": "C", "BAO_TOKEN": "s.x", "VAULTMESH_PG_PASSWORD": "pw",
+                "PLAYDREAM_NIGHTLY_API_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k", "HOME": "/root"}
+    assert daemon_env(operator, {"X": "1"}) == {"PATH": "/bin", "LANG": "C", "LC_ALL": "C", "X": "1"}
+    assert daemon_env(operator, inherit=KMS_ENV)["AWS_SECRET_ACCESS_KEY"] == "k"

@@ -18,7 +18,7 @@ import yaml
 
 from vaultmesh import __version__, pki
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import StateError
+from vaultmesh.errors import EngineError, StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
 from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout
 from vaultmesh.render.entry import render_entry_config
@@ -273,18 +273,51 @@ def admin_token(mesh: Mesh, client: EngineClient | None = None, *, fresh: bool =
             cached = read_json(cache)
             if cached["expires_at"] - time.time() > TOKEN_REUSE_MARGIN:
                 return str(cached["token"])
-    try:
-        password = mesh.paths.admin_password.read_text().strip()
-    except FileNotFoundError:
-        raise StateError(f"{mesh.paths.admin_password} is missing; the admin credential is gone",
-                         hint="restore the state dir from a backup") from None
+    paths = mesh.paths
     client = client or mesh.client()
+    if paths.admin_password_next.exists():  # a rotation stopped between OpenBao and the file: finish it
+        try:
+            auth = client.login("userpass", {"password": paths.admin_password_next.read_text().strip()},
+                                user=ADMIN_USER)
+            os.replace(paths.admin_password_next, paths.admin_password)
+        except EngineError:
+            paths.admin_password_next.unlink()
+    try:
+        password = paths.admin_password.read_text().strip()
+    except FileNotFoundError:
+        raise StateError(f"{paths.admin_password} is missing; the admin credential is gone",
+                         hint="restore the state dir from a backup") from None
     auth = client.login("userpass", {"password": password}, user=ADMIN_USER)
     token = str(auth["client_token"])
+    if paths.admin_password_handed.exists():
+        rotate_admin_password(mesh, client, token)
     write_json(cache, {"token": token, "accessor": auth.get("accessor"),
                        "expires_at": time.time() + float(auth.get("lease_duration") or 3600)})
     return token
 
 
-__all__ = ["Mesh", "admin_token", "check_same_lifecycle", "create_mesh", "destroy", "exists", "locked",
-           "mark_initialized", "open_mesh", "render_configs"]
+def rotate_admin_password(mesh: Mesh, client: EngineClient, token: str) -> None:
+    """Give the admin user a new password: the one node 1 got in its environment for self-initialisation
+    stays readable in /proc for that process's life, so it must stop opening anything. Resumable: the new
+    password is on disk (0600) before OpenBao has it, and only then replaces the old file."""
+    paths = mesh.paths
+    write_atomic(paths.admin_password_next, secrets.token_urlsafe(32).encode())
+    client.write(f"auth/userpass/users/{ADMIN_USER}/password",
+                 {"password": paths.admin_password_next.read_text().strip()}, token=token)
+    os.replace(paths.admin_password_next, paths.admin_password)
+    paths.admin_password_handed.unlink(missing_ok=True)
+
+
+__all__ = [
+    "Mesh",
+    "admin_token",
+    "check_same_lifecycle",
+    "create_mesh",
+    "destroy",
+    "exists",
+    "locked",
+    "mark_initialized",
+    "open_mesh",
+    "render_configs",
+    "rotate_admin_password",
+]

@@ -15,13 +15,14 @@ from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, StateError, VaultmeshError
-from vaultmesh.fsutil import read_json, write_json
+from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.view import MeshView, gather_view
 from vaultmesh.render.node import ADMIN_PASSWORD_ENV, TRANSIT_KEY, bootstrap_requests
 from vaultmesh.runtime.local import (
+    KMS_ENV,
     check_ports_free,
     log_tail,
     resolve_engine,
@@ -74,7 +75,7 @@ def _start_node(node: NodeLayout, engine: str, env: dict[str, str] | None = None
     else:
         check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
     return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
-                         log_file=node.log_file, pid_file=node.pid_file, env=env)
+                         log_file=node.log_file, pid_file=node.pid_file, env=env, inherit=KMS_ENV)
 
 
 def _start_entry(layout: MeshLayout) -> int:
@@ -229,6 +230,7 @@ def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: f
                     env = None
                     if not mesh.initialized and name == layout.nodes[0].name:
                         env = {ADMIN_PASSWORD_ENV: mesh.paths.admin_password.read_text().strip()}
+                        write_atomic(mesh.paths.admin_password_handed, b"")  # the first login rotates it
                     progress(f"starting {name} ({node.zone}) on {node.api_addr}")
                     _start_node(node, engine, env)
                 case d.Restart(name=name):

@@ -105,12 +105,32 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
+DAEMON_ENV = ("PATH", "LANG", "LC_*", "TZ", "PYTHONPATH")
+"""What a daemon (node, seal node, entry, issuer) takes from the operator's environment: enough to find its
+binaries and libraries and to format dates. Never the operator's tokens, seed variables or passwords."""
+
+KMS_ENV = ("AWS_*", "GOOGLE_*", "AZURE_*", "OCI_*", "ALICLOUD_*", "ALIBABA_*", "KMIP_*", "BAO_SEAL_*",
+           "VAULT_SEAL_*", "VAULT_AWSKMS_*", "VAULT_GCPCKMS_*", "VAULT_AZUREKEYVAULT_*", "BAO_AWSKMS_*")
+"""Added for the nodes of a KMS-sealed mesh: the cloud provider's credentials, which OpenBao reads itself."""
+
+
+def daemon_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = None, *,
+               inherit: Sequence[str] = ()) -> dict[str, str]:
+    """The whole environment of a daemon: ``DAEMON_ENV`` and ``inherit`` names (``NAME`` or ``PREFIX_*``)
+    from ``environ``, then ``extra``. Pure."""
+    wanted = (*DAEMON_ENV, *inherit)
+    env = {k: v for k, v in environ.items()
+           if any(k == w or (w.endswith("*") and k.startswith(w[:-1])) for w in wanted)}
+    env.update(extra or {})
+    return env
+
+
 def start_process(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: Path,
-                  env: Mapping[str, str] | None = None) -> int:
-    """Start a detached process (own session, survives the CLI), output appended to ``log_file``."""
+                  env: Mapping[str, str] | None = None, inherit: Sequence[str] = ()) -> int:
+    """Start a detached process (own session, survives the CLI), output appended to ``log_file``; its
+    environment is ``daemon_env`` of ours plus ``env``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    full_env = daemon_env(os.environ, env, inherit=inherit)
     with open(log_file, "ab") as log:
         os.chmod(log_file, 0o600)
         try:
