@@ -206,6 +206,16 @@ def test_destroy_refuses_a_folder_that_is_not_a_state_dir(tmp_path: Path) -> Non
     assert (victim / "thesis.tex").read_text() == "years of work"
 
 
+def test_a_wrong_engine_leaves_an_existing_folder_exactly_as_it_was(tmp_path: Path) -> None:
+    folder = tmp_path / "existing"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    proc = run_cli(folder, "--engine", "/bin/true", "up", check=False)
+    assert proc.returncode != 0 and "/bin/true" in proc.stderr
+    assert list(folder.iterdir()) == []
+    assert folder.stat().st_mode & 0o777 == 0o755
+
+
 def test_port_in_use_is_named_and_nothing_written(tmp_path: Path) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -168,6 +168,8 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
        spec_dir: Path | None = None, timeout: float = 120.0, progress: Progress = _quiet) -> UpResult:
     """Create the mesh when ``root`` holds none, else complete or heal it; return when it is healthy."""
     t0 = time.monotonic()
+    if engine_override is not None or not m.exists(root):
+        resolve_engine(engine_override)  # a wrong engine is refused before anything is written
     with m.locked(root):
         created = False
         if m.exists(root):
