@@ -153,6 +153,34 @@ def perform(client: EngineClient, action: Action) -> None:
             send()
 
 
+VERIFY_TIMEOUT = 5.0
+"""How long a write may take to become readable (a KV v2 mount made in this apply may still be setting up)."""
+
+
+def unverified(client: EngineClient, action: Action, plan: Plan, previous: Mapping[str, Any],
+               done: list[Action], *, timeout: float = VERIFY_TIMEOUT) -> Action | None:
+    """Read back what ``action`` wrote: the action a fresh plan would still take for its resource, or None
+    when the mesh now holds what was declared. A delete is done when OpenBao acknowledged it."""
+    if isinstance(action, Delete):
+        return None
+    resource = action.resource  # type: ignore[attr-defined]
+    hashes = applied_hashes(plan, previous, executed=[*done, action])
+
+    def left() -> Action | None:
+        again = plan_changes([resource], gather(client, [resource]), previous_hashes=hashes)
+        return next((a for a in again.executable() if a.key == action.key and not isinstance(a, Delete)),
+                    None)
+
+    still: list[Action | None] = [None]
+
+    def settled() -> bool:
+        still[0] = left()
+        return still[0] is None
+
+    wait_until(settled, timeout=timeout, interval=0.2)
+    return still[0]
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     plan: Plan
@@ -178,10 +206,16 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
             progress(f"{action.marker} {action.kind} {action.key.id}")
             try:
                 perform(client, action)
+                missing = unverified(client, action, plan, previous, done)
             except (EngineError, ValueError) as err:
                 raise ApplyFailed(f"{action.op} {action.kind} {action.key.id} failed: {err}",
                                   hint=f"{len(done)} earlier action(s) are done; fix the cause and re-run apply"
                                   ) from None
+            if missing is not None:
+                raise ApplyFailed(f"{action.op} {action.kind} {action.key.id}: OpenBao acknowledged the write but "
+                                  f"reading it back still shows {missing.op} needed; it was not recorded as applied",
+                                  hint=f"{len(done)} earlier action(s) are done; check the node logs and re-run "
+                                       "apply")
             done.append(action)
     finally:
         if done:
