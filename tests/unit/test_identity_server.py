@@ -499,3 +499,44 @@ def test_state_dir_comes_from_the_main_command_when_not_given(tmp_path: Path) ->
 
     assert result.exit_code == 0, result.output
     assert len(KeyRing.load(keys_dir(state_dir)).keys) == 2
+
+
+# -- hardening (issue 8) -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("issuer", ["https://127.0.0.1:9", "https://localhost:9", "https://127.0.0.1:10"])
+def test_the_lifetime_cap_holds_however_the_issuer_is_spelled(tmp_path: Path, issuer: str) -> None:
+    state_dir = _recorded_state(tmp_path / "state", max_token_ttl=600)
+    result = CliRunner().invoke(identity, ["issue", "--dir", str(state_dir), "--workload", "billing",
+                                           "--issuer", issuer, "--ttl", "2h"])
+    assert result.exit_code != 0
+    assert "exceeds the issuer's max token ttl of 600s" in result.output
+
+
+def test_slow_clients_cannot_hold_more_than_the_connection_bound(server: IssuerServer, pki: PKIFiles) -> None:
+    import socket as socketlib
+
+    from vaultmesh.identity.server import MAX_CONNECTIONS
+    from vaultmesh.runtime.local import wait_until
+
+    before = threading.active_count()
+    port = int(server.issuer_url.rsplit(":", 1)[1])
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 40):  # connect and never say a word (slowloris)
+            held.append(socketlib.create_connection(("127.0.0.1", port), timeout=5))
+        samples: list[int] = []
+        wait_until(lambda: samples.append(threading.active_count()) or len(samples) >= 20, timeout=3.0,
+                   interval=0.05)
+        assert max(samples) <= before + MAX_CONNECTIONS + 2
+
+        def served() -> Reply | None:
+            try:
+                return https_get(server.issuer_url + "/keys", pki.ca_file)
+            except (OSError, urllib.error.URLError):
+                return None
+
+        reply = eventually(served, timeout=10.0)
+        assert reply is not None and reply.status == 200
+    finally:
+        for s in held:
+            s.close()

@@ -154,9 +154,11 @@ def issue(state_dir: Path, workload: str, claim_pairs: tuple[str, ...], ttl: flo
                     hint="run `vaultmesh identity serve` first, or pass --issuer URL",
                 )
             issuer_url = record.issuer
-        if record is not None and record.issuer == issuer_url and ttl > record.max_token_ttl:
+        # The cap holds whatever --issuer says: the keys are the same, so is the limit.
+        cap = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
+        if ttl > cap:
             raise VaultmeshError(
-                f"--ttl {ttl:g}s exceeds the issuer's max token ttl of {record.max_token_ttl:g}s",
+                f"--ttl {ttl:g}s exceeds the issuer's max token ttl of {cap:g}s",
                 hint="use a shorter --ttl or restart `identity serve` with a larger --max-token-ttl",
             )
         ring = KeyRing.load(keys_dir(state_dir))

@@ -279,14 +279,41 @@ def _json_bytes(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("utf-8")
 
 
+HANDSHAKE_TIMEOUT = 2.0
+"""A TLS handshake takes milliseconds on loopback; a connection still silent after this is dropped."""
+
+MAX_CONNECTIONS = 64
+"""Connections served at once, one thread each; more are closed at once. With ``REQUEST_TIMEOUT`` on every
+read, slow clients (slowloris) hold at most this many threads for at most that long."""
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], issuer: IssuerServer) -> None:
         self.issuer = issuer
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("identity issuer: %d connections open; closing the one from %s", MAX_CONNECTIONS,
+                      client_address)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup); we never use it.
@@ -307,7 +334,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        self.request.settimeout(HANDSHAKE_TIMEOUT)  # a client that never finishes its handshake lets go soon
         self.request.do_handshake()  # here, in the connection's own thread, not in accept()
+        self.request.settimeout(self.timeout)
 
     def do_GET(self) -> None:
         self._reply(send_body=True)
