@@ -540,3 +540,13 @@ def test_slow_clients_cannot_hold_more_than_the_connection_bound(server: IssuerS
     finally:
         for s in held:
             s.close()
+
+
+def test_serve_with_a_bad_certificate_writes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    state_dir = tmp_path / "state"
+    result = CliRunner().invoke(identity, ["serve", "--dir", str(state_dir), "--cert", str(bad), "--key", str(bad)])
+    assert result.exit_code != 0
+    assert "cannot serve TLS" in result.output
+    assert not keys_dir(state_dir).exists()

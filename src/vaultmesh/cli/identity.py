@@ -78,6 +78,17 @@ def identity() -> None:
     Kubernetes service-account tokens or SPIFFE JWT-SVIDs."""
 
 
+def _check_tls_pair(certfile: Path, keyfile: Path) -> None:
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(certfile), str(keyfile))
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or "not a certificate and key pair"
+        raise VaultmeshError(f"cannot serve TLS with --cert {certfile} and --key {keyfile}: {reason}",
+                             hint="pass the PEM certificate and its private key") from None
+
+
 @identity.command("serve")
 @state_dir_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -94,6 +105,7 @@ def serve(state_dir: Path, host: str, port: int | None, certfile: Path, keyfile:
           max_token_ttl: float) -> None:
     """Serve the issuer in the foreground until interrupted (Ctrl-C or SIGTERM)."""
     with _user_errors():
+        _check_tls_pair(certfile, keyfile)  # before anything is written: a bad --cert leaves no key ring
         now = time.time()
         ring = KeyRing.load_or_create(keys_dir(state_dir), now)
         previous = read_issuer_record(state_dir)
