@@ -42,7 +42,7 @@ class Bao:
         pass
 
 
-def _setup(keep: bool) -> tuple[EngineClient, Any, Any]:
+def _setup(keep: bool) -> tuple[EngineClient, Any, Any, Any]:
     spec = ResourcesSpec.model_validate({"policies": {"p": {"hcl": POLICY}}})
     desired = desired_resources(spec, secrets=secret_values(spec, env={}, read_file=lambda p: ""),
                                 hash_key=b"k" * 32)
@@ -50,17 +50,16 @@ def _setup(keep: bool) -> tuple[EngineClient, Any, Any]:
                           sleep=lambda s: None)
     plan = plan_changes(desired, gather(client, desired))
     [action] = [a for a in plan.executable() if a.kind == "policy"]
-    return client, plan, action
+    return client, plan, action, desired
 
 
 def test_an_acknowledged_write_that_is_not_there_is_caught() -> None:
-    client, plan, action = _setup(keep=False)
+    client, plan, action, desired = _setup(keep=False)
     client.request("PUT", "sys/policies/acl/p", {"policy": POLICY})
-    missing = unverified(client, action, plan, {}, [], timeout=0.3)
-    assert missing is not None and missing.key == action.key
+    assert unverified(client, desired, plan, {}, [action], timeout=0.3) == [action]
 
 
 def test_a_write_that_landed_verifies() -> None:
-    client, plan, action = _setup(keep=True)
+    client, plan, action, desired = _setup(keep=True)
     client.request("PUT", "sys/policies/acl/p", {"policy": POLICY})
-    assert unverified(client, action, plan, {}, [], timeout=0.3) is None
+    assert unverified(client, desired, plan, {}, [action], timeout=0.3) == []

@@ -157,28 +157,23 @@ VERIFY_TIMEOUT = 5.0
 """How long a write may take to become readable (a KV v2 mount made in this apply may still be setting up)."""
 
 
-def unverified(client: EngineClient, action: Action, plan: Plan, previous: Mapping[str, Any],
-               done: list[Action], *, timeout: float = VERIFY_TIMEOUT) -> Action | None:
-    """Read back what ``action`` wrote: the action a fresh plan would still take for its resource, or None
-    when the mesh now holds what was declared. A delete is done when OpenBao acknowledged it."""
-    if isinstance(action, Delete):
-        return None
-    resource = action.resource  # type: ignore[attr-defined]
-    hashes = applied_hashes(plan, previous, executed=[*done, action])
-
-    def left() -> Action | None:
-        again = plan_changes([resource], gather(client, [resource]), previous_hashes=hashes)
-        return next((a for a in again.executable() if a.key == action.key and not isinstance(a, Delete)),
-                    None)
-
-    still: list[Action | None] = [None]
+def unverified(client: EngineClient, desired: list[Resource], plan: Plan, previous: Mapping[str, Any],
+               done: list[Action], *, timeout: float = VERIFY_TIMEOUT) -> list[Action]:
+    """Read the mesh back after ``done``: the actions of ``done`` a fresh plan would still take (their writes
+    were acknowledged but are not there), empty when the mesh holds what was declared. Deletes are done when
+    OpenBao acknowledged them."""
+    hashes = applied_hashes(plan, previous, executed=done)
+    wanted = {a.key for a in done if not isinstance(a, Delete)}
+    still: list[Action] = []
 
     def settled() -> bool:
-        still[0] = left()
-        return still[0] is None
+        again = plan_changes(desired, gather(client, desired), previous_hashes=hashes)
+        still[:] = [a for a in again.executable() if a.key in wanted and not isinstance(a, Delete)]
+        return not still
 
-    wait_until(settled, timeout=timeout, interval=0.2)
-    return still[0]
+    if wanted:
+        wait_until(settled, timeout=timeout, interval=0.2)
+    return [a for a in done if a.key in {b.key for b in still}]
 
 
 @dataclass(frozen=True)
@@ -193,7 +188,7 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
           env: Mapping[str, str] | None = None) -> ApplyResult:
     """Plan, check, then perform each action in order. Stops at the first failure with the action named;
     what was done stays done and is recorded, so a re-run continues from there."""
-    plan, _ = make_plan(mesh, client, spec, base_dir=base_dir, env=env)
+    plan, desired = make_plan(mesh, client, spec, base_dir=base_dir, env=env)
     if reviewed_checksum and plan.checksum(prune=prune) != reviewed_checksum:
         raise ApplyFailed("the mesh or the file changed since the plan was reviewed (checksum differs)",
                           hint="run `vaultmesh plan` again and review it")
@@ -206,20 +201,25 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
             progress(f"{action.marker} {action.kind} {action.key.id}")
             try:
                 perform(client, action)
-                missing = unverified(client, action, plan, previous, done)
             except (EngineError, ValueError) as err:
                 raise ApplyFailed(f"{action.op} {action.kind} {action.key.id} failed: {err}",
                                   hint=f"{len(done)} earlier action(s) are done; fix the cause and re-run apply"
                                   ) from None
-            if missing is not None:
-                raise ApplyFailed(f"{action.op} {action.kind} {action.key.id}: OpenBao acknowledged the write but "
-                                  f"reading it back still shows {missing.op} needed; it was not recorded as applied",
-                                  hint=f"{len(done)} earlier action(s) are done; check the node logs and re-run "
-                                       "apply")
             done.append(action)
     finally:
-        if done:
-            write_json(state.applied_file, applied_hashes(plan, previous, executed=done))
+        # Only what reads back as written is recorded: an acknowledged write that is not there is not "applied".
+        try:
+            missing = unverified(client, desired, plan, previous, done) if done else []
+        except VaultmeshError:  # the read-back itself failed: keep the acknowledgements, as before
+            missing = []
+        verified = [a for a in done if a not in missing]
+        if verified:
+            write_json(state.applied_file, applied_hashes(plan, previous, executed=verified))
+    if missing:
+        first = missing[0]
+        raise ApplyFailed(f"{first.op} {first.kind} {first.key.id}: OpenBao acknowledged the write but reading it "
+                          f"back shows it is not there ({len(missing)} action(s) so); not recorded as applied",
+                          hint="check the node logs (a standby answering after a failover?) and re-run apply")
     audit_changed = apply_audit(mesh, spec, progress=progress)
     return ApplyResult(plan, tuple(done), audit_changed)
 
