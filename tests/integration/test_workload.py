@@ -145,8 +145,10 @@ class WorkloadEnv:
 
     def args(self, workload: str, *, role: str = "batch", identity: Path | None = None,
              addrs: list[str] | None = None) -> list[str]:
+        # the children connect to the test's PostgreSQL by PGHOST/PGPORT/PGDATABASE: named, since the child's
+        # environment is otherwise an allowlist
         return [*RUN, "--role", role, "--auth-mount", AUTH, "--addr", ",".join(addrs or self.mesh.addrs),
-                "--identity-file", str(identity or self.identity(workload))]
+                "--identity-file", str(identity or self.identity(workload)), "--pass-env", "PG*"]
 
     def tokens(self, workload: str, admin: EngineClient | None = None) -> list[Any]:
         return find_workload_tokens(admin or self.admin, workload, auth_mount=AUTH)
