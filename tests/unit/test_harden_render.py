@@ -15,39 +15,19 @@ from vaultmesh.render.hcl import Block, render_block, render_document
 from vaultmesh.render.node import render_node_config
 from vaultmesh.spec.models import LifecycleSpec, SealSpec, zone_layout
 
+from .test_render import balanced
+
 INJECTED_KEY = 'x = 1\n}\nlistener "tcp" {\n  address = "0.0.0.0:1"\n  tls_disable = true\n}\nseal "y" {\n  z'
 
 
+_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
 def _structure(text: str) -> list[str]:
-    """The block headers of an HCL document, outside strings: what a value must never add to."""
-    out: list[str] = []
-    in_string = escaped = False
-    line = ""
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-            continue
-        if ch == '"':
-            in_string = True
-            line += '"S"'
-            continue
-        if ch == "{":
-            out.append(line.strip() + "{")
-            line = ""
-        elif ch == "}":
-            out.append("}")
-            line = ""
-        elif ch == "\n":
-            line = ""
-        else:
-            line += ch
-    assert not in_string, "an unterminated string"
-    return out
+    """The block lines of an HCL document with every string replaced: what a value must never add to."""
+    assert balanced(text), "unbalanced braces or an unterminated string"
+    bare = _STRING.sub('"S"', text)
+    return [line.strip() for line in bare.splitlines() if "{" in line or "}" in line]
 
 
 def _config(seal: SealSpec) -> str:
