@@ -128,6 +128,16 @@ def test_a_token_matches_by_mapped_workload_metadata_or_by_its_alias() -> None:
     assert not token_matches(info("jwt-system:serviceaccount:default:nightly-x"), "nightly")
 
 
+def test_a_workload_of_the_same_name_in_another_namespace_is_not_reaped() -> None:
+    at_root = TokenInfo.from_lookup("a", {"display_name": "jwt-nightly", "path": "auth/jwt/login",
+                                          "meta": {"workload": "nightly"}, "namespace_path": ""})
+    in_sandbox = TokenInfo.from_lookup("b", {"display_name": "jwt-nightly", "path": "auth/jwt/login",
+                                             "meta": {"workload": "nightly"}, "namespace_path": "sandbox/"})
+    assert token_matches(at_root, "nightly") and not token_matches(in_sandbox, "nightly")
+    assert token_matches(in_sandbox, "nightly", namespace="sandbox")
+    assert not token_matches(at_root, "nightly", namespace="sandbox")
+
+
 def test_only_login_tokens_of_the_named_mount_and_role_match() -> None:
     t = info("jwt-wl-nightly", "auth/jwt-wl/login", role="batch")
     assert token_matches(t, "nightly", auth_mount="jwt-wl", role="batch")

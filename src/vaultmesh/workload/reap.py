@@ -32,11 +32,14 @@ class TokenInfo:
     path: str
     meta: Mapping[str, str]
     expire_time: str | None
+    namespace: str = ""
+    """The token's namespace (``namespace_path`` without slashes; root is "")."""
 
     @staticmethod
     def from_lookup(accessor: str, data: Mapping[str, Any]) -> TokenInfo:
         return TokenInfo(accessor, str(data.get("display_name") or ""), str(data.get("path") or ""),
-                         dict(data.get("meta") or {}), data.get("expire_time"))
+                         dict(data.get("meta") or {}), data.get("expire_time"),
+                         str(data.get("namespace_path") or "").strip("/"))
 
 
 def alias_matches(alias: str, workload: str) -> bool:
@@ -52,8 +55,12 @@ def alias_matches(alias: str, workload: str) -> bool:
     return False
 
 
-def token_matches(info: TokenInfo, workload: str, *, auth_mount: str | None = None, role: str | None = None) -> bool:
-    """Whether ``info`` is a token a login of ``workload`` made (at ``auth_mount``, as ``role``, when given)."""
+def token_matches(info: TokenInfo, workload: str, *, auth_mount: str | None = None, role: str | None = None,
+                  namespace: str = "") -> bool:
+    """Whether ``info`` is a token a login of ``workload`` made in ``namespace`` (at ``auth_mount``, as
+    ``role``, when given): a workload of the same name in another namespace is another workload."""
+    if info.namespace != namespace.strip("/"):
+        return False
     path = info.path.strip("/")
     if not path.startswith("auth/") or "/login" not in path:
         return False
@@ -85,7 +92,7 @@ def find_workload_tokens(client: EngineClient, workload: str, *, auth_mount: str
                 continue  # expired or revoked since the list
             raise
         info = TokenInfo.from_lookup(accessor, data)
-        if token_matches(info, workload, auth_mount=auth_mount, role=role):
+        if token_matches(info, workload, auth_mount=auth_mount, role=role, namespace=client.namespace or ""):
             found.append(info)
     return found
 
