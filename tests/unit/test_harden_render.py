@@ -77,3 +77,17 @@ def test_no_string_anywhere_changes_the_structure_of_a_block(label: str, attr: s
 
     benign = _structure(doc("x", "y", {"k": "v"} if mapping else {}, ["z"] * len(items)))
     assert _structure(doc(label, attr, mapping, items)) == benign
+
+
+def test_a_state_dir_path_that_could_add_an_haproxy_directive_is_refused() -> None:
+    from vaultmesh.errors import StateError
+    from vaultmesh.render.entry import render_entry_config
+
+    spec = LifecycleSpec()
+    ok = build_layout("vaultmesh", Path("/state/mesh"), zone_layout(spec), list(range(18200, 18220)),
+                      transit_seal=False)
+    assert "ca-file /state/mesh/pki/ca.pem" in render_entry_config(ok)
+    evil = build_layout("vaultmesh", Path("/state/x\n    server evil 10.0.0.1:80"), zone_layout(spec),
+                        list(range(18200, 18220)), transit_seal=False)
+    with pytest.raises(StateError, match="cannot go into the entry's HAProxy config"):
+        render_entry_config(evil)

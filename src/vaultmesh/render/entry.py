@@ -17,6 +17,9 @@ against the mesh CA, every 500 ms (200 ms while a server is down, so a new leade
 
 from __future__ import annotations
 
+import re
+
+from vaultmesh.errors import StateError
 from vaultmesh.layout import HOST, MeshLayout
 
 CHECK_INTERVAL_MS = 500
@@ -26,12 +29,26 @@ DOWN_CHECK_INTERVAL_MS = 200
 routed to within 200 ms of its election, not a whole period later."""
 
 
+_WORD = re.compile(r"[A-Za-z0-9_./:@+=,~-]+\Z")
+
+
+def _word(value: object, what: str) -> str:
+    """One HAProxy config word: anything with a space, quote, ``#`` or control character could end the word
+    and add a directive, so it is refused rather than quoted (HAProxy's quoting rules vary by version)."""
+    text = str(value)
+    if not _WORD.match(text):
+        raise StateError(f"{what} {text!r} cannot go into the entry's HAProxy config: use letters, digits and "
+                         "'_./:@+=,~-' only (e.g. a state dir path without spaces)")
+    return text
+
+
 def render_entry_config(layout: MeshLayout) -> str:
-    ca = layout.paths.ca_cert
+    ca = _word(layout.paths.ca_cert, "the CA path")
     common = (f"check check-ssl verify required ca-file {ca} check-sni localhost "
               f"inter {CHECK_INTERVAL_MS}ms downinter {DOWN_CHECK_INTERVAL_MS}ms fastinter {DOWN_CHECK_INTERVAL_MS}ms "
               "fall 2 rise 1")
-    servers = "\n".join(f"    server {n.name} {n.host}:{n.api_port} {common}" for n in layout.nodes)
+    servers = "\n".join(f"    server {_word(n.name, 'node name')} {_word(n.host, 'node host')}:{int(n.api_port)} "
+                        f"{common}" for n in layout.nodes)
     return f"""\
 # Rendered by vaultmesh; changes are overwritten by `vaultmesh up`.
 global
