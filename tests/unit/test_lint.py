@@ -226,3 +226,11 @@ def test_lease_ttls_above_the_limits_are_flagged() -> None:
     tuned = jwt_file({})
     tuned["auth"]["jwt"]["tune"] = {"max_lease_ttl": "24h"}
     assert ("ttl-above-limit", "auth.jwt.tune.max_lease_ttl") in codes(tuned)
+
+
+def test_the_benchs_database_role_asks_for_no_privilege_on_the_shared_postgresql() -> None:
+    from vaultmesh.bench.targets import CREATION_SQL, REVOCATION_SQL
+    from vaultmesh.reconcile.lint import PRIVILEGED_SQL
+
+    assert PRIVILEGED_SQL.search(CREATION_SQL) is None
+    assert "DROP ROLE" in REVOCATION_SQL
