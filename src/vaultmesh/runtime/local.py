@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import psutil
 
+from vaultmesh.environ import pick
 from vaultmesh.errors import EngineBinaryError, RuntimeFailure
 from vaultmesh.fsutil import write_atomic
 
@@ -118,9 +119,7 @@ def daemon_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = Non
                inherit: Sequence[str] = ()) -> dict[str, str]:
     """The whole environment of a daemon: ``DAEMON_ENV`` and ``inherit`` names (``NAME`` or ``PREFIX_*``)
     from ``environ``, then ``extra``. Pure."""
-    wanted = (*DAEMON_ENV, *inherit)
-    env = {k: v for k, v in environ.items()
-           if any(k == w or (w.endswith("*") and k.startswith(w[:-1])) for w in wanted)}
+    env = pick(environ, (*DAEMON_ENV, *inherit))
     env.update(extra or {})
     return env
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vaultmesh.environ import pick
 from vaultmesh.workload.spec import SecretsPlan, Target, field_text, render_template
 
 Values = Mapping[str, Mapping[str, Any]]
@@ -56,16 +57,11 @@ tools, home, locale and terminal. Everything else (seed variables, ``VAULTMESH_*
 credentials) reaches the child only when named with ``--pass-env``."""
 
 
-def _wanted(name: str, patterns: Sequence[str]) -> bool:
-    return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in patterns)
-
-
 def child_env(base: Mapping[str, str], secrets: Mapping[str, str], secrets_dir: str | None, *,
               pass_env: Sequence[str] = ()) -> dict[str, str]:
     """The child's whole environment: the allowlist and ``pass_env`` names (``NAME`` or ``PREFIX_*``) from
     ``base``, never an inherited token, then the delivered secrets, then the secrets dir."""
-    env = {k: v for k, v in base.items()
-           if k not in INHERITED_TOKENS and _wanted(k, (*CHILD_ENV_ALLOWED, *pass_env))}
+    env = {k: v for k, v in pick(base, (*CHILD_ENV_ALLOWED, *pass_env)).items() if k not in INHERITED_TOKENS}
     env.update(secrets)
     if secrets_dir:
         env[SECRETS_DIR_ENV] = secrets_dir
