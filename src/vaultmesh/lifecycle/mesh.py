@@ -277,8 +277,7 @@ def admin_token(mesh: Mesh, client: EngineClient | None = None, *, fresh: bool =
     client = client or mesh.client()
     if paths.admin_password_next.exists():  # a rotation stopped between OpenBao and the file: finish it
         try:
-            auth = client.login("userpass", {"password": paths.admin_password_next.read_text().strip()},
-                                user=ADMIN_USER)
+            client.login("userpass", {"password": paths.admin_password_next.read_text().strip()}, user=ADMIN_USER)
             os.replace(paths.admin_password_next, paths.admin_password)
         except EngineError:
             paths.admin_password_next.unlink()
@@ -301,9 +300,9 @@ def rotate_admin_password(mesh: Mesh, client: EngineClient, token: str) -> None:
     stays readable in /proc for that process's life, so it must stop opening anything. Resumable: the new
     password is on disk (0600) before OpenBao has it, and only then replaces the old file."""
     paths = mesh.paths
-    write_atomic(paths.admin_password_next, secrets.token_urlsafe(32).encode())
-    client.write(f"auth/userpass/users/{ADMIN_USER}/password",
-                 {"password": paths.admin_password_next.read_text().strip()}, token=token)
+    password = secrets.token_urlsafe(32)
+    write_atomic(paths.admin_password_next, password.encode())
+    client.write(f"auth/userpass/users/{ADMIN_USER}/password", {"password": password}, token=token)
     os.replace(paths.admin_password_next, paths.admin_password)
     paths.admin_password_handed.unlink(missing_ok=True)
 

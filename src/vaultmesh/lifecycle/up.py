@@ -326,10 +326,8 @@ def destroy(root: Path, *, progress: Progress = _quiet) -> None:
         raise StateError(f"{root} is not a vaultmesh state dir (it holds no state.json); nothing was deleted",
                          hint="check --dir / VAULTMESH_DIR")
     if m.exists(root):
-        m.open_mesh(root)  # refuses a state.json that is not a readable vaultmesh one
-
+        layout = m.open_mesh(root).layout  # refuses a state.json that is not a readable vaultmesh one
         down(root, progress=progress)
-        layout = m.open_mesh(root).layout
         if any(n.netns for n in layout.nodes):
             from vaultmesh.runtime import netns
 

@@ -70,7 +70,7 @@ def _near_root_glob(path: str) -> bool:
 
 
 def _admin_path(path: str) -> bool:
-    return any(p.search(path) for p in ADMIN_PATHS) or path in ("*", "+", "+/*")
+    return any(p.search(path) for p in ADMIN_PATHS)
 
 
 def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list[LintWarning]:
@@ -82,20 +82,21 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
         out.append(LintWarning(code, message, field_path(loc), _line(loc, lines)))
 
     limits = spec.limits
+
+    def above_limit(loc: Loc, field: str, ttl: int | None, limit: str) -> None:
+        cap = getattr(limits, limit)
+        if ttl is not None and ttl > cap:
+            warn("ttl-above-limit", loc, f"{field} {format_duration(ttl)} is above limits.{limit} "
+                 f"{format_duration(cap)}")
+
     for ns, loc, scope in walk_scopes(spec):
         used: set[str] = set()
         for mount, auth in scope.auth.items():
             for name, role in auth.roles.items():
                 rloc = (*loc, "auth", mount, "roles", name)
                 used.update(role.token_policies)
-                if role.token_ttl is not None and role.token_ttl > limits.token_ttl:
-                    warn("ttl-above-limit", (*rloc, "token_ttl"),
-                         f"token_ttl {format_duration(role.token_ttl)} is above limits.token_ttl "
-                         f"{format_duration(limits.token_ttl)}")
-                if role.token_max_ttl is not None and role.token_max_ttl > limits.token_max_ttl:
-                    warn("ttl-above-limit", (*rloc, "token_max_ttl"),
-                         f"token_max_ttl {format_duration(role.token_max_ttl)} is above limits.token_max_ttl "
-                         f"{format_duration(limits.token_max_ttl)}")
+                above_limit((*rloc, "token_ttl"), "token_ttl", role.token_ttl, "token_ttl")
+                above_limit((*rloc, "token_max_ttl"), "token_max_ttl", role.token_max_ttl, "token_max_ttl")
                 if ADMIN_POLICY in role.token_policies:
                     warn("role-admin-policy", (*rloc, "token_policies"),
                          f"the bootstrap admin policy {ADMIN_POLICY} is for the operator only, never a role")
@@ -117,27 +118,16 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                     warn("jwt-plain-http", (*loc, "auth", mount, "config", field), f"{field} is plain "
                          "http: anyone on the path can swap the keys OpenBao trusts; use https")
             for field in ("default_lease_ttl", "max_lease_ttl"):
-                ttl = getattr(auth.tune, field)
-                if ttl is not None and ttl > limits.token_max_ttl:
-                    warn("ttl-above-limit", (*loc, "auth", mount, "tune", field),
-                         f"{field} {format_duration(ttl)} is above limits.token_max_ttl "
-                         f"{format_duration(limits.token_max_ttl)}")
+                above_limit((*loc, "auth", mount, "tune", field), field, getattr(auth.tune, field), "token_max_ttl")
         for mount, engine in scope.secrets.items():
             mloc = (*loc, "secrets", mount)
             for field in ("default_lease_ttl", "max_lease_ttl"):
-                ttl = getattr(engine.tune, field)
-                if ttl is not None and ttl > limits.token_max_ttl:
-                    warn("ttl-above-limit", (*mloc, "tune", field), f"{field} {format_duration(ttl)} is above "
-                         f"limits.token_max_ttl {format_duration(limits.token_max_ttl)}")
+                above_limit((*mloc, "tune", field), field, getattr(engine.tune, field), "token_max_ttl")
             if not isinstance(engine, DatabaseMount):
                 continue
             for rname, db_role in engine.roles.items():
                 for field in ("default_ttl", "max_ttl"):
-                    ttl = getattr(db_role, field)
-                    if ttl is not None and ttl > limits.token_max_ttl:
-                        warn("ttl-above-limit", (*mloc, "roles", rname, field), f"{field} "
-                             f"{format_duration(ttl)} is above limits.token_max_ttl "
-                             f"{format_duration(limits.token_max_ttl)}")
+                    above_limit((*mloc, "roles", rname, field), field, getattr(db_role, field), "token_max_ttl")
                 for i, statement in enumerate(db_role.creation_statements):
                     found = PRIVILEGED_SQL.search(statement)
                     if found:
@@ -191,7 +181,7 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                          "sys/, the admin surface")
                 if "sudo" in grants:
                     warn("policy-sudo", ploc, f"{at} grants sudo")
-                if name in workload_policies and _admin_path(rule.path) and rule.path not in ("*", "+", "+/*"):
+                if name in workload_policies and _admin_path(rule.path):
                     warn("policy-admin-path", ploc, f"{at} grants {', '.join(sorted(grants))} to a workload "
                          "role on an admin path (policies, roles, entities or lease revocation)")
                 elif (grants & (WRITE_CAPS | {"sudo"})) and _near_root_glob(rule.path) \
