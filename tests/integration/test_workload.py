@@ -27,11 +27,12 @@ import pytest
 from tests.polling import eventually
 from vaultmesh import Workload
 from vaultmesh.engine.client import EngineClient
+from vaultmesh.errors import EngineError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.tokens import mint
 from vaultmesh.runtime.local import read_pid
 from vaultmesh.workload.demo import Issuer, WorkloadMounts, configure, start_issuer
-from vaultmesh.workload.reap import find_workload_tokens
+from vaultmesh.workload.reap import find_workload_tokens, may_lookup_accessors
 
 from .conftest import MeshHandle
 
@@ -372,6 +373,31 @@ def test_leases_reap_revokes_what_a_sigkilled_run_left(wl: WorkloadEnv) -> None:
     assert f"revoked 1 token(s) of workload {name}" in done.stdout
     assert wl.tokens(name) == []
     eventually(lambda: not wl.pg_role_exists(ready["user"]), timeout=15)
+
+
+def test_the_accessor_scan_tells_a_vanished_token_from_a_real_denial(wl: WorkloadEnv) -> None:
+    # a token revoked mid-scan: its lookup answers 400 "invalid accessor" once gone, and 403 "bad token" while
+    # its revocation is under way (seen in CI under churn, too brief to provoke here); the scan skips both only
+    # when the scanning token may look accessors up at all
+    made = wl.admin.write("auth/token/create", {"policies": ["default"], "ttl": "1s"}) or {}
+    accessor = made["auth"]["accessor"]
+    seen: set[int] = set()
+
+    def gone() -> bool:
+        try:
+            wl.admin.write("auth/token/lookup-accessor", {"accessor": accessor})
+        except EngineError as err:
+            seen.add(err.status or 0)
+            return err.status == 400
+        return False
+
+    eventually(gone, timeout=20, interval=0.02)
+    assert seen <= {400, 403}
+    assert may_lookup_accessors(wl.admin)  # so a 403 there means "gone", and the scan goes on
+    limited = wl.admin.write("auth/token/create", {"policies": ["default"], "ttl": "5m"}) or {}
+    with wl.mesh.mesh.client(token=limited["auth"]["client_token"]) as client:
+        assert not may_lookup_accessors(client)
+    wl.admin.write("auth/token/revoke", {"token": limited["auth"]["client_token"]})
 
 
 # -- refusals: one line, OpenBao's words, no child, nothing left ---------------------------------------------------
