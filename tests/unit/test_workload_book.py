@@ -13,6 +13,7 @@ from vaultmesh.workload.book import (
     TOKEN,
     LeaseBook,
     Notify,
+    Poll,
     Refetch,
     Relogin,
     RenewLease,
@@ -27,8 +28,9 @@ from vaultmesh.workload.book import (
 DB = "db:database/creds/jobs-ro"
 
 
-def book(rng: float = 0.0, **timing: float) -> LeaseBook:
-    return LeaseBook(Timing(**timing), rng=lambda: rng)
+def book(rng: float = 0.0, **timing: float | None) -> LeaseBook:
+    """A book without the heartbeat unless asked: these tests are about TTL fractions."""
+    return LeaseBook(Timing(**{"heartbeat": None, **timing}), rng=lambda: rng)  # type: ignore[arg-type]
 
 
 def work(actions: list) -> list:
@@ -40,7 +42,7 @@ def sleep_of(actions: list) -> float | None:
     return actions[-1].at
 
 
-def logged_in_book(rng: float = 0.0, ttl: float = 30.0, **timing: float) -> LeaseBook:
+def logged_in_book(rng: float = 0.0, ttl: float = 30.0, **timing: float | None) -> LeaseBook:
     b = book(rng, **timing)
     b.logged_in(0.0, "acc-1", ttl, True)
     return b
@@ -342,7 +344,7 @@ def test_under_churn_credentials_never_lapse_and_the_book_stays_bounded(
         seed: int, token: tuple[int, int], lease: tuple[int, int]) -> None:
     rnd = random.Random(seed)
     server = ModelServer(*token, *lease)
-    b = LeaseBook(Timing(retire_grace=1.0), rng=rnd.random)
+    b = LeaseBook(Timing(retire_grace=1.0, heartbeat=None), rng=rnd.random)
     acc, ttl = server.login()
     b.logged_in(0.0, acc, ttl, True)
     lid, lttl = server.grant(acc)
@@ -389,3 +391,31 @@ def test_under_churn_credentials_never_lapse_and_the_book_stays_bounded(
             server.tokens.pop(action.accessor, None)
     assert not [a for a in server.tokens if server.alive_token(a)]
     assert not [lid for lid in server.leases if server.alive_lease(lid)]
+
+
+# -- the heartbeat and watched secrets -----------------------------------------------------------------------------
+
+
+def test_the_heartbeat_renews_a_long_lived_token_often_and_leaves_a_short_one_at_two_thirds() -> None:
+    long = logged_in_book(ttl=3600.0, heartbeat=5.0)
+    assert sleep_of(long.tick(0.0)) == 5.0
+    assert work(long.tick(5.0)) == [RenewToken("acc-1")]
+    long.token_renewed(5.0, 3600.0)
+    assert sleep_of(long.tick(5.0)) == 10.0
+    short = logged_in_book(ttl=3.0, heartbeat=5.0)
+    assert sleep_of(short.tick(0.0)) == 2.0
+
+
+def test_a_watched_secret_is_polled_every_interval_one_poll_at_a_time_and_forgotten_on_close() -> None:
+    b = logged_in_book(ttl=3600.0, poll_every=2.0)
+    b.watch("kv:secret/app", 0.0)
+    assert sleep_of(b.tick(0.0)) == 2.0
+    assert work(b.tick(2.0)) == [Poll("kv:secret/app")]
+    assert work(b.tick(3.0)) == []  # in flight: not asked twice
+    b.polled("kv:secret/app", 3.0)
+    assert sleep_of(b.tick(3.0)) == 5.0
+    b.value_changed("kv:secret/app")
+    assert work(b.tick(3.5)) == [Notify(("kv:secret/app",))]
+    b.close()
+    assert not any(isinstance(a, Poll) for a in b.tick(10.0))
+    assert b.watched == {}

@@ -14,7 +14,7 @@ from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import InvalidRequest
 from vaultmesh.workload.book import Timing
 from vaultmesh.workload.session import Session, WorkloadError, WorkloadTransport
-from vaultmesh.workload.spec import parse_flags
+from vaultmesh.workload.spec import Source, parse_flags
 
 
 @dataclass
@@ -24,6 +24,7 @@ class FakeBao:
     lease_ttl: int = 60
     renew_status: int = 200
     revoke_status: int = 204
+    kv: dict[str, Any] = field(default_factory=lambda: {"version": 1, "data": {"token": "t0k"}})
     calls: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
     index: itertools.count = field(default_factory=lambda: itertools.count(100))
     ids: itertools.count = field(default_factory=itertools.count)
@@ -48,7 +49,7 @@ class FakeBao:
             return 200, {"auth": {"client_token": f"s.tok{n}", "accessor": f"acc{n}", "lease_duration": 30,
                                   "renewable": True}}
         if path == "secret/data/app":
-            return 200, {"data": {"data": {"token": "t0k"}, "metadata": {"version": 1}}}
+            return 200, {"data": {"data": dict(self.kv["data"]), "metadata": {"version": self.kv["version"]}}}
         if path.startswith("database/creds/"):
             return 200, {"lease_id": f"{path}/l{n}", "lease_duration": self.lease_ttl, "renewable": True,
                          "data": {"username": f"v-{n}", "password": "pw"}}
@@ -82,12 +83,12 @@ class Clock:
 
 
 def session(fake: FakeBao, flags: list[str], *, jwt: str = "good", role: str = "batch",
-            clock: Clock | None = None) -> Session:
+            clock: Clock | None = None, timing: Timing | None = None) -> Session:
     plan = parse_flags(flags)
     client = EngineClient(["https://a"], transport=fake, retry=RetryPolicy(deadline=0.1), sleep=lambda s: None)
     labels = {s.key: "for " + ", ".join(t.label for t in plan.targets_of(s.key)) for s in plan.sources}
     return Session(client, role=role, identity=lambda: jwt, sources=plan.sources, labels=labels,
-                   timing=Timing(jitter=0.0), clock=clock or Clock(), rng=lambda: 0.0)
+                   timing=timing or Timing(jitter=0.0, heartbeat=None), clock=clock or Clock(), rng=lambda: 0.0)
 
 
 def test_start_logs_in_then_reads_each_source_once_at_least_as_new_as_the_login() -> None:
@@ -229,3 +230,60 @@ def test_a_missing_wrapping_token_fails_before_login(tmp_path: Path) -> None:
     with pytest.raises(WorkloadError, match="cannot read"):
         s.start()
     assert fake.paths() == []
+
+
+# -- KV refresh and the heartbeat ----------------------------------------------------------------------------------
+
+
+def test_a_watched_kv_secret_is_polled_and_only_a_new_version_with_new_values_is_reported() -> None:
+    fake, clock = FakeBao(), Clock()
+    s = session(fake, ["A=kv:secret/app#token"], clock=clock, timing=Timing(jitter=0.0, heartbeat=None,
+                                                                             poll_every=2.0))
+    changes: list[tuple[str, ...]] = []
+    s.on_change = changes.append
+    s.start()
+    assert s.step() == pytest.approx(1002.0)  # the first poll, before the token's renewal at 1020
+    clock.t = 1002.0
+    s.step()  # same version: nothing
+    fake.kv["version"] = 2  # a new version with the same values (e.g. metadata only): nothing either
+    clock.t = 1004.0
+    s.step()
+    assert changes == [] and s.values["kv:secret/app"] == {"token": "t0k"}
+    fake.kv.update(version=3, data={"token": "n3w"})
+    clock.t = 1006.0
+    s.step()
+    assert changes == [("kv:secret/app",)] and s.values["kv:secret/app"] == {"token": "n3w"}
+    assert fake.paths()[1:] == ["GET secret/data/app"] * 4
+
+
+def test_a_pinned_kv_version_is_never_polled() -> None:
+    fake, clock = FakeBao(), Clock()
+    client = EngineClient(["https://a"], transport=fake, retry=RetryPolicy(deadline=0.1), sleep=lambda s: None)
+    s = Session(client, role="batch", identity=lambda: "good", sources=[Source("kv", "secret/app", version=1)],
+                timing=Timing(jitter=0.0, heartbeat=None), clock=clock, rng=lambda: 0.0)
+    s.start()
+    assert fake.calls[1][1] == "secret/data/app"
+    assert s.step() == pytest.approx(1020.0)  # only the token's renewal is ever due
+    assert s.book.watched == {}
+
+
+def test_a_failed_poll_is_retried_at_the_next_poll_and_changes_nothing() -> None:
+    fake, clock = FakeBao(), Clock()
+    s = session(fake, ["A=kv:secret/app#token"], clock=clock, timing=Timing(jitter=0.0, heartbeat=None))
+    s.start()
+    real = fake.answer
+    fake.answer = lambda *a: (503, {"errors": ["sealed"]})  # type: ignore[method-assign]
+    clock.t = 1002.0
+    assert s.step() == pytest.approx(1004.0)
+    fake.answer = real  # type: ignore[method-assign]
+    assert s.values["kv:secret/app"] == {"token": "t0k"}
+
+
+def test_the_token_is_renewed_every_heartbeat_whatever_its_ttl() -> None:
+    fake, clock = FakeBao(), Clock()
+    s = session(fake, ["U=db:database/creds/ro#username"], clock=clock, timing=Timing(jitter=0.0, heartbeat=5.0))
+    s.start()
+    assert s.step() == pytest.approx(1005.0)  # not 1020 (2/3 of 30 s): the heartbeat comes first
+    clock.t = 1005.0
+    assert s.step() == pytest.approx(1010.0)
+    assert fake.paths()[2:] == ["POST auth/token/renew-self"]

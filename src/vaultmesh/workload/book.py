@@ -7,6 +7,7 @@ The book never talks to OpenBao and never reads a clock. Its driver tells it wha
     RenewToken(accessor)     RenewLease(key, lease_id)      renew before the TTL runs out
     Relogin()                Refetch(key)                   replace: the token or lease cannot be renewed further
     RevokeLease(lease_id)    RevokeToken(accessor)          a replaced credential after its grace, or on close
+    Poll(key)                read a watched secret without a lease (KV) again: has its version moved?
     Notify(keys)             the values of these sources changed: tell the child
     SleepUntil(at)           ask again at ``at`` (None: nothing will ever be due); after work it is ``now``:
                              report the outcomes, then tick again
@@ -22,6 +23,13 @@ leads::
     renew     failed (permanent)   replace     now (revoked, max TTL reached, lease gone)
     replace   replaced             renew       the new credential starts its own cycle
     replace   failed               replace     backoff
+
+The token is renewed at least every ``heartbeat`` seconds whatever its TTL: the mesh's reaper takes a
+watched token that has not been renewed for a while as abandoned (its run was SIGKILLed, or it is a login whose
+answer was lost in a leader election, known to nobody) and revokes it with its leases.
+
+Secrets without a lease (KV) are *watched*: polled every ``poll_every`` seconds, and a new version read is
+reported by the driver with ``value_changed`` (then a ``Notify``); an unchanged version changes nothing.
 
 "Replace" means logging in again for the token and reading the secret again for a lease. A token's leases
 die with it, so a new login replaces every lease the old token owns; the old token and its leases are
@@ -56,6 +64,13 @@ class Timing:
     retire_grace: float = 2.0
     """Seconds a replaced credential stays valid after its successor was delivered, so the child can
     switch before the old database role is dropped."""
+    heartbeat: float | None = 5.0
+    """Renew the token at least this often (None: only at ``renew_fraction``). The reaper revokes a watched
+    token not renewed for ``reaper.stale_after`` (15 s by default: three heartbeats, so two can be lost to an
+    election); one renewal costs one request and one Raft write."""
+    poll_every: float = 2.0
+    """Seconds between two reads of a watched KV secret: a change reaches the child within ~2 s (plus
+    jitter), under the 5 s the workload contract promises; 0.5 req/s per watched secret."""
 
 
 class Step(StrEnum):
@@ -113,6 +128,11 @@ class RevokeToken:
 
 
 @dataclass(frozen=True)
+class Poll:
+    key: str
+
+
+@dataclass(frozen=True)
 class Notify:
     keys: tuple[str, ...]
 
@@ -122,7 +142,7 @@ class SleepUntil:
     at: float | None
 
 
-Action = RenewToken | Relogin | RenewLease | Refetch | RevokeLease | RevokeToken | Notify | SleepUntil
+Action = RenewToken | Relogin | RenewLease | Refetch | RevokeLease | RevokeToken | Poll | Notify | SleepUntil
 
 
 # -- state --------------------------------------------------------------------------------------------------
@@ -174,6 +194,8 @@ class LeaseBook:
     leases: dict[str, Held] = field(default_factory=dict)
     retiring: list[Retiring] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
+    watched: dict[str, float | None] = field(default_factory=dict)
+    """Watched source key -> when to poll it next (None: a poll is in flight)."""
     closing: bool = False
     closed: bool = False
 
@@ -207,6 +229,15 @@ class LeaseBook:
     def value_changed(self, key: str) -> None:
         """A secret without a lease was read again and differs (it is reported with the next ``Notify``)."""
         self.changed.add(key)
+
+    def watch(self, key: str, now: float) -> None:
+        """Poll ``key`` (a secret without a lease) every ``poll_every`` seconds from now on."""
+        self.watched[key] = now + self._poll_interval()
+
+    def polled(self, key: str, now: float) -> None:
+        """A poll of ``key`` came back (changed or not, or failed: the next poll is the retry)."""
+        if key in self.watched:
+            self.watched[key] = now + self._poll_interval()
 
     def lease_renewed(self, key: str, now: float, ttl: float, renewable: bool = True) -> None:
         self._renewed(self.leases.get(key), now, ttl, renewable)
@@ -256,6 +287,10 @@ class LeaseBook:
                 continue  # the new login makes it due for replacement anyway
             lease.busy = True
             actions.append(RenewLease(lease.key, lease.ident) if lease.step is Step.RENEW else Refetch(lease.key))
+        for key, due in self.watched.items():
+            if due is not None and due <= now:
+                self.watched[key] = None
+                actions.append(Poll(key))
         actions.extend(self._retire_actions(now))
         if self.changed and not any(a for a in actions if isinstance(a, Refetch | Relogin)) and \
                 not any(h.step is Step.REPLACE and h.due is not None and h.due <= now for h in self._all()):
@@ -325,6 +360,8 @@ class LeaseBook:
         t = self.timing
         fraction = max(0.05, t.renew_fraction - t.jitter * self.rng())
         held.due = start + held.ttl * fraction
+        if held.key == TOKEN and step is Step.RENEW and t.heartbeat is not None:
+            held.due = min(held.due, start + t.heartbeat)
         if not held.replaceable and step is Step.REPLACE:
             held.due = None
 
@@ -332,6 +369,9 @@ class LeaseBook:
         t = self.timing
         cap = min(t.retry_max, t.retry_min * 2 ** min(failures - 1, 16))
         return cap * (0.5 + 0.5 * self.rng())
+
+    def _poll_interval(self) -> float:
+        return self.timing.poll_every * (1 - self.timing.jitter * self.rng())
 
     def _retire_actions(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -355,6 +395,7 @@ class LeaseBook:
     def _next_due(self) -> float | None:
         times = [h.due for h in self._all() if h.due is not None and not h.busy]
         times += [min(r.at, r.expires_at) if r.at is not None else r.expires_at for r in self.retiring]
+        times += [due for due in self.watched.values() if due is not None]
         return min(times) if times else None
 
     def _close_actions(self) -> list[Action]:
@@ -365,6 +406,7 @@ class LeaseBook:
             actions.append(RevokeToken(self.token.ident))
         self.leases.clear()
         self.retiring.clear()
+        self.watched.clear()
         self.token = None
         self.closed = True
         actions.append(SleepUntil(None))

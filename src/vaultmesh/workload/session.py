@@ -32,6 +32,7 @@ from vaultmesh.workload.book import (
     Action,
     LeaseBook,
     Notify,
+    Poll,
     Refetch,
     Relogin,
     RenewLease,
@@ -165,6 +166,8 @@ class Session:
         self.on_change = on_change
         self.close_deadline = close_deadline
         self.values: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, int] = {}
+        """Watched KV source key -> the version held (a poll that reads the same version changes nothing)."""
         self.lock = threading.RLock()
         self.logins = 0
         self._tokens: dict[str, str] = {}
@@ -229,7 +232,31 @@ class Session:
             return self.values[source.key]
 
     def fetch(self, source: Source) -> dict[str, Any]:
-        """Read one source now and record its lease in the book."""
+        """Read one source now and record its lease in the book (a KV secret at its latest version is watched:
+        the book polls it)."""
+        fields, version = self._read(source)
+        self.values[source.key] = fields
+        if source.kind == "kv" and source.version is None and version is not None:
+            if source.key not in self.versions:
+                self.book.watch(source.key, self.clock())
+            self.versions[source.key] = version
+        return fields
+
+    def poll(self, source: Source) -> bool:
+        """Read a watched KV secret again; True when a new version with other values was delivered to
+        ``values`` (an unchanged version, or a new version with the same values, changes nothing)."""
+        fields, version = self._read(source)
+        if version is None or version == self.versions.get(source.key):
+            return False
+        self.versions[source.key] = version
+        if fields == self.values.get(source.key):
+            return False
+        self.values[source.key] = fields
+        self.book.value_changed(source.key)
+        return True
+
+    def _read(self, source: Source) -> tuple[dict[str, Any], int | None]:
+        """One read of ``source``: its fields and (KV v2) the version read; leases are recorded in the book."""
         label = self.labels.get(source.key)
         what = f"reading {source.path}" + (f" ({label})" if label else "")
         token = self.token
@@ -252,17 +279,18 @@ class Session:
         except EngineError as err:
             raise WorkloadError(describe_failure(what, err)) from err
         fields = body.get("data")
+        version: int | None = None
         if source.kind == "kv" or (source.kind == "unwrap" and _kv2_shaped(fields)):
+            version = ((fields or {}).get("metadata") or {}).get("version")
             fields = (fields or {}).get("data")
             if fields is None:
                 raise WorkloadError(f"{what} failed: the current version of {source.path} is deleted")
         if not isinstance(fields, dict):
             fields = {}
-        self.values[source.key] = fields
         self.book.lease_granted(source.key, t0, body.get("lease_id") or None, float(body.get("lease_duration") or 0),
                                 bool(body.get("renewable")), owner=None if source.kind == "unwrap" else self._accessor,
                                 replaceable=source.refetchable)
-        return fields
+        return fields, version if isinstance(version, int) else None
 
     # -- the driver's step --------------------------------------------------------------------------------
 
@@ -322,6 +350,14 @@ class Session:
             except VaultmeshError as err:
                 self.log("warning", str(err))
                 self.book.replace_failed(action.key, now)
+        elif isinstance(action, Poll):
+            source = self.sources[action.key]
+            try:
+                if self.poll(source):
+                    self.log("info", f"{source.path} has a new version ({self.versions[action.key]})")
+            except VaultmeshError as err:
+                self.log("warning", str(err))  # the next poll is the retry
+            self.book.polled(action.key, self.clock())
         elif isinstance(action, RevokeLease):
             self._revoke_lease(action.lease_id, RetryPolicy())
         elif isinstance(action, RevokeToken):
@@ -375,6 +411,7 @@ class Session:
                     self._revoke_token(action.accessor, retry)
             self._accessor = None
             self.values.clear()
+            self.versions.clear()
 
 
 def _expect(resp: Response, key: str) -> dict[str, Any]:
