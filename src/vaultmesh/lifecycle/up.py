@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
 from vaultmesh.lifecycle import mesh as m
+from vaultmesh.lifecycle import revoke
 from vaultmesh.lifecycle.view import MeshView, gather_view
 from vaultmesh.render.node import ADMIN_PASSWORD_ENV, TRANSIT_KEY, bootstrap_requests
 from vaultmesh.runtime.local import (
@@ -319,14 +321,31 @@ def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
         return stopped
 
 
-def destroy(root: Path, *, progress: Progress = _quiet) -> None:
-    """Stop the mesh at ``root`` and delete its state dir. Refused (nothing touched) when ``root`` is a
-    folder without a vaultmesh ``state.json``: a mistyped ``--dir`` must never delete someone's files."""
+def _warn_stderr(line: str) -> None:
+    sys.stderr.write(f"warning: {line}\n")
+
+
+def destroy(root: Path, *, progress: Progress = _quiet, warn: Progress = _warn_stderr,
+            revoke_budget: float = revoke.BUDGET) -> revoke.RevokeReport | None:
+    """Revoke the mesh's leases (best effort, ``revoke_budget`` seconds), stop it and delete its state dir.
+
+    Refused (nothing touched) when ``root`` is a folder without a vaultmesh ``state.json``: a mistyped
+    ``--dir`` must never delete someone's files. A mesh that is stopped, sealed or silent is destroyed anyway;
+    ``warn`` gets one line saying what may remain outside it (default: stderr). Returns the revocation report
+    (None when there was no mesh).
+    """
     if root.exists() and not m.exists(root):
         raise StateError(f"{root} is not a vaultmesh state dir (it holds no state.json); nothing was deleted",
                          hint="check --dir / VAULTMESH_DIR")
+    report = None
     if m.exists(root):
-        layout = m.open_mesh(root).layout  # refuses a state.json that is not a readable vaultmesh one
+        mesh = m.open_mesh(root)  # refuses a state.json that is not a readable vaultmesh one
+        layout = mesh.layout
+        with m.locked(root):
+            report = revoke_leases(mesh, budget=revoke_budget, progress=progress)
+        line = report.leftover_line()
+        if line:
+            warn(line)
         down(root, progress=progress)
         if any(n.netns for n in layout.nodes):
             from vaultmesh.runtime import netns
@@ -334,6 +353,35 @@ def destroy(root: Path, *, progress: Progress = _quiet) -> None:
             netns.remove(layout)
     if root.exists():
         m.destroy(root)
+    return report
+
+
+def revoke_leases(mesh: m.Mesh, *, budget: float = revoke.BUDGET,
+                  progress: Progress = _quiet) -> revoke.RevokeReport:
+    """Revoke every lease of a running mesh (see ``lifecycle/revoke.py``); a mesh with no running, unsealed
+    node is not waited for."""
+    start = time.monotonic()
+    running = [n for n in mesh.layout.nodes if tracked_pid(n.pid_file, str(n.config_file)) is not None]
+    if not running:
+        return revoke.RevokeReport(False, reason="no node is running")
+    try:
+        client = mesh.client(retry=RetryPolicy(deadline=budget))
+    except VaultmeshError as err:
+        return revoke.RevokeReport(False, reason=str(err))
+    with client:
+        health = []
+        for node in running:
+            try:
+                health.append(client.health(node.api_addr, timeout=min(2.0, budget)))
+            except (OSError, ValueError):
+                health.append(None)
+        if not revoke.serving_nodes(health):
+            sealed = any(h and h.get("sealed") for h in health)
+            return revoke.RevokeReport(False, reason="every node is sealed" if sealed else
+                                       "no node answered its health check")
+        progress("revoking the mesh's leases")
+        return revoke.revoke_all(client, lambda: m.admin_token(mesh, client),
+                                 budget=max(0.5, budget - (time.monotonic() - start)), progress=progress)
 
 
 def status(root: Path) -> tuple[m.Mesh, MeshView, str]:
