@@ -325,6 +325,102 @@ def test_the_leader_is_killed_mid_job_and_renewal_goes_on_on_the_new_one(
 # -- stopping: signals, crashes, SIGKILL + reap -------------------------------------------------------------------
 
 
+CHILD_TREE = """\
+import json, os, subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+json.dump({"pid": os.getpid(), "grandchild": grandchild.pid, "dir": os.environ["VAULTMESH_SECRETS_DIR"]},
+          open(sys.argv[1] + ".tmp", "w"))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_sigkilled_run_takes_its_child_along_and_the_next_run_sweeps_the_rest(wl: WorkloadEnv) -> None:
+    name, runtmp, marker = wl.workload("tree"), wl.runtmp(), wl.tmp / "tree-ready"
+    args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_tree.py", CHILD_TREE), str(marker)]
+    grandchild = None
+    # no pipes: the surviving grandchild would hold them open
+    proc = subprocess.Popen(args, env=wl.env(runtmp), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        eventually(marker.exists, timeout=20)
+        ready = json.loads(marker.read_text())
+        grandchild = ready["grandchild"]
+        proc.kill()
+        proc.wait(timeout=10)
+        eventually(lambda: not _alive(ready["pid"]), timeout=5)  # PR_SET_PDEATHSIG: at once
+        assert Path(ready["dir"]).exists()  # the secrets are still on disk until the next run starts
+        done = subprocess.run([*wl.args(wl.workload("next")), "--secret", f"A=kv:{KV}/jobs/nightly#api_token",
+                               "--secret-file", "a=kv:" + KV + "/jobs/nightly", "--", "true"],
+                              env=wl.env(runtmp), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert not Path(ready["dir"]).exists() and list(runtmp.iterdir()) == []
+        eventually(lambda: not _alive(grandchild), timeout=5)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        if grandchild:
+            kill_pid(grandchild)
+
+
+def test_without_a_terminal_nothing_the_child_started_outlives_it(wl: WorkloadEnv) -> None:
+    name, runtmp, out = wl.workload("bg"), wl.runtmp(), wl.tmp / "bg-pid"
+    code = ("import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); "
+            f"open({str(out)!r}, 'w').write(str(p.pid))")
+    proc = subprocess.run([*wl.args(name), "--secret", f"A=kv:{KV}/jobs/nightly#api_token", "--", sys.executable,
+                           "-c", code], env=wl.env(runtmp), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+    pid = int(out.read_text())
+    try:
+        assert proc.returncode == 0, proc.stderr
+        eventually(lambda: not _alive(pid), timeout=5)
+    finally:
+        kill_pid(pid)
+
+
+CHILD_WATCH = """\
+import os, signal, sys, time
+out, hups = sys.argv[1], []
+signal.signal(signal.SIGHUP, lambda *a: hups.append(1))
+path = os.path.join(os.environ["VAULTMESH_SECRETS_DIR"], "api")
+end = time.time() + 30
+while time.time() < end:
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{open(path).read().strip()} {len(hups)}")
+    os.replace(out + ".tmp", out)
+    time.sleep(0.05)
+"""
+
+
+def test_a_kv_change_reaches_the_running_child_within_five_seconds_and_an_unchanged_one_does_nothing(
+        wl: WorkloadEnv) -> None:
+    name, runtmp, out = wl.workload("kv"), wl.runtmp(), wl.tmp / "kv-seen"
+    path = f"{KV}/data/jobs/watched-{name}"
+    wl.admin.write(path, {"data": {"api_token": "v1"}})
+    args = [*wl.args(name), "--secret-file", f"api=kv:{KV}/jobs/watched-{name}#api_token", "--on-change",
+            "signal:HUP", "--", sys.executable, wl.script("child_watch.py", CHILD_WATCH), str(out)]
+    with started(args, wl.env(runtmp), stdin=subprocess.DEVNULL) as proc:
+        eventually(lambda: out.exists() and out.read_text() == "v1 0", timeout=20)
+        wl.admin.write(path, {"data": {"api_token": "v1"}})  # a new version, the same value: no signal
+        wl.admin.write(path, {"data": {"api_token": "v2"}})
+        t0 = time.monotonic()
+        eventually(lambda: out.read_text() == "v2 1", timeout=5)
+        took = time.monotonic() - t0
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    print(f"KV change reached the child in {took:.2f} s")
+    wl.admin.delete(f"{KV}/metadata/jobs/watched-{name}")
+
+
 def test_sigterm_reaches_the_child_first_then_everything_is_revoked(wl: WorkloadEnv) -> None:
     name, runtmp, marker = wl.workload("term"), wl.runtmp(), wl.tmp / "term-ready"
     args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_wait.py", CHILD_WAIT), str(marker)]

@@ -9,6 +9,12 @@ Order of things::
     the child exits               revoke every lease, then the token; remove the dir; exit with its code
     SIGTERM/SIGINT                forwarded to the child first; then as above when it has exited
     SIGHUP/SIGUSR1/SIGUSR2/...    forwarded
+    run is SIGKILLed              the kernel kills the child (PR_SET_PDEATHSIG); the next run kills what is left
+                                  of its process group and removes its directory; the mesh's reaper revokes
+                                  its token and leases once its heartbeat stops (see ``workload.child``)
+
+Without a terminal the child leads its own process group: signals go to the whole group, and what is left of
+it when the child exits is stopped too (nothing the job started outlives it).
 
 Exit codes follow ``env(1)``/``timeout(1)``: the child's code (128+N when it died of signal N), 125 when
 ``run`` itself failed, 126 when the command cannot be executed, 127 when it is not found.
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from vaultmesh.errors import VaultmeshError
+from vaultmesh.workload import child as tree
 from vaultmesh.workload.deliver import SecretsDir, child_env, default_parent, render_env, render_files
 from vaultmesh.workload.session import Renewer, Session
 from vaultmesh.workload.spec import SecretsPlan
@@ -81,6 +88,8 @@ class Supervisor:
         self.warn = warn
         self.dir: SecretsDir | None = None
         self.child: subprocess.Popen[bytes] | None = None
+        self.own_group = tree.own_group_wanted()
+        """The child leads a process group of its own (no terminal): signals and the clean-up reach its tree."""
         self._child_lock = threading.Lock()
         self._stopping = False
         self._signum: int | None = None
@@ -114,6 +123,8 @@ class Supervisor:
             child = self.child
             assert child is not None
             rc = child.wait()
+            if self.own_group:
+                tree.stop_group(child.pid, min(self.stop_timeout, 5.0))
             with self._child_lock:
                 restart = self._restart_for == child.pid and not self._stopping and self._fatal is None
                 self._restart_for = None
@@ -148,11 +159,11 @@ class Supervisor:
         values = self.session.values
         files = render_files(self.plan, values)
         secrets_env = render_env(self.plan, values)
+        if self.dir is None:  # the run's own directory: its record for the sweep, and the secret files
+            self.dir = SecretsDir(default_parent(self.environ))
         if files:
-            if self.dir is None:
-                self.dir = SecretsDir(default_parent(self.environ))
             self.dir.write(files)
-        return child_env(self.environ, secrets_env, str(self.dir.path) if self.dir else None,
+        return child_env(self.environ, secrets_env, str(self.dir.path) if files else None,
                          pass_env=self.pass_env)
 
     def _spawn(self, env: dict[str, str]) -> int | None:
@@ -161,17 +172,28 @@ class Supervisor:
         if self._stopping:  # it came while the secrets were being delivered: the child never starts
             return 128 + (self._signum or signal.SIGTERM)
         try:
-            self.child = subprocess.Popen(self.command, env=env)
+            self.child = subprocess.Popen(self.command, env=env, preexec_fn=tree.die_with_parent(os.getpid()),
+                                          process_group=0 if self.own_group else None)
             if self._stopping and self._signum is not None:  # it came during the fork: the child hears it
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.child.pid, self._signum)
+                self._send(self.child, self._signum)
         except FileNotFoundError:
             self.warn(f"{self.command[0]}: command not found")
             return EXIT_NOT_FOUND
         except (PermissionError, OSError) as err:
             self.warn(f"{self.command[0]}: cannot execute: {err.strerror or err}")
             return EXIT_CANNOT_EXECUTE
+        if self.dir is not None:
+            tree.RunRecord.of_self(self.child.pid if self.own_group else None).write(self.dir.path)
+            tree.sweep(self.dir.path.parent, own=self.dir.path)
         return None
+
+    def _send(self, child: subprocess.Popen[bytes], sig: int) -> None:
+        """``sig`` to the child's whole group when it leads one, else to the child."""
+        with contextlib.suppress(ProcessLookupError):
+            if self.own_group:
+                tree.signal_group(child.pid, sig)
+            else:
+                os.kill(child.pid, sig)
 
     def _changed(self, keys: tuple[str, ...]) -> None:
         """Runs in the renewer thread with the session lock held: rewrite files, then tell the child."""
@@ -183,20 +205,17 @@ class Supervisor:
             if child is None or child.poll() is not None or self._stopping:
                 return
             if self.on_change.mode == "signal":
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, self.on_change.signal)
+                self._send(child, self.on_change.signal)
             elif self.on_change.mode == "restart":
                 self._restart_for = child.pid
                 threading.Thread(target=self._stop_child, args=(child,), daemon=True).start()
 
     def _stop_child(self, child: subprocess.Popen[bytes]) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            child.send_signal(signal.SIGTERM)
+        self._send(child, signal.SIGTERM)
         try:
             child.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                child.kill()
+            self._send(child, signal.SIGKILL)
             child.wait()
 
     def _renewer_failed(self, err: BaseException) -> None:
@@ -236,10 +255,9 @@ class Supervisor:
                 self._no_raise = True
                 raise Stop(signum)
             return
-        if signum == signal.SIGINT and _terminal_sent_it():
+        if signum == signal.SIGINT and not self.own_group and _terminal_sent_it():
             return  # Ctrl-C reached the child's process group already
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child.pid, signum)
+        self._send(child, signum)
 
 
 def _terminal_sent_it() -> bool:
