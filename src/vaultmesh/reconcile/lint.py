@@ -4,7 +4,8 @@ What it catches, each with its code: templated policies keyed on alias metadata 
 alias can rewrite (``template-alias-unpinned``, the cross-job leak), grants on every path or a whole engine,
 writes or sudo on globs near the root, admin paths (policies, roles, entities, lease revocation) granted to a
 workload role, the bootstrap admin policy on a role, glob ``bound_claims``, ``http://`` identity providers,
-privileged database creation statements, and TTLs above the file's ``limits``.
+privileged database creation statements, TTLs above the file's ``limits``, and lease budgets that no
+rate-limit quota brakes (``budget-unbraked``: a budget is only watched, the quota is what slows a burst).
 
 Each warning names the object by its field path in the mesh file (``auth.jwt.roles.batch``) and its line
 when the loader passes its line index (``{("auth", "jwt", "roles", "batch"): 42, ...}``).
@@ -16,6 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vaultmesh.reconcile.budget import covering_quotas
 from vaultmesh.reconcile.hcl import HclError, parse_policy, referenced_metadata
 from vaultmesh.reconcile.resources import Loc, field_path
 from vaultmesh.spec.resources import DatabaseMount, JwtAuth, ResourcesSpec, walk_scopes
@@ -88,6 +90,14 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
         if ttl is not None and ttl > cap:
             warn("ttl-above-limit", loc, f"{field} {format_duration(ttl)} is above limits.{limit} "
                  f"{format_duration(cap)}")
+
+    def unbraked(loc: Loc, ns: str, path: str, role: str | None, budget: int, unit: str, suggest: str) -> None:
+        if not covering_quotas(spec, ns, path, role=role):
+            at = f"{ns}/{path}" if ns else path
+            warn("budget-unbraked", loc, f"lease_budget {budget} is only watched (OpenBao has no lease-count "
+                 f"quota) and no rate-limit quota covers {at}: a burst can create {unit} far faster than the "
+                 f"budget is checked; declare quotas.rate_limit.<name> with path: "
+                 f"{f'{ns}/' if ns else ''}{suggest}")
 
     for ns, loc, scope in walk_scopes(spec):
         used: set[str] = set()
@@ -193,6 +203,21 @@ def lint(spec: ResourcesSpec, *, lines: Mapping[Loc, int] | None = None) -> list
                 if writes and rule.path not in ("*", "+") and _whole_engine(rule.path, mounts):
                     warn("policy-engine-write", ploc, f"{at} grants {', '.join(sorted(writes))} on a whole "
                          "secrets engine; narrow it to the paths the role writes")
+    for ns, loc, scope in walk_scopes(spec):
+        for mount, auth in scope.auth.items():
+            if not isinstance(auth, JwtAuth):
+                continue
+            for name, role in auth.roles.items():
+                if role.lease_budget is not None:
+                    unbraked((*loc, "auth", mount, "roles", name, "lease_budget"), ns, f"auth/{mount}/login",
+                             name, role.lease_budget, "tokens", f"auth/{mount}")
+        for mount, engine in scope.secrets.items():
+            if isinstance(engine, DatabaseMount):
+                for name, db_role in engine.roles.items():
+                    if db_role.lease_budget is not None:
+                        unbraked((*loc, "secrets", mount, "roles", name, "lease_budget"), ns,
+                                 f"{mount}/creds/{name}", None, db_role.lease_budget, "credentials",
+                                 f"{mount}/creds/{name}")
     for name, device in spec.audit.items():
         if device.options.log_raw:
             warn("audit-log-raw", ("audit", name, "options", "log_raw"),

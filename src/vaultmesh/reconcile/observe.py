@@ -20,7 +20,9 @@ What is read, per namespace that exists and is declared (root always):
 3. ``GET sys/policies/acl/<name>`` for declared policies that exist
 4. per declared auth mount that exists with the declared type: ``GET auth/<m>/config`` (jwt, kubernetes, when
    declared), ``LIST auth/<m>/role``, ``GET auth/<m>/role/<r>`` for declared roles that exist
-5. per declared secrets mount that exists with the declared type: database ``LIST <m>/config``,
+5. at the root, once its mount tables are in (a quota names a mount): ``LIST sys/quotas/rate-limit``,
+   ``GET sys/quotas/rate-limit/<name>`` for declared quotas that exist (OpenBao serves quotas at the root only)
+6. per declared secrets mount that exists with the declared type: database ``LIST <m>/config``,
    ``GET <m>/config/<c>``, ``LIST <m>/roles``, ``GET <m>/roles/<r>``; pki ``LIST <m>/roles``, ``GET
    <m>/roles/<r>``, ``LIST <m>/issuers`` (root), ``GET <m>/config/urls``; transit ``LIST <m>/keys``,
    ``GET <m>/keys/<k>``; kv v2 ``GET <m>/metadata/<path>`` per seed (kv v1: ``LIST`` of the parent folder).
@@ -187,6 +189,23 @@ def parse_db_connection(resp: Response) -> dict[str, Any]:
     return _normalise({**details, **data})
 
 
+def parse_rate_limit_quota(resp: Response) -> dict[str, Any]:
+    """``GET sys/quotas/rate-limit/<name>``: the fields a write takes. OpenBao answers a mount path with a
+    trailing slash (``auth/jwt/``) and durations in seconds; ``name``, ``type`` and ``inheritable`` are not
+    written by vaultmesh and are left out."""
+    data = _data(resp)
+    out: dict[str, Any] = {"path": str(data.get("path") or "").rstrip("/"), "role": str(data.get("role") or "")}
+    if data.get("rate") is not None:
+        out["rate"] = data["rate"]
+    for name in ("interval", "block_interval"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                value = parse_duration(value)
+            out[name] = value
+    return out
+
+
 def parse_pki_issuers(resp: Response) -> dict[str, str]:
     """``LIST <pki>/issuers`` -> {issuer id: issuer name}."""
     data = _data(resp)
@@ -253,6 +272,9 @@ class _Survey:
                 want = mine.get(("auth_mount", f"sys/auth/{mount}"))
                 if want is not None and want.body.get("type") == info.type:
                     self.auth_children(ns, mount, info.type, desired)
+            if ns == "":
+                self.children(ns, "sys/quotas/rate-limit", "sys/quotas/rate-limit", "rate_limit_quota",
+                              {r.name for r in desired if r.kind == "rate_limit_quota"}, parse_rate_limit_quota)
         done, resp = self.get("GET", ns, "sys/mounts")
         if done:
             for mount, info in parse_mounts(resp).items():

@@ -295,8 +295,16 @@ def _diff(r: Resource, o: Observed, previous: Mapping[str, str]) -> tuple[list[F
     return changes, notes
 
 
-def _type_changed(r: Resource, o: Observed) -> bool:
-    return r.kind in ("auth_mount", "secrets_mount") and o.body.get("type") not in (None, r.body.get("type"))
+def _replacement(r: Resource, o: Observed) -> str | None:
+    """Why ``o`` must be deleted and created again to become ``r``, or None when a write is enough: a mount
+    whose type changed, a rate-limit quota whose role changed (OpenBao ignores an empty role on a write, so
+    a role can be set but never cleared)."""
+    if r.kind in ("auth_mount", "secrets_mount") and o.body.get("type") not in (None, r.body.get("type")):
+        return f"type changes from {o.body.get('type')}: delete and create again"
+    if r.kind == "rate_limit_quota" and "role" in o.body and not _same("role", r.body.get("role"), o.body["role"]):
+        return (f"role changes from {o.body['role'] or '(every role)'!r} to {r.body.get('role') or '(every role)'!r}: "
+                "delete and create again (OpenBao cannot clear a quota's role)")
+    return None
 
 
 def is_builtin(kind: str, key: ResourceKey) -> bool:
@@ -325,17 +333,21 @@ def plan_changes(desired: Sequence[Resource], observed: ObservedState, *,
     returns. Policies' mount templates are filled from ``observed.accessors`` where the mount already exists.
     """
     previous = previous_hashes or {}
-    replaced = {r.key for r in desired if (o := observed.resources.get(r.key)) is not None and _type_changed(r, o)}
-    replaced_mounts = {(r.key.namespace, r.mount) for r in desired if r.key in replaced}
+    reasons = {r.key: why for r in desired
+               if (o := observed.resources.get(r.key)) is not None and (why := _replacement(r, o)) is not None}
+    replaced_mounts = {(r.key.namespace, r.mount) for r in desired
+                       if r.key in reasons and r.kind in ("auth_mount", "secrets_mount")}
+    # OpenBao drops a mount's quotas with the mount: a quota on a replaced mount is created again after it
+    replaced = set(reasons) | {r.key for r in desired if r.kind == "rate_limit_quota"
+                               and r.key in observed.resources and any(d in reasons for d in r.depends_on)}
     accessors = {m: a for m, a in observed.accessors.items()
                  if not any(m == (f"{ns}/{mount}" if ns else mount) for ns, mount in replaced_mounts)}
     desired_keys = {r.key for r in desired}
 
     deletes: list[Delete] = []
-    for key in sorted(replaced):
+    for key in sorted(reasons):
         o = observed.resources[key]
-        deletes.append(Delete(kind=o.kind, key=key, observed=o, replace=True,
-                              notes=(f"type changes from {o.body.get('type')}: delete and create again",)))
+        deletes.append(Delete(kind=o.kind, key=key, observed=o, replace=True, notes=(reasons[key],)))
     for key, o in observed.resources.items():
         if key not in desired_keys and o.kind in PRUNABLE and not is_builtin(o.kind, key):
             deletes.append(Delete(kind=o.kind, key=key, observed=o, prune=True,

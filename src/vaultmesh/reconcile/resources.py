@@ -43,6 +43,7 @@ from vaultmesh.spec.resources import (
     TokenFields,
     TransitMount,
     fill_placeholders,
+    resolve_quota_path,
     walk_scopes,
 )
 
@@ -53,13 +54,16 @@ PHASES: dict[str, int] = {
     "auth_mount": 1, "secrets_mount": 1,
     "policy": 2,
     "jwt_config": 3, "kubernetes_config": 3, "db_connection": 3, "pki_root": 3, "pki_urls": 3,
+    "rate_limit_quota": 3,
     "jwt_role": 4, "approle_role": 4, "kubernetes_role": 4, "db_role": 4, "pki_role": 4, "transit_key": 4,
     "kv_secret": 5,
 }
-"""Dependency order: namespaces, mounts (with their tune), policies, configs, roles, KV seeds."""
+"""Dependency order: namespaces, mounts (with their tune), policies, configs (and rate-limit quotas, which
+need the namespace and mount they name), roles, KV seeds."""
 
 PRUNABLE = frozenset({"namespace", "auth_mount", "secrets_mount", "policy", "db_connection", "jwt_role",
-                      "approle_role", "kubernetes_role", "db_role", "pki_role", "transit_key"})
+                      "approle_role", "kubernetes_role", "db_role", "pki_role", "transit_key",
+                      "rate_limit_quota"})
 """Kinds found on the server but absent from the file are offered for deletion (``--prune``). Singletons
 (configs, the PKI root) and KV data are never deleted by vaultmesh."""
 
@@ -251,6 +255,8 @@ def _declared(model: BaseModel, always: Iterable[str] = (), skip: Iterable[str] 
 
 
 _TOKEN_ALWAYS = ("token_policies",)
+DECLARED_ONLY = ("lease_budget",)
+"""Fields of the file that vaultmesh watches itself and never sends (OpenBao has no lease-count quota)."""
 
 
 class _Builder:
@@ -308,7 +314,24 @@ class _Builder:
                                          {"custom_metadata": dict(child_spec.custom_metadata)},
                                          loc=(*loc, "namespaces", child), name=child, depends_on=parent_deps)
             self.scope(ns, loc, scope, parent_deps)
+        self.quotas(ns_keys)
         return sorted(self.out, key=resource_order)
+
+    def quotas(self, ns_keys: Mapping[str, ResourceKey]) -> None:
+        """Rate-limit quotas live at the root (OpenBao takes ``sys/quotas`` there only) and name their
+        namespace by path prefix; each depends on the namespace and mount it names. Every field is managed
+        (an unset one is OpenBao's default: global, 1 s, no block, every role), so a quota changed behind
+        vaultmesh's back is put back."""
+        for name, quota in self.spec.quotas.rate_limit.items():
+            target = resolve_quota_path(self.spec, quota.path)
+            deps = [ns_keys[target.namespace]] if target.namespace in ns_keys else []
+            if target.mount is not None:
+                table = "sys/auth" if target.auth else "sys/mounts"
+                deps.append(ResourceKey(target.namespace, f"{table}/{target.mount.removeprefix('auth/')}"))
+            body = {"path": quota.path, "rate": quota.rate, "interval": quota.interval,
+                    "block_interval": quota.block_interval, "role": quota.role or ""}
+            self.add("rate_limit_quota", "", f"sys/quotas/rate-limit/{name}", body,
+                     loc=("quotas", "rate_limit", name), name=name, depends_on=deps)
 
     def scope(self, ns: str, loc: Loc, scope: Any, base: list[ResourceKey]) -> None:
         limits = self.spec.limits
@@ -345,7 +368,7 @@ class _Builder:
             self.secrets_children(ns, mloc, mount, eng, [*base, key])
 
     def role_body(self, role: TokenFields, always: Iterable[str], limits: Any) -> dict[str, Any]:
-        body = _declared(role, always=(*_TOKEN_ALWAYS, *always))
+        body = _declared(role, always=(*_TOKEN_ALWAYS, *always), skip=DECLARED_ONLY)
         body.setdefault("token_ttl", limits.token_ttl)
         body.setdefault("token_max_ttl", limits.token_max_ttl)
         return body
@@ -412,7 +435,7 @@ class _Builder:
                     after_create=(f"{mount}/rotate-root/{name}",) if conn.rotate_root else ())
             for name, role in eng.roles.items():
                 body = _declared(role, always=("db_name", "creation_statements", "revocation_statements",
-                                               "rollback_statements", "renew_statements"))
+                                               "rollback_statements", "renew_statements"), skip=DECLARED_ONLY)
                 self.add("db_role", ns, f"{mount}/roles/{name}", body, loc=(*loc, "roles", name), mount=mount,
                          name=name, depends_on=[*deps, *([conn_keys[role.db_name]] if role.db_name in conn_keys
                                                          else [])])

@@ -8,6 +8,7 @@ keys (nodes, zones, seal, ...)::
     auth:     {<mount path>: {type: jwt|oidc|approle|kubernetes, tune: {...}, config: {...}, roles: {...}}}
     secrets:  {<mount path>: {type: kv|database|pki|transit, ...}}
     audit:    {<name>: {type: file|socket|syslog, options: {...}}}   # rendered into node config by others
+    quotas:   {rate_limit: {<name>: {path, rate, interval, block_interval, role}}}   # root only (OpenBao's rule)
     namespaces: {<name>: {policies, auth, secrets, namespaces, custom_metadata}}   # nest freely
     expect:   [{login: {mount, role, claims}, can: {read: [...]}, cannot: {list: [...], any: [...]}}]
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -309,6 +311,10 @@ class JwtConfig(_Model):
 ClaimValue = str | list[str]
 
 
+LeaseBudget = Annotated[int, Field(strict=True, ge=1)]
+"""A count of live leases (or tokens) a role may hold at once; watched, not enforced by OpenBao."""
+
+
 class JwtRole(TokenFields):
     role_type: Literal["jwt", "oidc"] = "jwt"
     user_claim: str = "sub"
@@ -320,6 +326,9 @@ class JwtRole(TokenFields):
     groups_claim: str | None = None
     allowed_redirect_uris: list[str] | None = None
     oidc_scopes: list[str] | None = None
+    lease_budget: LeaseBudget | None = None
+    """How many live tokens logins on this role may hold at once. Declared only, never sent: OpenBao has no
+    lease-count quota; ``reconcile.budget`` watches it (tokens of one mount share one lease prefix)."""
 
     @model_validator(mode="after")
     def _bound(self) -> JwtRole:
@@ -445,6 +454,9 @@ class DbRole(_Model):
     renew_statements: list[str] = Field(default_factory=list)
     default_ttl: Duration | None = None
     max_ttl: Duration | None = None
+    lease_budget: LeaseBudget | None = None
+    """How many live credentials (leases under ``<mount>/creds/<role>/``) this role may hold at once. Declared
+    only, never sent: OpenBao has no lease-count quota; ``reconcile.budget`` watches it."""
 
 
 class DatabaseMount(_Model):
@@ -607,6 +619,113 @@ AuditDevice = Annotated[FileAudit | SocketAudit | SyslogAudit,
                                                   "syslog": SyslogAudit})]
 
 
+# -- quotas ----------------------------------------------------------------------------------------------
+
+_QUOTA_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+_QUOTA_PATH = re.compile(rf"^(?:{_QUOTA_SEGMENT}/)*(?:{_QUOTA_SEGMENT}\*?|\*)$")
+ROOT_AUTH_BUILTINS = frozenset({BOOTSTRAP_AUTH, "token"})
+"""Auth mounts of the root namespace that exist without being declared (a quota may name them)."""
+SECRETS_BUILTINS = frozenset({"sys", "identity", "cubbyhole"})
+
+
+def _quota_path(value: object) -> object:
+    """The quota's ``path`` as OpenBao takes it, without a trailing slash: "" (every request), a namespace
+    (``team-a``), a mount (``auth/jwt``, ``team-a/auth/jwt``), a path inside one (``auth/jwt/login``), or a
+    prefix ending in ``*`` (``database/creds/*``)."""
+    if not isinstance(value, str):
+        return value
+    path = value.strip()
+    if path.startswith("/"):
+        raise PydanticCustomError("quota_path", f"path '{value}' starts with '/': write it relative to the root "
+                                  "namespace, e.g. auth/jwt or team-a/auth/jwt")
+    path = path.rstrip("/")
+    if path and not _QUOTA_PATH.match(path):
+        raise PydanticCustomError(
+            "quota_path", f"path '{value}' is not a namespace or mount path: segments of letters, digits, '_', "
+            "'.' and '-' separated by '/', with at most one '*' at the very end (e.g. auth/jwt, "
+            "database/creds/*, team-a); leave it empty for every request")
+    return path
+
+
+QuotaPath = Annotated[str, BeforeValidator(_quota_path)]
+
+
+class RateLimitQuota(_Model):
+    """``sys/quotas/rate-limit/<name>``: at most ``rate`` requests per ``interval``, counted by OpenBao per
+    client address and per node; over it, requests are answered 429 (and, with ``block_interval``, every
+    request of that client to the path is refused for that long)."""
+
+    path: QuotaPath = ""
+    """Where it applies: "" (every request), a namespace, a mount (``auth/jwt``), a path inside a mount
+    (``auth/jwt/login``) or a prefix (``database/creds/*``); namespaces are path prefixes (``team-a/auth/jwt``)."""
+    rate: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+    """Requests allowed per ``interval`` (a number above 0; fractions allowed)."""
+    interval: Duration = 1
+    """The window ``rate`` counts over; at least 1 s (OpenBao's default)."""
+    block_interval: Duration = 0
+    """0: refuse only what is over the rate. Else refuse everything from a client for this long once it
+    went over."""
+    role: Name | None = None
+    """Only logins with this role (``path`` must then be an auth mount with roles: jwt, approle, kubernetes)."""
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: int) -> int:
+        if value < 1:
+            raise PydanticCustomError("quota_interval", "interval must be at least 1s (the window the rate "
+                                      "counts over)")
+        return value
+
+
+class Quotas(_Model):
+    """OpenBao resource quotas. Only rate limits: OpenBao has no lease-count quota (see ``lease_budget``)."""
+
+    rate_limit: dict[Name, RateLimitQuota] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuotaTarget:
+    """What a quota path names, resolved against the file's namespaces and mounts."""
+
+    namespace: str
+    """Full namespace path ("" for the root, and for a global quota)."""
+    mount: str | None
+    """The mount's API prefix inside the namespace (``auth/jwt``, ``database``); None: the whole namespace."""
+    auth: bool = False
+    """The mount is an auth method."""
+    suffix: str = ""
+    """What follows the mount (``login``, ``creds/*``); may end with ``*``."""
+    is_global: bool = False
+    """The empty path: every request, in every namespace."""
+
+
+def resolve_quota_path(spec: ResourcesSpec, path: str) -> QuotaTarget:
+    """Split a quota path into namespace, mount and suffix using the namespaces and mounts the file declares
+    (plus the root's built-in mounts). Raises ValueError, worded for the user, when it names none."""
+    if path == "":
+        return QuotaTarget("", None, is_global=True)
+    scopes = {ns: scope for ns, _, scope in walk_scopes(spec)}
+    ns = max((n for n in scopes if n and (path == n or path.startswith(n + "/"))), key=len, default="")
+    rest = path[len(ns) + 1:] if ns else path
+    scope = scopes[ns]
+    where = f"in namespace '{ns}'" if ns else "at the root"
+    if rest == "":
+        return QuotaTarget(ns, None)
+    if rest == "auth" or rest.startswith("auth/"):
+        known = set(scope.auth) | (ROOT_AUTH_BUILTINS if not ns else set())
+        label, prefix = "auth mount", "auth/"
+    else:
+        known = set(scope.secrets) | (SECRETS_BUILTINS if not ns else set())
+        label, prefix = "secrets engine", ""
+    inner = rest[len(prefix):]
+    mount = max((m for m in known if inner == m or inner.startswith(m + "/")), key=len, default=None)
+    if mount is None:
+        declared = ", ".join(sorted(known)) or "none"
+        raise ValueError(f"path '{path}' names no {label} declared {where} (declared: {declared}); OpenBao "
+                         "refuses a quota on a mount that does not exist, and a '*' may only follow a mount")
+    return QuotaTarget(ns, prefix + mount, auth=bool(prefix), suffix=inner[len(mount) + 1:])
+
+
 # -- policy assertions -----------------------------------------------------------------------------------
 
 Capability = Literal["create", "read", "update", "patch", "delete", "list", "sudo", "subscribe"]
@@ -743,9 +862,44 @@ class ResourcesSpec(_Scope):
 
     limits: Limits = Limits()
     audit: dict[Name, AuditDevice] = Field(default_factory=dict)
+    quotas: Quotas = Quotas()
     expect: list[Expectation] = Field(default_factory=list)
 
     _is_root: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _quota_targets(self) -> ResourcesSpec:
+        errors: list[tuple[Loc, str]] = []
+        seen: dict[tuple[str, str], str] = {}
+        for name, quota in self.quotas.rate_limit.items():
+            loc: Loc = ("quotas", "rate_limit", name)
+            same = seen.setdefault((quota.path, quota.role or ""), name)
+            if same != name:
+                errors.append(((*loc, "path"), f"quota '{same}' already limits path '{quota.path}'"
+                               + (f" for role '{quota.role}'" if quota.role else "")
+                               + "; OpenBao refuses two quotas with the same path and role"))
+            try:
+                target = resolve_quota_path(self, quota.path)
+            except ValueError as err:
+                errors.append(((*loc, "path"), str(err)))
+                continue
+            if quota.role is None:
+                continue
+            if not target.auth or target.suffix:
+                errors.append(((*loc, "role"), f"role limits logins on one auth mount: path must be that mount "
+                               f"(e.g. auth/jwt), not '{quota.path}'"))
+                continue
+            mount = (target.mount or "").removeprefix("auth/")
+            scope = {ns: sc for ns, _, sc in walk_scopes(self)}[target.namespace]
+            auth = scope.auth.get(mount)
+            if auth is None:
+                errors.append(((*loc, "role"), f"auth mount '{mount}' has no roles; role applies to jwt, "
+                               "approle and kubernetes mounts"))
+            elif quota.role not in auth.roles:
+                errors.append(((*loc, "role"), f"role '{quota.role}' is not declared on auth mount '{mount}' "
+                               f"(declared: {', '.join(sorted(auth.roles)) or 'none'})"))
+        _fail(errors, "ResourcesSpec")
+        return self
 
     @model_validator(mode="after")
     def _expectations(self) -> ResourcesSpec:
