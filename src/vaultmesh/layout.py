@@ -10,6 +10,7 @@ State dir (0700 directories; secrets 0600)::
     nodes/<name>/         config.hcl, data/, tls/{cert,key}.pem, bao.log, bao.pid, audit.log
     entry/                haproxy.cfg, entry.pem (cert + key), haproxy.pid, haproxy.log
     admin/password        the admin userpass password; admin/token the cached admin token
+    keeper/               keeper.pid, keeper.log, status.json (what it last did)
 """
 
 from __future__ import annotations
@@ -135,6 +136,23 @@ class StatePaths:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def keeper_dir(self) -> Path:
+        return self.root / "keeper"
+
+    @property
+    def keeper_pid(self) -> Path:
+        return self.keeper_dir / "keeper.pid"
+
+    @property
+    def keeper_log(self) -> Path:
+        return self.keeper_dir / "keeper.log"
+
+    @property
+    def keeper_status(self) -> Path:
+        """What the keeper last did (``keeper.status.KeeperStatus``), rewritten atomically every cycle."""
+        return self.keeper_dir / "status.json"
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,9 @@ class MeshHandle:
         pid = read_pid(issuer_pid_file(self.mesh.layout))
         if pid:
             out["identity"] = pid
+        pid = read_pid(self.mesh.paths.keeper_pid)
+        if pid:
+            out["keeper"] = pid
         return out
 
     def reopen(self) -> None:
@@ -75,8 +78,8 @@ def stop_all(handle: MeshHandle, started: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(psutil.NoSuchProcess):
             p = psutil.Process(pid)
-            # guard against pid reuse: only our engine, entry and issuer processes
-            ours = any(w in " ".join(p.cmdline()) for w in ("server", "haproxy", "identity"))
+            # guard against pid reuse: only our engine, entry, issuer and keeper processes
+            ours = any(w in " ".join(p.cmdline()) for w in ("server", "haproxy", "identity", "vaultmesh.keeper"))
             if p.status() != psutil.STATUS_ZOMBIE and ours:
                 p.send_signal(signal.SIGTERM)
                 procs.append(p)

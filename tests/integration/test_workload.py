@@ -496,6 +496,40 @@ def test_the_accessor_scan_tells_a_vanished_token_from_a_real_denial(wl: Workloa
     wl.admin.write("auth/token/revoke", {"token": limited["auth"]["client_token"]})
 
 
+REAP_BOUND = 15 + 5 + 5
+"""stale_after + every of the default reaper, plus a cycle's own time and the async lease revocation."""
+
+
+def test_the_keeper_revokes_what_a_sigkilled_run_left_within_one_reap_interval(wl: WorkloadEnv) -> None:
+    name, runtmp, marker = wl.workload("kill"), wl.runtmp(), wl.tmp / "kill-ready"
+    args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_wait.py", CHILD_WAIT), str(marker)]
+    with started(args, wl.env(runtmp), stdin=subprocess.DEVNULL) as proc:
+        eventually(marker.exists, timeout=20)
+        ready = json.loads(marker.read_text())
+        proc.kill()
+        proc.wait(timeout=10)
+    t0 = time.monotonic()
+    eventually(lambda: not _alive(ready["pid"]), timeout=5)
+    assert len(wl.tokens(name)) == 1 and wl.pg_role_exists(ready["user"])  # nobody is left to revoke them
+    eventually(lambda: wl.tokens(name) == [] and not wl.pg_role_exists(ready["user"]), timeout=REAP_BOUND,
+               interval=0.5)
+    print(f"reaped {time.monotonic() - t0:.1f} s after the SIGKILL")
+    status = json.loads((wl.mesh.dir / "keeper" / "status.json").read_text())
+    assert status["revoked"] >= 1 and any(name in line for line in status["recent"])
+
+
+def test_a_live_run_outliving_the_reapers_threshold_keeps_its_credentials(wl: WorkloadEnv) -> None:
+    name, runtmp, progress = wl.workload("alive"), wl.runtmp(), wl.tmp / "alive-progress"
+    args = [*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_loop.py", CHILD_LOOP),
+            str(progress), str(REAP_BOUND)]
+    proc = subprocess.run(args, env=wl.env(runtmp), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=REAP_BOUND + 60)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln.split() for ln in progress.read_text().splitlines()]
+    assert lines and all(ln[1] == "ok" for ln in lines), lines[-3:]
+    assert len({ln[2] for ln in lines}) == 1  # one credential the whole time: nothing was reaped under it
+
+
 # -- refusals: one line, OpenBao's words, no child, nothing left ---------------------------------------------------
 
 

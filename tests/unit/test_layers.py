@@ -34,11 +34,12 @@ FORBIDDEN = {
     "engine": ("vaultmesh.cli", "vaultmesh.lifecycle", "vaultmesh.reconcile", "vaultmesh.render",
                "vaultmesh.workload", "vaultmesh.spec"),
     "runtime": ("vaultmesh.cli", "vaultmesh.lifecycle", "vaultmesh.reconcile"),
-    "lifecycle": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.workload"),
+    "lifecycle": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.workload", "vaultmesh.keeper"),
     "reconcile": ("vaultmesh.cli",),
     "identity": ("vaultmesh.lifecycle", "vaultmesh.reconcile", "vaultmesh.render"),
     "workload": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.render", "vaultmesh.lifecycle"),
     "pki": ("vaultmesh.cli", "vaultmesh.lifecycle", "vaultmesh.engine"),
+    "keeper": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.bench", "vaultmesh.chaos"),
 }
 
 

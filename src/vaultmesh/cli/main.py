@@ -112,7 +112,9 @@ def status(ctx: Ctx, as_json: bool) -> None:
             role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
             table.add_row(n.name, n.zone, n.api_addr, str(n.pid or "-"), yn(n.sealed), role, yn(n.voter),
                           "[green]yes[/]" if n.healthy else "[red]no[/]")
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        console.print(f"keeper: {doc['keeper']['summary']}", soft_wrap=True)
     sys.exit(0 if doc["healthy"] else 1)
 
 

@@ -19,6 +19,7 @@ from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, StateErro
 from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
+from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle import revoke
 from vaultmesh.lifecycle.view import MeshView, gather_view
@@ -194,7 +195,11 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
         if not issuer_running(mesh.layout):
             progress("starting the workload identity issuer")
             _start_issuer(mesh)
-        return _converge(mesh, engine_path, want_entry, t0, timeout, created, progress)
+        result = _converge(mesh, engine_path, want_entry, t0, timeout, created, progress)
+        if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths) is None:
+            progress("starting the keeper (reaps what workloads that are gone left behind)")
+            keeper.start_keeper(result.mesh.paths)
+        return result
 
 
 def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: float, created: bool,
@@ -302,11 +307,12 @@ def _check_started_alive(mesh: m.Mesh, started: dict[str, float]) -> None:
 
 
 def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
-    """Stop the entry, the issuer, every node, then the seal node, by pid; keep all data. Returns what was
-    stopped."""
+    """Stop the keeper, the entry, the issuer, every node, then the seal node, by pid; keep all data. Returns
+    what was stopped."""
     with m.locked(root):
         layout = m.open_mesh(root).layout
-        processes = [("entry", entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")),
+        processes = [("keeper", layout.paths.keeper_pid, keeper.marker(layout.paths)),
+                     ("entry", entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")),
                      ("identity issuer", issuer_pid_file(layout), str(issuer_cert_file(layout)))]
         processes += [(n.name, n.pid_file, str(n.config_file)) for n in reversed(layout.nodes)]
         if layout.seal_node:
@@ -419,4 +425,14 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
         "failure_tolerance": view.failure_tolerance,
         "seal": mesh.spec.seal.type,
         "ca_cert": str(mesh.paths.ca_cert),
+        "keeper": keeper_json(mesh),
     }
+
+
+def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
+    pid = keeper.keeper_pid(mesh.paths)
+    record = keeper.read_status(mesh.paths)
+    return {"enabled": mesh.spec.keeper.enabled, "running": pid is not None, "pid": pid,
+            "summary": keeper.describe(record, pid is not None),
+            **({"cycle_at": record.cycle_at, "healthy_since": record.healthy_since, "revoked": record.revoked,
+                "last_error": record.last_error, "recent": record.recent} if record else {})}

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 from vaultmesh.spec.resources import ResourcesSpec
+from vaultmesh.spec.types import Duration
 
 SCHEMA_VERSION = 1
 """The newest mesh-file schema this vaultmesh understands. Bump on incompatible changes only."""
@@ -145,10 +146,60 @@ class LifecycleSpec(_Model):
         return zones
 
 
+ROLE_PATTERN = re.compile(r"\*\Z|[A-Za-z0-9][A-Za-z0-9_./-]*/(\*|[a-z0-9][a-z0-9_.-]{0,62})\Z")
+
+
+class ReaperSpec(_Model):
+    """The keeper's reaper: revokes the tokens (and with them the leases) of workloads that are gone."""
+
+    every: Duration = 5
+    """Seconds between two scans of the token store (one LIST and one lookup per live token)."""
+    stale_after: Duration = 15
+    """A watched token not renewed for this long is abandoned: its ``run`` was SIGKILLed, or it is a login whose
+    answer was lost in an election. ``run`` and the SDK renew every 5 s, so 15 s lets two heartbeats be lost
+    to a leader election. Worst case from a SIGKILL to the revocation: ``stale_after + every`` (20 s)."""
+    roles: list[str] = Field(default_factory=lambda: ["*"])
+    """Logins watched: ``"<auth mount>/<role>"``, ``"<auth mount>/*"``, or ``"*"`` for every JWT/OIDC role.
+    Tokens of watched roles must heartbeat (``vaultmesh run`` and the SDK do); a client that renews only near
+    its TTL (``bao agent``, hvac) belongs on a role that is not watched. ``[]``: nothing is reaped."""
+
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, roles: list[str]) -> list[str]:
+        for role in roles:
+            if not ROLE_PATTERN.match(role):
+                raise ValueError(f"reaper.roles entry {role!r}: write '<auth mount>/<role>', '<auth mount>/*' "
+                                 "or '*'")
+        return roles
+
+    @model_validator(mode="after")
+    def _check_times(self) -> ReaperSpec:
+        if self.every < 1 or self.stale_after < 10:
+            raise ValueError("reaper: every must be at least 1s and stale_after at least 10s (two heartbeats "
+                             "of 5 s must be allowed to fail)")
+        return self
+
+
+class KeeperSpec(_Model):
+    """The keeper: one more managed process ``up`` starts, acting on the mesh with nobody at the keyboard."""
+
+    enabled: bool = True
+    """``keeper: false`` turns it off (then nothing reaps what a SIGKILLed run left: ``vaultmesh leases reap``)."""
+    reaper: ReaperSpec = ReaperSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: object) -> object:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+
 class MeshSpec(ResourcesSpec, LifecycleSpec):
     """The whole mesh file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keeper: KeeperSpec = KeeperSpec()
+    """Not part of the mesh's shape: the keeper's settings may change on a running mesh."""
 
 
 def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:

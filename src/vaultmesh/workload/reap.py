@@ -34,12 +34,31 @@ class TokenInfo:
     expire_time: str | None
     namespace: str = ""
     """The token's namespace (``namespace_path`` without slashes; root is "")."""
+    issued: float = 0.0
+    """``creation_time``: Unix seconds, the server's clock."""
+    renewed: float | None = None
+    """``last_renewal_time``: Unix seconds of the last renewal (the heartbeat of ``run``); None: never."""
+    renewable: bool = False
 
     @staticmethod
     def from_lookup(accessor: str, data: Mapping[str, Any]) -> TokenInfo:
         return TokenInfo(accessor, str(data.get("display_name") or ""), str(data.get("path") or ""),
                          dict(data.get("meta") or {}), data.get("expire_time"),
-                         str(data.get("namespace_path") or "").strip("/"))
+                         str(data.get("namespace_path") or "").strip("/"),
+                         float(data.get("creation_time") or 0), _seconds(data.get("last_renewal_time")),
+                         bool(data.get("renewable")))
+
+    @property
+    def login(self) -> tuple[str, str] | None:
+        """(auth mount, role) of the login that made the token; None when it was not made by a login."""
+        path = self.path.strip("/")
+        if not path.startswith("auth/") or "/login" not in path:
+            return None
+        return path[len("auth/"):path.rindex("/login")], str(self.meta.get("role") or "")
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 else None
 
 
 def alias_matches(alias: str, workload: str) -> bool:
@@ -59,12 +78,9 @@ def token_matches(info: TokenInfo, workload: str, *, auth_mount: str | None = No
                   namespace: str = "") -> bool:
     """Whether ``info`` is a token a login of ``workload`` made in ``namespace`` (at ``auth_mount``, as
     ``role``, when given): a workload of the same name in another namespace is another workload."""
-    if info.namespace != namespace.strip("/"):
+    if info.namespace != namespace.strip("/") or info.login is None:
         return False
-    path = info.path.strip("/")
-    if not path.startswith("auth/") or "/login" not in path:
-        return False
-    mount = path[len("auth/"):path.rindex("/login")]
+    mount = info.login[0]
     if auth_mount is not None and mount != auth_mount.strip("/"):
         return False
     if role is not None and info.meta.get("role") != role:
@@ -85,6 +101,12 @@ def may_lookup_accessors(client: EngineClient) -> bool:
 def find_workload_tokens(client: EngineClient, workload: str, *, auth_mount: str | None = None,
                          role: str | None = None) -> list[TokenInfo]:
     """Every live token a login of ``workload`` made; ``client`` needs an admin token (sudo on accessors)."""
+    return [info for info in scan_tokens(client)
+            if token_matches(info, workload, auth_mount=auth_mount, role=role, namespace=client.namespace or "")]
+
+
+def scan_tokens(client: EngineClient) -> list[TokenInfo]:
+    """Every live service token of ``client``'s namespace; needs an admin token (sudo on accessors)."""
     try:
         accessors = client.list("auth/token/accessors")
     except EngineError as err:
@@ -101,9 +123,7 @@ def find_workload_tokens(client: EngineClient, workload: str, *, auth_mount: str
             if err.status == 400 or (err.status == 403 and may_lookup_accessors(client)):
                 continue
             raise
-        info = TokenInfo.from_lookup(accessor, data)
-        if token_matches(info, workload, auth_mount=auth_mount, role=role, namespace=client.namespace or ""):
-            found.append(info)
+        found.append(TokenInfo.from_lookup(accessor, data))
     return found
 
 

@@ -1,0 +1,58 @@
+"""The reaper's decision: which tokens nobody renews any more. Pure: token facts and times in."""
+
+from __future__ import annotations
+
+import pytest
+
+from vaultmesh.keeper.reaper import abandoned, watched
+from vaultmesh.workload.reap import TokenInfo
+
+NOW = 10_000.0
+
+
+def token(accessor: str = "a1", *, issued: float = NOW - 100, renewed: float | None = None, role: str = "batch",
+          path: str = "auth/jwt/login", renewable: bool = True) -> TokenInfo:
+    return TokenInfo(accessor, "jwt-nightly", path, {"role": role}, None, "", issued, renewed, renewable)
+
+
+def decide(tokens: list[TokenInfo], *, healthy_since: float = 0.0, roles: tuple[str, ...] = ("*",)) -> list[str]:
+    return [r.accessor for r in abandoned(tokens, now=NOW, healthy_since=healthy_since, stale_after=15,
+                                          roles=roles, jwt_mounts={"jwt"})]
+
+
+def test_a_token_that_heartbeats_is_kept_and_a_silent_one_is_revoked() -> None:
+    assert decide([token("live", renewed=NOW - 4), token("dead", renewed=NOW - 16)]) == ["dead"]
+
+
+def test_a_ghost_login_never_renewed_goes_once_older_than_stale_after_and_a_fresh_login_stays() -> None:
+    assert decide([token("ghost", issued=NOW - 20), token("new", issued=NOW - 3)]) == ["ghost"]
+
+
+def test_time_only_counts_while_the_mesh_answers_so_an_outage_or_a_keeper_restart_revokes_nothing() -> None:
+    silent = [token("t", renewed=NOW - 600)]
+    assert decide(silent, healthy_since=NOW - 5) == []  # the mesh came back 5 s ago: renewals get their chance
+    assert decide(silent, healthy_since=NOW - 15) == ["t"]
+
+
+@pytest.mark.parametrize(("roles", "expected"), [
+    (("*",), True), (("jwt/*",), True), (("jwt/batch",), True), (("jwt/other",), False), ((), False),
+    (("other/*",), False),
+])
+def test_only_logins_at_watched_roles_are_reaped(roles: tuple[str, ...], expected: bool) -> None:
+    assert watched(token(), roles, {"jwt"}) is expected
+
+
+def test_star_means_jwt_and_oidc_mounts_only_and_tokens_that_cannot_heartbeat_are_left_to_their_ttl() -> None:
+    assert not watched(token(path="auth/userpass/login/vaultmesh-admin"), ("*",), {"jwt"})
+    assert watched(token(path="auth/userpass/login/x"), ("userpass/*",), {"jwt"})
+    assert not watched(token(renewable=False), ("*",), {"jwt"})
+    assert not watched(token(path="auth/token/create"), ("*",), {"jwt"})
+
+
+def test_the_reason_names_the_login_and_the_silence_oldest_first() -> None:
+    found = abandoned([token("b", renewed=NOW - 20), token("a", issued=NOW - 90)], now=NOW, healthy_since=0,
+                      stale_after=15, roles=["*"], jwt_mounts={"jwt"})
+    assert [r.accessor for r in found] == ["a", "b"]
+    assert found[0].reason == ("token of jwt-nightly (auth/jwt role batch) never renewed (a login nobody "
+                               "received, or a run killed at once)")
+    assert found[1].reason == "token of jwt-nightly (auth/jwt role batch) not renewed for 20 s"
