@@ -17,6 +17,10 @@ auth:
       batch: {bound_audiences: [vaultmesh], lease_budget: 40}
       web: {bound_audiences: [vaultmesh], lease_budget: 10}
       free: {bound_audiences: [vaultmesh]}
+  approle:
+    type: approle
+    roles:
+      ci: {}
 secrets:
   database:
     type: database
@@ -37,7 +41,7 @@ namespaces:
 quotas:
   rate_limit:
     logins: {path: auth/jwt, rate: 5}
-    batch-logins: {path: auth/jwt, rate: 2, role: batch, block_interval: 30s}
+    ci-logins: {path: auth/approle, rate: 2, role: ci, block_interval: 30s}
     creds: {path: 'database/creds/*', rate: 10}
     exact: {path: database/creds/rw, rate: 1}
     team: {path: team-a, rate: 50}
@@ -112,8 +116,8 @@ def test_count_leases_of_an_empty_prefix_is_zero() -> None:
 
 def test_the_most_specific_quota_comes_first_as_openbao_picks_it() -> None:
     s = spec()
-    assert covering_quotas(s, "", "auth/jwt/login", role="batch") == ["batch-logins", "logins", "everything"]
-    assert covering_quotas(s, "", "auth/jwt/login", role="web") == ["logins", "everything"]
+    assert covering_quotas(s, "", "auth/approle/login", role="ci") == ["ci-logins", "everything"]
+    assert covering_quotas(s, "", "auth/jwt/login", role="batch") == ["logins", "everything"]
     assert covering_quotas(s, "", "database/creds/rw") == ["exact", "creds", "everything"]
     assert covering_quotas(s, "", "database/creds/ro") == ["creds", "everything"]
     assert covering_quotas(s, "", "database/config/pg") == ["everything"]
@@ -122,8 +126,9 @@ def test_the_most_specific_quota_comes_first_as_openbao_picks_it() -> None:
 
 def test_a_role_quota_covers_only_logins_with_that_role() -> None:
     s = spec()
-    assert "batch-logins" not in covering_quotas(s, "", "auth/jwt/role/batch", role="batch")
-    assert "batch-logins" not in covering_quotas(s, "", "auth/jwt/login")
+    assert covering_quotas(s, "", "auth/approle/role/ci", role="ci") == ["everything"]
+    assert covering_quotas(s, "", "auth/approle/login") == ["everything"]
+    assert covering_quotas(s, "", "auth/approle/login", role="other") == ["everything"]
 
 
 def test_a_mount_quota_does_not_reach_a_namespace_with_a_mount_of_the_same_name() -> None:
@@ -133,12 +138,14 @@ def test_a_mount_quota_does_not_reach_a_namespace_with_a_mount_of_the_same_name(
 
 
 def test_a_refusal_names_the_quota_openbao_does_not() -> None:
-    error = ('no OpenBao node could serve POST /v1/auth/jwt/login within 15 s (https://127.0.0.1:1: 429 '
-             'request path "auth/jwt/login": rate limit quota exceeded)')
-    said = explain_refusal(spec(), error, path="auth/jwt/login", role="batch")
+    error = ('no OpenBao node could serve POST /v1/auth/approle/login within 15 s (https://127.0.0.1:1: 429 '
+             'request path "auth/approle/login": rate limit quota exceeded)')
+    said = explain_refusal(spec(), error, path="auth/approle/login", role="ci")
     assert said is not None and said.startswith(
-        "auth/jwt/login was refused by rate-limit quota 'batch-logins' (2 requests per 1s per client and node "
-        "on auth/jwt, role batch, then blocks 30s): no OpenBao node")
+        "auth/approle/login was refused by rate-limit quota 'ci-logins' (2 requests per 1s per client and node "
+        "on auth/approle, role ci, then blocks 30s): no OpenBao node")
+    said = explain_refusal(spec(), error, path="auth/jwt/login", role="batch")
+    assert said is not None and "rate-limit quota 'logins' (5 requests per 1s" in said
     assert explain_refusal(spec(), "OpenBao refused POST /v1/auth/jwt/login: 400 invalid audience",
                            path="auth/jwt/login") is None
 

@@ -82,7 +82,8 @@ def test_a_trailing_slash_is_the_same_path() -> None:
     ("{path: kv/data/x, rate: 5}", "quotas.rate_limit.q.path", "names no secrets engine"),
     ("{path: database, rate: 5, role: ro}", "quotas.rate_limit.q.role", "path must be that mount"),
     ("{path: auth/jwt/login, rate: 5, role: batch}", "quotas.rate_limit.q.role", "path must be that mount"),
-    ("{path: auth/jwt, rate: 5, role: nope}", "quotas.rate_limit.q.role", "role 'nope' is not declared"),
+    ("{path: team-a/auth/approle, rate: 5, role: nope}", "quotas.rate_limit.q.role", "role 'nope' is not declared"),
+    ("{path: auth/jwt, rate: 5, role: batch}", "quotas.rate_limit.q.role", "cannot limit one role of a jwt"),
     ("{path: auth/userpass, rate: 5, role: admin}", "quotas.rate_limit.q.role", "has no roles"),
 ])
 def test_invalid_quotas_are_one_line_naming_file_line_and_field(quota: str, where: str, words: str) -> None:
@@ -94,7 +95,7 @@ def test_invalid_quotas_are_one_line_naming_file_line_and_field(quota: str, wher
 def test_two_quotas_on_one_path_and_role_are_refused_like_openbao_does() -> None:
     message = error_of("    a: {path: auth/jwt, rate: 5}\n    b: {path: auth/jwt/, rate: 9}\n")
     assert "quotas.rate_limit.b.path: quota 'a' already limits path 'auth/jwt'" in message
-    spec_of("    a: {path: auth/jwt, rate: 5}\n    b: {path: auth/jwt, rate: 9, role: batch}\n")  # another role
+    spec_of("    a: {path: team-a/auth/approle, rate: 5}\n    b: {path: team-a/auth/approle, rate: 9, role: ci}\n")
 
 
 def test_built_in_root_mounts_and_namespaces_may_be_limited() -> None:
@@ -266,7 +267,7 @@ def test_a_budget_without_a_quota_on_its_path_is_a_budget_without_a_brake() -> N
 
 @pytest.mark.parametrize("quotas", [
     "    a: {path: auth/jwt, rate: 5}\n    b: {path: database, rate: 5}\n",
-    "    a: {path: auth/jwt, rate: 5, role: batch}\n    b: {path: 'database/creds/*', rate: 5}\n",
+    "    a: {path: 'auth/jwt/*', rate: 5}\n    b: {path: 'database/creds/*', rate: 5}\n",
     "    a: {path: auth/jwt/login, rate: 5}\n    b: {path: database/creds/ro, rate: 5}\n",
     "    everything: {rate: 500}\n",
 ])

@@ -666,7 +666,8 @@ class RateLimitQuota(_Model):
     """0: refuse only what is over the rate. Else refuse everything from a client for this long once it
     went over."""
     role: Name | None = None
-    """Only logins with this role (``path`` must then be an auth mount with roles: jwt, approle, kubernetes)."""
+    """Only logins with this role (``path`` must then be an approle or kubernetes auth mount; OpenBao 2.7
+    crashes on a role quota of a jwt mount, so the file refuses it)."""
 
     @field_validator("interval")
     @classmethod
@@ -893,8 +894,12 @@ class ResourcesSpec(_Scope):
             scope = {ns: sc for ns, _, sc in walk_scopes(self)}[target.namespace]
             auth = scope.auth.get(mount)
             if auth is None:
-                errors.append(((*loc, "role"), f"auth mount '{mount}' has no roles; role applies to jwt, "
-                               "approle and kubernetes mounts"))
+                errors.append(((*loc, "role"), f"auth mount '{mount}' has no roles; role applies to approle "
+                               "and kubernetes mounts"))
+            elif isinstance(auth, JwtAuth):
+                errors.append(((*loc, "role"), f"OpenBao 2.7 cannot limit one role of a {auth.type} mount (the "
+                               "write crashes in its role lookup, every node, every retry); limit the mount "
+                               f"(path: {quota.path}) or its login path ({quota.path}/login) instead"))
             elif quota.role not in auth.roles:
                 errors.append(((*loc, "role"), f"role '{quota.role}' is not declared on auth mount '{mount}' "
                                f"(declared: {', '.join(sorted(auth.roles)) or 'none'})"))
