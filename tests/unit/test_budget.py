@@ -142,7 +142,7 @@ def test_a_refusal_names_the_quota_openbao_does_not() -> None:
              'request path "auth/approle/login": rate limit quota exceeded)')
     said = explain_refusal(spec(), error, path="auth/approle/login", role="ci")
     assert said is not None and said.startswith(
-        "auth/approle/login was refused by rate-limit quota 'ci-logins' (2 requests per 1s per client and node "
+        "auth/approle/login was refused by rate-limit quota 'ci-logins' (2 requests per 1s per client address "
         "on auth/approle, role ci, then blocks 30s): no OpenBao node")
     said = explain_refusal(spec(), error, path="auth/jwt/login", role="batch")
     assert said is not None and "rate-limit quota 'logins' (5 requests per 1s" in said

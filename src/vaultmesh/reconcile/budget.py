@@ -145,12 +145,12 @@ def covering_quotas(spec: ResourcesSpec, namespace: str, path: str, *, role: str
 
 
 def describe_quota(name: str, quota: RateLimitQuota) -> str:
-    """``rate-limit quota 'jwt-login' (5 requests per 1s per client and node on auth/jwt)``."""
+    """``rate-limit quota 'jwt-login' (5 requests per 1s per client address on auth/jwt)``."""
     where = quota.path or "every path"
     role = f", role {quota.role}" if quota.role else ""
     block = f", then blocks {format_duration(quota.block_interval)}" if quota.block_interval else ""
     return (f"rate-limit quota '{name}' ({quota.rate:g} requests per {format_duration(quota.interval)} per client "
-            f"and node on {where}{role}{block})")
+            f"address on {where}{role}{block})")
 
 
 def explain_refusal(spec: ResourcesSpec, error: str, *, path: str, namespace: str = "",

@@ -652,8 +652,9 @@ QuotaPath = Annotated[str, BeforeValidator(_quota_path)]
 
 class RateLimitQuota(_Model):
     """``sys/quotas/rate-limit/<name>``: at most ``rate`` requests per ``interval``, counted by OpenBao per
-    client address and per node; over it, requests are answered 429 (and, with ``block_interval``, every
-    request of that client to the path is refused for that long)."""
+    client address (per node, says its documentation; logins sent to standbys are forwarded and were held to
+    the rate mesh-wide here); over it, requests are answered 429 (and, with ``block_interval``, every request
+    of that client to the path is refused for that long)."""
 
     path: QuotaPath = ""
     """Where it applies: "" (every request), a namespace, a mount (``auth/jwt``), a path inside a mount
