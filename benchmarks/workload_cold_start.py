@@ -10,6 +10,11 @@ Side by side, interleaved, median of N runs each (default 20):
 CHILD is ``/bin/sh -c 'date +%s.%N > $MARK; test -n "$API_TOKEN" && test -n "$PGUSER" && test -n "$PGPASSWORD"'``;
 the figure is the time written by ``date`` minus the time just before the parent's ``Popen``.
 
+``--breakdown`` (on by default) then runs the same ``vaultmesh-run`` under a probe (``PROBE`` below: a wrapper
+script that timestamps interpreter start, imports, the TLS context and connection, each request, the session's
+start and the spawn, without changing what runs) and prints the median of each phase, and where the time of the
+critical path goes.
+
 Brings up its own mesh (``vaultmesh.lifecycle.up.up``), configures it like the integration tests
 (``vaultmesh.workload.demo``), needs the machine's PostgreSQL (``$VAULTMESH_TEST_PG``, default
 postgresql://postgres@127.0.0.1:5432/postgres) and jq; revokes every database lease and stops the mesh at the end.
@@ -20,6 +25,7 @@ postgresql://postgres@127.0.0.1:5432/postgres) and jq; revokes every database le
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -90,6 +96,101 @@ exec /bin/sh -c "$CHILD"
 """
 
 
+PROBE = r"""
+import time
+_T0 = time.time()
+import atexit, json, os, sys
+EVENTS = [["interpreter start", _T0, _T0, "main"]]
+atexit.register(lambda: json.dump(EVENTS, open(os.environ["VAULTMESH_PROBE_OUT"], "w")))
+import threading
+
+def note(name, t, end=None):
+    who = "main" if threading.current_thread() is threading.main_thread() else "thread"
+    EVENTS.append([name, t, time.time() if end is None else end, who])
+
+def wrap(owner, attr, label):
+    orig = getattr(owner, attr)
+    def inner(*a, **kw):
+        t = time.time()
+        try:
+            return orig(*a, **kw)
+        finally:
+            note(label(a) if callable(label) else label, t)
+    setattr(owner, attr, inner)
+
+t = time.time()
+import vaultmesh.workload.cli as cli
+note("import vaultmesh.workload.cli", t)
+t = time.time()
+import vaultmesh.engine.client as ec
+note("import vaultmesh.engine.client", t)
+import socket, ssl, subprocess
+wrap(ec, "make_ssl_context", "TLS context")
+wrap(socket, "create_connection", "TCP connect")
+wrap(ssl.SSLContext, "wrap_socket", "TLS handshake")
+def what(a):
+    path = a[2]
+    return "request: " + ("database credential" if "/creds/" in path else "login" if path.endswith("/login") else
+                          "KV read" if "/data/" in path else a[1] + " " + path)
+wrap(ec.EngineClient, "_send" if hasattr(ec.EngineClient, "_send") else "request", what)
+
+def instrument():
+    t = time.time()
+    import vaultmesh.workload.supervisor as sv, vaultmesh.workload.session as se
+    note("imports of the run path (supervisor, session, book, ...)", t)
+    se.make_ssl_context = ec.make_ssl_context
+    wrap(se.Session, "start", "session start (login + reads, as the session sees them)")
+    wrap(sv.Supervisor, "_deliver", "deliver (env, files)")
+    popen = subprocess.Popen.__init__
+    def spawn(self, *a, **kw):
+        note("spawn", time.time())
+        popen(self, *a, **kw)
+    subprocess.Popen.__init__ = spawn
+
+if hasattr(cli, "_supervise"):
+    orig = cli._supervise
+    def supervise(*a, **kw):
+        instrument()
+        return orig(*a, **kw)
+    cli._supervise = supervise
+else:
+    instrument()
+sys.exit(cli.run_main(sys.argv[1:]))
+"""
+
+
+def probe_run(args: list[str], env: dict[str, str], mark: Path, out: Path) -> dict[str, float]:
+    """One run under PROBE: seconds per phase (summed when a phase happens more than once)."""
+    mark.unlink(missing_ok=True)
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], env={**env, "MARK": str(mark),
+                          "VAULTMESH_PROBE_OUT": str(out)}, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 or not mark.exists():
+        raise SystemExit(f"probe run failed ({proc.returncode}): {proc.stderr.strip()[-600:]}")
+    child = float(mark.read_text())
+    events = json.loads(out.read_text())
+    phases: dict[str, float] = {"total: process start -> child runs": child - t0,
+                                "interpreter start": events[0][1] - t0}
+    spawn = min(e[1] for e in events if e[0] == "spawn")
+    for name, a, b, who in events[1:]:
+        if name == "spawn":
+            continue
+        if name.startswith("request: ") and b > spawn:
+            name = "after the spawn: " + name.removeprefix("request: ") + " (revocation at exit)"
+        key = f"{name}{' [prefetch thread]' if who == 'thread' else ''}"
+        phases[key] = phases.get(key, 0.0) + (b - a)
+    phases["spawn -> child runs (fork, exec, sh, date)"] = child - spawn
+    return phases
+
+
+def breakdown(args: list[str], env: dict[str, str], mark: Path, work: Path, runs: int) -> list[tuple[str, float]]:
+    samples: dict[str, list[float]] = {}
+    for _ in range(runs + 1):
+        for k, v in probe_run(args, env, mark, work / "probe.json").items():
+            samples.setdefault(k, []).append(v)
+    return [(k, statistics.median(v[1:] if len(v) > 1 else v)) for k, v in samples.items()]
+
+
 def timed(cmd: list[str], env: dict[str, str], mark: Path, timeout: float = 60.0) -> float:
     """Seconds from just before starting ``cmd`` to the child writing ``mark``; the run must succeed."""
     mark.unlink(missing_ok=True)
@@ -125,6 +226,8 @@ def wall(cmd: list[str], n: int = 10) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
+                    help="skip the per-phase breakdown of vaultmesh-run (probe runs)")
     args = ap.parse_args()
     if not shutil.which("jq"):
         raise SystemExit("jq is needed for the shell-script variant")
@@ -160,10 +263,11 @@ def main() -> None:
                    "--secret", "PGUSER=db:database/creds/jobs-ro#username",
                    "--secret", "PGPASSWORD=db:database/creds/jobs-ro#password"]
         run_script = "import sys; from vaultmesh.workload.cli import run_main; sys.exit(run_main())"
+        # the child's environment is an allowlist: MARK is passed by name
+        run_args = ["--role", "batch", "--addr", ",".join(addrs), "--ca-cert", ca, "--identity-file", str(jwt),
+                    *secrets, "--pass-env", "MARK", "--", *child]
         variants: dict[str, Callable[[], float]] = {
-            "vaultmesh-run": lambda: timed([sys.executable, "-c", run_script, "--role", "batch", "--addr",
-                                            ",".join(addrs), "--ca-cert", ca, "--identity-file", str(jwt), *secrets,
-                                            "--", *child], base_env, mark),
+            "vaultmesh-run": lambda: timed([sys.executable, "-c", run_script, *run_args], base_env, mark),
             "bao agent (exec)": lambda: timed([bao, "agent", f"-config={agent_hcl}"], base_env, mark),
             "shell + bao CLI": lambda: timed([str(script)], {**base_env, "BAO": bao, "JWT": str(jwt),
                                                              "BAO_ADDR": addrs[0], "BAO_CACERT": ca,
@@ -199,6 +303,11 @@ def main() -> None:
         print(f"  interpreter start {py_bare * 1000:.0f} ms; start + run-path imports {py_run * 1000:.0f} ms (wall, "
               "median of 10)")
         print(f"  for comparison, the click CLI (vaultmesh.cli.main) imports in {click_total:.0f} ms")
+        if args.breakdown:
+            print(f"\nwhere vaultmesh-run's time goes (probe, median of {args.runs} runs; [prefetch thread] phases "
+                  "overlap the main thread's):")
+            for name, sec in breakdown(run_args, base_env, mark, work, args.runs):
+                print(f"  {name:<72}{sec * 1000:>7.1f} ms")
     finally:
         try:
             admin.write("sys/leases/revoke-prefix/database/creds", {})  # drops the PostgreSQL roles left behind

@@ -4,18 +4,24 @@ Sync (``EngineClient``) and async (``engine.aio.AsyncEngineClient``) share the p
 answers are retried on another node (``classify``), how long to wait between tries (``RetryPolicy``), and
 how an answer becomes a value or an ``EngineError`` (``decode``).
 
-Transport: the sync client's default transport is the standard library's ``http.client`` with one kept-alive
-TLS connection per node. Measured on this machine, ``import httpx`` costs ~120 ms and ``http.client`` ~30 ms;
-the workload path (``vaultmesh run``, the SDK) has a 300 ms budget from process start to child start, so the
-client stays off httpx there. ``HttpxTransport`` (control plane, tests with ``httpx.MockTransport``) and the
-async client use httpx.
+Transport: the sync client's default transport (``StdlibTransport``) speaks HTTP/1.1 itself over the standard
+library's ``ssl`` sockets, one kept-alive TLS connection per node. It does not use ``http.client``, which pulls
+in the ``email`` package (~12 ms of the ~65 ms the run path spends importing on this machine), nor httpx
+(~120 ms): ``vaultmesh run`` is started thousands of times and its start-up is the product. What it needs from
+HTTP is small: one request at a time per connection, bodies sized by ``Content-Length`` or chunked, keep-alive,
+and reconnecting once when the server closed an idle connection. ``HttpxTransport`` (control plane, tests with
+``httpx.MockTransport``) and the async client use httpx.
+
+``EngineClient.prefetch`` sends requests ahead of their caller in a thread (``vaultmesh run`` logs in and reads
+its secrets while it imports the rest of itself); ``request`` hands the answer to the first identical request,
+and ``close`` revokes what was fetched for nobody.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
+import socket
 import ssl
 import threading
 import time
@@ -134,12 +140,141 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+class RemoteDisconnected(ConnectionResetError):
+    """The server closed the connection without an answer (a kept-alive connection it had timed out)."""
+
+
+class ProtocolError(OSError):
+    """An answer that is not HTTP/1.x as we speak it."""
+
+
+_MAX_LINE = 65536
+_MAX_HEADERS = 200
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection over TLS (or plain TCP, for tests) to one node.
+
+    ``request`` sends one request and reads its whole answer; not thread-safe (the transport locks per node).
+    """
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None, timeout: float) -> None:
+        self.host, self.port = host, port
+        self.host_header = (f"[{host}]" if ":" in host else host) + f":{port}"
+        sock = socket.create_connection((host, port), timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock: socket.socket = (ssl_context.wrap_socket(sock, server_hostname=host)
+                                        if ssl_context is not None else sock)
+        except BaseException:
+            sock.close()
+            raise
+        self.rfile = self.sock.makefile("rb")
+        self.reusable = True
+
+    def request(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None,
+                timeout: float) -> tuple[int, dict[str, str], bytes]:
+        self.sock.settimeout(timeout)
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            head.append(f"Content-Length: {len(body or b'')}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        self.sock.sendall(data)
+        return self._read_response(method)
+
+    def _line(self) -> bytes:
+        line = self.rfile.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise ProtocolError("answer line too long")
+        return line
+
+    def _read_response(self, method: str) -> tuple[int, dict[str, str], bytes]:
+        while True:
+            line = self._line()
+            if not line:
+                raise RemoteDisconnected("the server closed the connection without an answer")
+            parts = line.decode("latin-1").split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise ProtocolError(f"not an HTTP/1.x answer: {line[:40]!r}")
+            status = int(parts[1])
+            headers = self._headers()
+            if status >= 200 or status == 101:
+                break  # 1xx (100 Continue, 103 Early Hints) precede the answer
+        if parts[0] == "HTTP/1.0" or "close" in headers.get("connection", "").lower():
+            self.reusable = False
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            return status, headers, b""
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return status, headers, self._chunked()
+        length = headers.get("content-length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                raise ProtocolError(f"bad Content-Length {length!r}") from None
+            body = self.rfile.read(n)
+            if len(body) < n:
+                raise RemoteDisconnected("the server closed the connection in the middle of an answer")
+            return status, headers, body
+        self.reusable = False  # the body ends when the server closes the connection
+        return status, headers, self.rfile.read()
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for _ in range(_MAX_HEADERS):
+            line = self._line()
+            if line in (b"\r\n", b"\n", b""):
+                return headers
+            name, sep, value = line.decode("latin-1").partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        raise ProtocolError("too many headers in the answer")
+
+    def _chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size_line = self._line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise ProtocolError(f"bad chunk size {size_line[:20]!r}") from None
+            if size == 0:
+                self._headers()  # trailers, then the blank line
+                return bytes(out)
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise RemoteDisconnected("the server closed the connection in the middle of an answer")
+            out += chunk
+            self.rfile.read(2)  # CRLF after the chunk
+
+    def close(self) -> None:
+        self.reusable = False
+        try:
+            self.rfile.close()
+        finally:
+            self.sock.close()
+
+
+def split_addr(addr: str) -> tuple[str, str, int]:
+    """``https://host:port[/...]`` -> (scheme, host, port); ``[::1]`` brackets removed."""
+    scheme, _, rest = addr.partition("://")
+    hostport = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if hostport.startswith("["):
+        host, _, tail = hostport[1:].partition("]")
+        port_text = tail.removeprefix(":")
+    else:
+        host, _, port_text = hostport.partition(":")
+    default = 443 if scheme.lower() == "https" else 80
+    return scheme.lower(), host, int(port_text) if port_text else default
+
+
 class StdlibTransport:
-    """Kept-alive ``http.client`` connections, one per node, guarded by a lock per node."""
+    """Kept-alive HTTP/1.1 connections (``Connection``), one per node, guarded by a lock per node."""
 
     def __init__(self, ssl_context: ssl.SSLContext) -> None:
         self._ctx = ssl_context
-        self._conns: dict[str, http.client.HTTPConnection] = {}
+        self._conns: dict[str, Connection] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -147,50 +282,169 @@ class StdlibTransport:
         with self._guard:
             return self._locks.setdefault(addr, threading.Lock())
 
-    def _connect(self, addr: str, timeout: float) -> http.client.HTTPConnection:
-        u = urllib.parse.urlsplit(addr)
-        if u.scheme == "https":
-            return http.client.HTTPSConnection(u.hostname or "", u.port or 443, timeout=timeout,
-                                               context=self._ctx)
-        return http.client.HTTPConnection(u.hostname or "", u.port or 80, timeout=timeout)
+    def _connect(self, addr: str, timeout: float) -> Connection:
+        scheme, host, port = split_addr(addr)
+        return Connection(host, port, self._ctx if scheme == "https" else None, timeout)
 
     def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
              timeout: float) -> tuple[int, dict[str, str], bytes]:
         with self._lock(addr):
             for fresh in (False, True):
-                conn = self._conns.get(addr)
+                conn = self._conns.pop(addr, None)
                 if conn is None or fresh:
                     if conn is not None:
                         conn.close()
-                    conn = self._conns[addr] = self._connect(addr, timeout)
-                conn.timeout = timeout
-                if conn.sock is not None:
-                    conn.sock.settimeout(timeout)
+                    fresh = True
+                    try:
+                        conn = self._connect(addr, timeout)
+                    except (OSError, ValueError) as err:
+                        raise OSError(str(err) or type(err).__name__) from err
                 try:
-                    conn.request(method, target, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                    answer = conn.request(method, target, headers, body, timeout)
+                except (RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                     # A kept-alive connection the server closed: reconnect once, then give up on the node.
                     conn.close()
-                    self._conns.pop(addr, None)
                     if fresh:
                         raise
                     continue
-                except (OSError, http.client.HTTPException) as err:
+                except (OSError, ValueError) as err:
                     conn.close()
-                    self._conns.pop(addr, None)
                     raise OSError(str(err) or type(err).__name__) from err
-                return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+                if conn.reusable:
+                    self._conns[addr] = conn
+                else:
+                    conn.close()
+                return answer
         raise OSError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        for conn in self._conns.values():
+        with self._guard:
+            conns = list(self._conns.values())
+            self._conns.clear()
+        for conn in conns:
             conn.close()
-        self._conns.clear()
 
 
 _MISSING: Any = object()
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A request to send before its caller asks for it (``EngineClient.prefetch``)."""
+
+    method: str
+    path: str
+    data: Any = None
+    params: Mapping[str, str] | None = None
+    consistent: bool = False
+
+
+def _ahead_key(method: str, path: str, token: str | None, data: Any, params: Mapping[str, str] | None,
+               namespace: str | None) -> tuple[str, ...]:
+    body = "" if data is None else json.dumps(data, sort_keys=True)
+    return (method, path.lstrip("/"), token or "", body, json.dumps(sorted((params or {}).items())),
+            namespace or "")
+
+
+class _Entry:
+    """One request sent ahead: done once its answer (or error) is in."""
+
+    __slots__ = ("done", "error", "response", "taken", "token")
+
+    def __init__(self, token: str | None) -> None:
+        self.done = threading.Event()
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self.taken = False
+        self.token = token
+
+
+class _Prefetch:
+    """The thread that sends a login and then, with its token, the reads; and what nobody took."""
+
+    def __init__(self, client: EngineClient, login: Ahead, reads: Iterable[Ahead]) -> None:
+        self.client = client
+        self.login = login
+        self.reads = list(reads)
+        self.lock = threading.Lock()
+        self.entries: dict[tuple[str, ...], _Entry] = {}
+        self.login_entry = self._register(login, None)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="vaultmesh-prefetch", daemon=True)
+
+    def _key(self, a: Ahead, token: str | None) -> tuple[str, ...]:
+        return _ahead_key(a.method, a.path, token, a.data, a.params, self.client.namespace)
+
+    def _register(self, a: Ahead, token: str | None) -> _Entry:
+        entry = _Entry(token)
+        with self.lock:
+            self.entries.setdefault(self._key(a, token), entry)
+        return entry
+
+    def _send(self, a: Ahead, token: str | None, entry: _Entry) -> bool:
+        if self.stopping:
+            entry.error = Unavailable("the request sent ahead was abandoned")
+            entry.done.set()
+            return False
+        try:
+            entry.response = self.client._send(a.method, a.path, a.data, token=token, consistent=a.consistent,
+                                               params=a.params)
+        except BaseException as err:  # handed to the caller, who would have met it itself
+            entry.error = err
+        return entry.error is None
+
+    def _run(self) -> None:
+        entry = self.login_entry
+        try:
+            if not self._send(self.login, None, entry):
+                return
+            auth = (entry.response.data if entry.response else None) or {}
+            token = str((auth.get("auth") or {}).get("client_token") or "")
+            if not token:
+                return
+            entry.token = token
+            # the reads are registered before the login is handed over, so its taker finds them pending
+            reads = [(a, self._register(a, token)) for a in self.reads]
+        finally:
+            entry.done.set()
+        for a, read in reads:
+            self._send(a, token, read)
+            read.done.set()
+
+    def take(self, key: tuple[str, ...]) -> _Entry | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None or entry.taken:
+                return None
+            entry.taken = True
+        try:
+            entry.done.wait()
+        except BaseException:  # a signal's exception while waiting: the answer is nobody's, close() revokes it
+            entry.taken = False
+            raise
+        return entry
+
+    def finish(self) -> None:
+        """Stop sending, wait for the request in flight, then revoke what nobody took: a login's token (which
+        revokes every lease made with it), or a lease under a token that was taken."""
+        self.stopping = True
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(self.client.retry.deadline + self.client.timeout)
+        with self.lock:
+            left = [e for e in self.entries.values() if not e.taken and e.response is not None]
+            login_taken = self.login_entry.taken
+        quick = RetryPolicy(deadline=min(5.0, self.client.retry.deadline))
+        for entry in left:
+            try:
+                if entry is self.login_entry:
+                    if entry.token:
+                        self.client._send("POST", "auth/token/revoke-self", {}, token=entry.token, retry=quick)
+                elif login_taken and entry.response is not None and (entry.response.data or {}).get("lease_id"):
+                    self.client._send("PUT", "sys/leases/revoke",
+                                      {"lease_id": (entry.response.data or {})["lease_id"]}, token=entry.token,
+                                      retry=quick)
+            except VaultmeshError:
+                pass  # best effort: the token's revocation (by its taker) revokes its leases too
 
 
 @dataclass
@@ -224,6 +478,7 @@ class EngineClient:
         if self.transport is None:
             self.transport = StdlibTransport(make_ssl_context(self.ca_file))
         self._preferred = 0
+        self._prefetch: _Prefetch | None = None
 
     # -- plumbing ------------------------------------------------------------------------------------
     def _headers(self, token: str | None, wrap_ttl: str | None, consistent: bool,
@@ -247,7 +502,36 @@ class EngineClient:
                 wrap_ttl: str | None = None, consistent: bool = False, namespace: str | None = None,
                 params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
                 retry: RetryPolicy | None = None, nodes: Iterable[str] | None = None) -> Response:
-        """Send ``method /v1/<path>``; fail over across nodes on connection errors and retryable answers."""
+        """Send ``method /v1/<path>``; fail over across nodes on connection errors and retryable answers.
+
+        The answer of an identical request sent ahead (``prefetch``) is taken instead, once."""
+        ahead = self._prefetch
+        if ahead is not None and wrap_ttl is None and headers is None and nodes is None:
+            key = _ahead_key(method, path, self.token if token is _MISSING else token, data, params,
+                             namespace if namespace is not None else self.namespace)
+            entry = ahead.take(key)
+            if entry is not None:
+                if entry.error is not None:
+                    raise entry.error
+                if entry.response is not None and 200 <= entry.response.status < 300:
+                    return entry.response
+                # anything else (a 404, a redirect) is asked again: this caller's transport may read it otherwise
+        return self._send(method, path, data, token=token, wrap_ttl=wrap_ttl, consistent=consistent,
+                          namespace=namespace, params=params, headers=headers, retry=retry, nodes=nodes)
+
+    def prefetch(self, login: Ahead, reads: Iterable[Ahead] = ()) -> None:
+        """Send ``login`` (no token) now in a thread, then every read with the token it returned. Each answer
+        goes to the first identical ``request``; ``close`` revokes what nobody took (the token, which takes its
+        leases with it, or a lease under a token that was taken). One prefetch per client."""
+        if self._prefetch is not None:
+            raise RuntimeError("one prefetch per client")
+        self._prefetch = _Prefetch(self, login, reads)
+        self._prefetch.thread.start()
+
+    def _send(self, method: str, path: str, data: Any = None, *, token: str | None = _MISSING,
+              wrap_ttl: str | None = None, consistent: bool = False, namespace: str | None = None,
+              params: Mapping[str, str] | None = None, headers: Mapping[str, str] | None = None,
+              retry: RetryPolicy | None = None, nodes: Iterable[str] | None = None) -> Response:
         path = path.lstrip("/")
         policy = retry or self.retry
         hdrs = self._headers(self.token if token is _MISSING else token, wrap_ttl, consistent, headers,
@@ -334,8 +618,14 @@ class EngineClient:
         return dict(auth)
 
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        """Revoke what was fetched ahead for nobody, then close every connection."""
+        ahead, self._prefetch = self._prefetch, None
+        try:
+            if ahead is not None:
+                ahead.finish()
+        finally:
+            if self.transport is not None:
+                self.transport.close()
 
     def __enter__(self) -> EngineClient:
         return self

@@ -22,6 +22,7 @@ from vaultmesh.errors import VaultmeshError
 
 if TYPE_CHECKING:
     from vaultmesh.engine.client import EngineClient
+    from vaultmesh.workload.spec import SecretsPlan
 
 IDENTITY_ENV = "VAULTMESH_IDENTITY_FILE"
 ROLE_ENV = "VAULTMESH_ROLE"
@@ -109,9 +110,93 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from vaultmesh.workload import supervisor as sv
+EXIT_FAILED = 125
+"""``run`` itself failed (``supervisor.EXIT_FAILED``; here too so that an argument error needs no import of it)."""
 
+STOPPING = ("SIGTERM", "SIGINT")
+
+
+def _warn_line(message: str) -> None:
+    """``supervisor.warn_line``'s format, for errors found before the supervisor is imported."""
+    print(f"vaultmesh run: {message}", file=sys.stderr, flush=True)
+
+
+class _Stopped(BaseException):
+    """SIGTERM/SIGINT after the login was sent ahead and before the supervisor took the signals over."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+class _SignalGuard:
+    """From the moment a login is sent ahead until the supervisor installs its own handlers, a stopping signal
+    stops ``run`` cleanly: what was fetched is revoked (``client.close``), the child never starts, exit 128+N,
+    as the supervisor does for a signal before the child runs. Restored when ``run`` is done."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.armed = threading.current_thread() is threading.main_thread()
+        self.previous: dict[int, object] = {}
+        if self.armed:
+            for name in STOPPING:
+                sig = getattr(signal, name)
+                self.previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.armed:
+            self.armed = False
+            raise _Stopped(signum)
+
+    def restore(self) -> None:
+        import signal
+
+        self.armed = False
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _on_change_valid(text: str) -> bool:
+    """What ``supervisor.OnChange.parse`` accepts, checked without importing the supervisor: a login is sent
+    ahead only for a run that will not stop at its arguments."""
+    import signal
+
+    if text in ("none", "restart"):
+        return True
+    how, _, name = text.partition(":")
+    name = name.upper() if name.upper().startswith("SIG") else "SIG" + name.upper()
+    sig = getattr(signal, name, None)
+    return how == "signal" and isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP)
+
+
+def send_ahead(client: EngineClient, plan: SecretsPlan, *, role: str, auth_mount: str, identity_path: str) -> bool:
+    """Log in and read every source in a thread while ``run`` imports the rest of itself; the session's own
+    identical requests take the answers (``EngineClient.prefetch``). Not for a plan with wrapped secrets: the
+    session checks their wrapping tokens before it logs in, and unwraps them last. True when started."""
+    from vaultmesh.engine.client import Ahead
+
+    if any(s.kind == "unwrap" for s in plan.sources):
+        return False
+    try:
+        with open(identity_path, encoding="utf-8") as f:
+            jwt = f.read().strip()
+    except OSError:
+        return False  # the session reports it, in its words
+    if not jwt:
+        return False
+    reads, seen = [], set()
+    for source in plan.sources:
+        params = {"version": str(source.version)} if source.version is not None else None
+        key = (source.api_path(), source.version)
+        if key not in seen:
+            seen.add(key)
+            reads.append(Ahead("GET", source.api_path(), params=params, consistent=True))
+    client.prefetch(Ahead("POST", f"auth/{auth_mount.strip('/')}/login", {"role": role, "jwt": jwt}), reads)
+    return True
+
+
+def run_command(args: argparse.Namespace) -> int:
     command = list(args.argv)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -123,18 +208,39 @@ def run_command(args: argparse.Namespace) -> int:
         identity_path = args.identity_file or os.environ.get(IDENTITY_ENV)
         if not identity_path:
             raise VaultmeshError(f"no identity token: pass --identity-file or set {IDENTITY_ENV}")
-        on_change = sv.OnChange.parse(args.on_change)
         from vaultmesh.workload.spec import SecretsPlan, load_file, parse_flags
 
         plan = load_file(args.secrets) if args.secrets else SecretsPlan()
         plan = plan.merged(parse_flags(args.secret, args.secret_file))
-        client = _client(args)
+        client = _client(args, light=True)
+    except VaultmeshError as err:
+        _warn_line(str(err))
+        return EXIT_FAILED
+
+    guard = _SignalGuard()
+    try:
+        if _on_change_valid(args.on_change):
+            send_ahead(client, plan, role=args.role, auth_mount=args.auth_mount, identity_path=identity_path)
+        return _supervise(args, client, plan, command, identity_path)
+    except _Stopped as stop:  # before the supervisor had the signals: nothing ran, close() revokes
+        return 128 + stop.signum
+    finally:
+        guard.restore()
+        client.close()
+
+
+def _supervise(args: argparse.Namespace, client: EngineClient, plan: SecretsPlan, command: list[str],
+               identity_path: str) -> int:
+    from vaultmesh.workload import supervisor as sv
+    from vaultmesh.workload.session import IdentityFile, Session, WorkloadTransport
+
+    assert client.transport is not None
+    client.transport = WorkloadTransport(client.transport)
+    try:
+        on_change = sv.OnChange.parse(args.on_change)
     except VaultmeshError as err:
         sv.warn_line(str(err))
         return sv.EXIT_FAILED
-
-    from vaultmesh.workload.session import IdentityFile, Session
-
     verbose = args.verbose
 
     def log(level: str, message: str) -> None:
@@ -158,17 +264,27 @@ def run_command(args: argparse.Namespace) -> int:
         traceback.print_exc()
         sv.warn_line(f"internal error ({type(err).__name__}); everything obtained was revoked; please report it")
         return sv.EXIT_FAILED
-    finally:
-        client.close()
 
 
-def _client(args: argparse.Namespace, token: str | None = None) -> EngineClient:
-    from vaultmesh.engine.client import RetryPolicy
+def _client(args: argparse.Namespace, token: str | None = None, *, light: bool = False) -> EngineClient:
+    """The workload's client (``session.make_client``). ``light``: without importing the session (and the lease
+    book) first, for ``run``, which sends its login ahead; ``_supervise`` then wraps the transport in the
+    session's ``WorkloadTransport`` before the session makes a request of its own."""
+    from vaultmesh.engine.client import EngineClient, RetryPolicy, StdlibTransport, make_ssl_context, require_https
     from vaultmesh.engine.env import from_env
-    from vaultmesh.workload.session import make_client
 
-    client = make_client(_addrs(args.addr), ca_file=args.ca_cert or from_env("CACERT"),
-                         namespace=args.namespace or from_env("NAMESPACE"), retry=RetryPolicy(deadline=args.deadline))
+    addrs = _addrs(args.addr)
+    ca_file = args.ca_cert or from_env("CACERT")
+    namespace = args.namespace or from_env("NAMESPACE")
+    retry = RetryPolicy(deadline=args.deadline)
+    if light:
+        require_https(addrs)
+        client = EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry,
+                              transport=StdlibTransport(make_ssl_context(ca_file)))
+    else:
+        from vaultmesh.workload.session import make_client
+
+        client = make_client(addrs, ca_file=ca_file, namespace=namespace, retry=retry)
     client.token = token
     return client
 
