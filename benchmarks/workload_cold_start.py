@@ -226,6 +226,9 @@ def wall(cmd: list[str], n: int = 10) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--baseline", metavar="SRC", type=Path,
+                    help="also time vaultmesh-run from another source tree (e.g. a `git worktree` of an older "
+                         "commit: --baseline /tmp/before/src), interleaved with the others, with its breakdown")
     ap.add_argument("--no-breakdown", dest="breakdown", action="store_false",
                     help="skip the per-phase breakdown of vaultmesh-run (probe runs)")
     args = ap.parse_args()
@@ -268,6 +271,9 @@ def main() -> None:
                     *secrets, "--pass-env", "MARK", "--", *child]
         variants: dict[str, Callable[[], float]] = {
             "vaultmesh-run": lambda: timed([sys.executable, "-c", run_script, *run_args], base_env, mark),
+            **({f"vaultmesh-run ({args.baseline})": lambda: timed(
+                [sys.executable, "-c", run_script, *run_args], {**base_env, "PYTHONPATH": str(args.baseline)}, mark)}
+               if args.baseline else {}),
             "bao agent (exec)": lambda: timed([bao, "agent", f"-config={agent_hcl}"], base_env, mark),
             "shell + bao CLI": lambda: timed([str(script)], {**base_env, "BAO": bao, "JWT": str(jwt),
                                                              "BAO_ADDR": addrs[0], "BAO_CACERT": ca,
@@ -306,8 +312,13 @@ def main() -> None:
         if args.breakdown:
             print(f"\nwhere vaultmesh-run's time goes (probe, median of {args.runs} runs; [prefetch thread] phases "
                   "overlap the main thread's):")
-            for name, sec in breakdown(run_args, base_env, mark, work, args.runs):
-                print(f"  {name:<72}{sec * 1000:>7.1f} ms")
+            trees = [("this tree", base_env)]
+            if args.baseline:
+                trees.append((str(args.baseline), {**base_env, "PYTHONPATH": str(args.baseline)}))
+            for label, env in trees:
+                print(f"  {label}:")
+                for name, sec in breakdown(run_args, env, mark, work, args.runs):
+                    print(f"    {name:<72}{sec * 1000:>7.1f} ms")
     finally:
         try:
             admin.write("sys/leases/revoke-prefix/database/creds", {})  # drops the PostgreSQL roles left behind

@@ -5,7 +5,9 @@ Public SDK names are imported lazily so ``import vaultmesh`` stays cheap on the 
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the run path's first imports
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Workload", "__version__"]

@@ -145,3 +145,18 @@ def test_one_prefetch_per_client() -> None:
     with pytest.raises(RuntimeError):
         c.prefetch(LOGIN, [])
     c.close()
+
+
+def test_the_first_request_not_sent_ahead_revokes_what_nobody_took_before_it_is_sent() -> None:
+    """A session whose first read failed revokes its token: the credential read ahead with that token must be
+    revoked before (a lease made while the token is being revoked could outlive it)."""
+    mesh = Mesh(kv_status=403)
+    c = client(mesh)
+    c.prefetch(LOGIN, [KV, DB])
+    c.login("jwt", {"role": "batch", "jwt": "eyJ"})
+    with pytest.raises(PermissionDenied):
+        c.read("secret/data/jobs/nightly", token="t-1", consistent=True)
+    c.request("POST", "auth/token/revoke-self", {}, token="t-1")
+    assert mesh.paths()[-2:] == ["PUT sys/leases/revoke", "POST auth/token/revoke-self"]
+    c.close()
+    assert mesh.paths().count("PUT sys/leases/revoke") == 1

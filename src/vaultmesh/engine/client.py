@@ -25,12 +25,16 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
 
 from vaultmesh.errors import EngineError, Unavailable, VaultmeshError
+from vaultmesh.values import Value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and dataclasses stay off the import path of ``run``'s login (see the module doc)
+    from typing import Any, Literal, Protocol
+
+    Outcome = Literal["ok", "retry", "fail"]
 
 
 class InsecureAddress(VaultmeshError):
@@ -44,12 +48,11 @@ class MissingCA(VaultmeshError):
 def require_https(addrs: Iterable[str], source: str = "the address") -> None:
     """Refuse any address whose scheme is not https, before a request is made."""
     for a in addrs:
-        if urllib.parse.urlsplit(a.strip()).scheme.lower() != "https":
+        scheme, sep, _ = a.strip().partition("://")
+        if not sep or scheme.lower() != "https":
             raise InsecureAddress(f"refusing OpenBao address {a!r} from {source}: it is not https, so tokens "
                                   "and identity tokens would be sent in clear",
                                   hint="use the mesh's https:// address (`eval \"$(vaultmesh env)\"` sets it)")
-
-Outcome = Literal["ok", "retry", "fail"]
 
 RETRY_STATUSES = frozenset({307, 412, 429, 500, 502, 503, 504})
 """Answers worth trying again, maybe on another node: 307 (a standby that cannot forward redirects to the
@@ -59,21 +62,25 @@ leader election ("local node not active but active cluster node not found"), 502
 503 (sealed, or no leader)."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(Value):
     """Capped exponential backoff with full jitter, within a deadline.
 
     Once the backoff reaches ``cap``, a client that finds the mesh down sends on average ~2/cap requests per
     second (full jitter), so a fleet of workloads retrying cannot storm it back down when it returns.
+
+    - ``deadline`` (15 s): seconds to keep trying. Leader election with performance_multiplier 1 takes ~1-2 s;
+      15 s also covers a node restart.
+    - ``base`` (50 ms): the first wait; small, because the next node is usually healthy.
+    - ``cap`` (1 s): the longest wait between tries.
     """
 
-    deadline: float = 15.0
-    """Seconds to keep trying. Leader election with performance_multiplier 1 takes ~1-2 s; 15 s also
-    covers a node restart."""
-    base: float = 0.05
-    """First wait: small, because the next node is usually healthy."""
-    cap: float = 1.0
-    """Longest wait between tries."""
+    __slots__ = ("base", "cap", "deadline")
+    deadline: float
+    base: float
+    cap: float
+
+    def __init__(self, deadline: float = 15.0, base: float = 0.05, cap: float = 1.0) -> None:
+        self._set(deadline=deadline, base=base, cap=cap)
 
     def delay(self, attempt: int, rng: Callable[[], float]) -> float:
         """Seconds to wait before try ``attempt`` (1-based count of failed tries so far)."""
@@ -89,16 +96,37 @@ def classify(status: int | None) -> Outcome:
     return "fail"
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(Value):
+    """One answer: status, headers (names in lower case), the decoded JSON body, and the node that sent it."""
+
+    __slots__ = ("data", "headers", "node", "status")
     status: int
     headers: Mapping[str, str]
     data: dict[str, Any] | None
     node: str
 
+    def __init__(self, status: int, headers: Mapping[str, str], data: dict[str, Any] | None, node: str) -> None:
+        self._set(status=status, headers=headers, data=data, node=node)
+
     @property
     def index(self) -> str | None:
         return self.headers.get("x-vault-index")
+
+
+def _query(params: Mapping[str, str]) -> str:
+    """``urlencode``, importing ``urllib.parse`` only when a value needs quoting (the run path's never do)."""
+    if all(_plain(k) and _plain(str(v)) for k, v in params.items()):
+        return "&".join(f"{k}={v}" for k, v in params.items())
+    import urllib.parse
+
+    return urllib.parse.urlencode(params)
+
+
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def _plain(text: str) -> bool:
+    return bool(text) and all(c in _SAFE for c in text)
 
 
 def decode(status: int, headers: Mapping[str, str], body: bytes, node: str, method: str,
@@ -119,7 +147,9 @@ def decode(status: int, headers: Mapping[str, str], body: bytes, node: str, meth
     return Response(status, headers, data, node)
 
 
-class Transport(Protocol):
+class Transport(Protocol if TYPE_CHECKING else object):  # type: ignore[misc]
+    """What carries the client's requests: ``StdlibTransport``, a test's fake, httpx's mock transport."""
+
     def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
              timeout: float) -> tuple[int, dict[str, str], bytes]:
         """Send one request to node ``addr``; raise OSError (or a subclass) when the connection fails."""
@@ -328,15 +358,19 @@ class StdlibTransport:
 _MISSING: Any = object()
 
 
-@dataclass(frozen=True)
-class Ahead:
+class Ahead(Value):
     """A request to send before its caller asks for it (``EngineClient.prefetch``)."""
 
+    __slots__ = ("consistent", "data", "method", "params", "path")
     method: str
     path: str
-    data: Any = None
-    params: Mapping[str, str] | None = None
-    consistent: bool = False
+    data: Any
+    params: Mapping[str, str] | None
+    consistent: bool
+
+    def __init__(self, method: str, path: str, data: Any = None, params: Mapping[str, str] | None = None,
+                 consistent: bool = False) -> None:
+        self._set(method=method, path=path, data=data, params=params, consistent=consistent)
 
 
 def _ahead_key(method: str, path: str, token: str | None, data: Any, params: Mapping[str, str] | None,
@@ -447,30 +481,34 @@ class _Prefetch:
                 pass  # best effort: the token's revocation (by its taker) revokes its leases too
 
 
-@dataclass
 class EngineClient:
     """Talks to every node of a mesh; a request that meets a dead, sealed or leaderless node moves on.
 
     ``addrs`` are node (or entry) addresses. The node that answered last is asked first next time.
+
+    - ``timeout``: the per-try socket timeout; a hung node (SIGSTOP) costs at most this much before the next node.
+    - ``last_index``: the newest X-Vault-Index seen on a write; sent back on consistent reads.
+    - ``addr_source``: where ``addrs`` came from (``--addr``, ``BAO_ADDR``, ...), named in the refusal of a
+      non-https one.
     """
 
-    addrs: list[str]
-    ca_file: str | None = None
-    token: str | None = None
-    namespace: str | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float = 5.0
-    """Per-try socket timeout; a hung node (SIGSTOP) costs at most this much before the next node."""
-    transport: Transport | None = None
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    rng: Callable[[], float] = random.random
-    last_index: str | None = None
-    """The newest X-Vault-Index seen on a write; sent back on consistent reads."""
-    addr_source: str = "the address"
-    """Where ``addrs`` came from (``--addr``, ``BAO_ADDR``, ...), named in the refusal of a non-https one."""
-
-    def __post_init__(self) -> None:
+    def __init__(self, addrs: list[str], ca_file: str | None = None, token: str | None = None,
+                 namespace: str | None = None, retry: RetryPolicy | None = None, timeout: float = 5.0,
+                 transport: Transport | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
+                 last_index: str | None = None, addr_source: str = "the address") -> None:
+        self.addrs = list(addrs)
+        self.ca_file = ca_file
+        self.token = token
+        self.namespace = namespace
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.timeout = timeout
+        self.transport = transport
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng
+        self.last_index = last_index
+        self.addr_source = addr_source
         if not self.addrs:
             raise ValueError("EngineClient needs at least one address")
         self.addrs = [a.strip().rstrip("/") for a in self.addrs]
@@ -504,18 +542,23 @@ class EngineClient:
                 retry: RetryPolicy | None = None, nodes: Iterable[str] | None = None) -> Response:
         """Send ``method /v1/<path>``; fail over across nodes on connection errors and retryable answers.
 
-        The answer of an identical request sent ahead (``prefetch``) is taken instead, once."""
+        The answer of an identical request sent ahead (``prefetch``) is taken instead, once. The first request
+        that was not sent ahead ends the prefetch before it is sent: what was fetched for nobody is revoked
+        first (so a caller's ``revoke-self`` after a failure also finds the leases read ahead with its token)."""
         ahead = self._prefetch
-        if ahead is not None and wrap_ttl is None and headers is None and nodes is None:
-            key = _ahead_key(method, path, self.token if token is _MISSING else token, data, params,
-                             namespace if namespace is not None else self.namespace)
-            entry = ahead.take(key)
-            if entry is not None:
-                if entry.error is not None:
-                    raise entry.error
-                if entry.response is not None and 200 <= entry.response.status < 300:
-                    return entry.response
-                # anything else (a 404, a redirect) is asked again: this caller's transport may read it otherwise
+        if ahead is not None:
+            if wrap_ttl is None and headers is None and nodes is None:
+                key = _ahead_key(method, path, self.token if token is _MISSING else token, data, params,
+                                 namespace if namespace is not None else self.namespace)
+                entry = ahead.take(key)
+                if entry is not None:
+                    if entry.error is not None:
+                        raise entry.error
+                    if entry.response is not None and 200 <= entry.response.status < 300:
+                        return entry.response
+                    # anything else (a 404, a redirect) is asked again: the caller's transport may read it otherwise
+            self._prefetch = None
+            ahead.finish()
         return self._send(method, path, data, token=token, wrap_ttl=wrap_ttl, consistent=consistent,
                           namespace=namespace, params=params, headers=headers, retry=retry, nodes=nodes)
 
@@ -540,7 +583,7 @@ class EngineClient:
         if data is not None:
             body = json.dumps(data).encode()
             hdrs["Content-Type"] = "application/json"
-        target = "/v1/" + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        target = "/v1/" + path + ("?" + _query(params) if params else "")
         addrs = list(nodes) if nodes is not None else self.addrs
         deadline = self.clock() + policy.deadline
         last: dict[str, str] = {}

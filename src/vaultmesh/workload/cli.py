@@ -15,12 +15,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from vaultmesh.durations import parse_seconds
 from vaultmesh.errors import VaultmeshError
 
-if TYPE_CHECKING:
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing stays off the path to the login (see send_ahead)
     from vaultmesh.engine.client import EngineClient
     from vaultmesh.workload.spec import SecretsPlan
 

@@ -35,15 +35,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
 
 from vaultmesh.errors import SpecError
+from vaultmesh.values import Value
 
-SourceKind = Literal["kv", "db", "read", "unwrap"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing, dataclasses and pathlib stay off the path to run's login (values.py says why)
+    from pathlib import Path
+    from typing import Any, Literal
+
+    SourceKind = Literal["kv", "db", "read", "unwrap"]
+    TargetKind = Literal["env", "file"]
+
 SOURCE_KINDS: tuple[SourceKind, ...] = ("kv", "db", "read", "unwrap")
-TargetKind = Literal["env", "file"]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_PART = re.compile(r"^[A-Za-z0-9._@+=,:~-]+$")
@@ -62,16 +66,21 @@ class _Bad(Exception):
         self.where = where
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where a value lives. ``key`` identifies it: targets with the same key share one read and one lease."""
+class Source(Value):
+    """Where a value lives. ``key`` identifies it: targets with the same key share one read and one lease.
 
+    ``path`` is, for kv, ``<mount>/<path>``; for db/read the logical path; for unwrap ``env:VAR`` or
+    ``file:PATH``. ``mount`` (kv only) names the mount when it is not the first segment of ``path``.
+    """
+
+    __slots__ = ("kind", "path", "version", "mount")  # noqa: RUF023 - the order of the fields
     kind: SourceKind
     path: str
-    """kv: ``<mount>/<path>``; db/read: the logical path; unwrap: ``env:VAR`` or ``file:PATH``."""
-    version: int | None = None
-    mount: str | None = None
-    """kv only: the mount, when it is not the first segment of ``path``."""
+    version: int | None
+    mount: str | None
+
+    def __init__(self, kind: SourceKind, path: str, version: int | None = None, mount: str | None = None) -> None:
+        self._set(kind=kind, path=path, version=version, mount=mount)
 
     @property
     def key(self) -> str:
@@ -93,33 +102,37 @@ class Source:
         return self.path
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(Value):
     """One delivered value: an environment variable or a file in the private secrets directory."""
 
+    __slots__ = ("kind", "name", "source", "field", "template")  # noqa: RUF023 - the order of the fields
     kind: TargetKind
     name: str
     source: Source
-    field: str | None = None
-    template: str | None = None
+    field: str | None
+    template: str | None
+
+    def __init__(self, kind: TargetKind, name: str, source: Source, field: str | None = None,
+                 template: str | None = None) -> None:
+        self._set(kind=kind, name=name, source=source, field=field, template=template)
 
     @property
     def label(self) -> str:
         return self.name if self.kind == "env" else f"file {self.name}"
 
 
-@dataclass(frozen=True)
-class SecretsPlan:
+class SecretsPlan(Value):
     """Every target, in declaration order; ``sources`` lists each distinct source once."""
 
-    targets: tuple[Target, ...] = ()
-    sources: tuple[Source, ...] = field(init=False)
+    __slots__ = ("targets", "sources")  # noqa: RUF023 - the order of the fields
+    targets: tuple[Target, ...]
+    sources: tuple[Source, ...]
 
-    def __post_init__(self) -> None:
+    def __init__(self, targets: tuple[Target, ...] = ()) -> None:
         seen: dict[str, Source] = {}
-        for t in self.targets:
+        for t in targets:
             seen.setdefault(t.source.key, t.source)
-        object.__setattr__(self, "sources", tuple(seen.values()))
+        self._set(targets=tuple(targets), sources=tuple(seen.values()))
 
     def targets_of(self, source_key: str) -> list[Target]:
         return [t for t in self.targets if t.source.key == source_key]
@@ -236,6 +249,8 @@ def load_file(path: str | Path) -> SecretsPlan:
 
     Errors name the file, and for YAML the line of the offending entry.
     """
+    from pathlib import Path
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
