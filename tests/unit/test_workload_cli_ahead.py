@@ -79,3 +79,29 @@ def test_a_stopping_signal_in_the_window_stops_run_and_the_handlers_come_back() 
     finally:
         guard.restore()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+RUN_ARGVS = [
+    [],
+    ["--role", "batch", "--identity-file", "/run/id.jwt", "--", "python", "job.py", "--role", "x"],
+    ["--role=batch", "--auth-mount=jwt-ci", "--secret", "A=kv:secret/a#b", "--secret=B=db:db/creds/r#u",
+     "--secret-file", "pg.json=db:db/creds/r", "--pass-env", "PG*", "--pass-env=MARK", "-v", "--", "true"],
+    ["--addr", "https://a:1,https://b:2", "--addr=https://c:3", "--ca-cert", "ca.pem", "--namespace", "team",
+     "--deadline", "2s", "--stop-timeout=500ms", "--on-change", "signal:HUP", "--verbose", "./job", "-x"],
+    ["--secrets", "secrets.yaml", "job"],
+    ["--role", "batch", "--", "--"],
+    ["--role", ""],
+]
+
+
+@pytest.mark.parametrize("argv", RUN_ARGVS)
+def test_the_fast_parser_reads_run_arguments_as_argparse_does(argv: list[str]) -> None:
+    fast = cli.fast_run_args(argv)
+    assert fast is not None
+    assert vars(fast) == vars(cli.build_parser().parse_args(["run", *argv]))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--rol", "batch"], ["--role"], ["--role", "-v"],
+                                  ["--deadline", "soon"], ["--verbose=yes"], ["-vv"], ["--unknown", "x"]])
+def test_the_fast_parser_leaves_anything_else_to_argparse(argv: list[str]) -> None:
+    assert cli.fast_run_args(argv) is None

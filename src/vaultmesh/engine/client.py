@@ -20,7 +20,6 @@ and ``close`` revokes what was fetched for nobody.
 from __future__ import annotations
 
 import json
-import random
 import socket
 import ssl
 import threading
@@ -358,6 +357,13 @@ class StdlibTransport:
 _MISSING: Any = object()
 
 
+def _jitter() -> float:
+    """``random.random``, imported at the first backoff: the run path's first requests need none."""
+    import random
+
+    return random.random()
+
+
 class Ahead(Value):
     """A request to send before its caller asks for it (``EngineClient.prefetch``)."""
 
@@ -495,7 +501,7 @@ class EngineClient:
     def __init__(self, addrs: list[str], ca_file: str | None = None, token: str | None = None,
                  namespace: str | None = None, retry: RetryPolicy | None = None, timeout: float = 5.0,
                  transport: Transport | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] = random.random,
+                 sleep: Callable[[float], None] = time.sleep, rng: Callable[[], float] | None = None,
                  last_index: str | None = None, addr_source: str = "the address") -> None:
         self.addrs = list(addrs)
         self.ca_file = ca_file
@@ -506,7 +512,7 @@ class EngineClient:
         self.transport = transport
         self.clock = clock
         self.sleep = sleep
-        self.rng = rng
+        self.rng = rng if rng is not None else _jitter
         self.last_index = last_index
         self.addr_source = addr_source
         if not self.addrs:

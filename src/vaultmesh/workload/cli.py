@@ -4,25 +4,32 @@
     python -m vaultmesh.workload.cli run --role batch --secret API_TOKEN=kv:secret/app#token -- ./job
     python -m vaultmesh.workload.cli leases reap --workload nightly
 
-argparse, not click: this path is started thousands of times and has a start-up budget (see
+argparse, not click: this path is started thousands of times and its start-up is the product (see
 docs/workloads.md); it imports the engine client, the workload package and, only for a YAML secrets file,
 PyYAML. Nothing from cli/, reconcile/, render/, and none of pydantic, rich, httpx, cryptography, click.
+
+The path to the login is kept short: ``run``'s usual arguments are read by ``fast_run_args`` (argparse and
+its parser cost ~5 ms; anything it does not know exactly, ``--help`` included, goes to argparse), and the login
+and reads are sent ahead (``send_ahead``) before the supervisor, session and lease book are imported.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
+from types import SimpleNamespace
 
-from vaultmesh.durations import parse_seconds
 from vaultmesh.errors import VaultmeshError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the path to the login (see send_ahead)
+    import argparse
+
     from vaultmesh.engine.client import EngineClient
     from vaultmesh.workload.spec import SecretsPlan
+
+    Args = argparse.Namespace | SimpleNamespace
 
 IDENTITY_ENV = "VAULTMESH_IDENTITY_FILE"
 ROLE_ENV = "VAULTMESH_ROLE"
@@ -53,6 +60,10 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 
 
 def _duration(text: str) -> float:
+    import argparse
+
+    from vaultmesh.durations import parse_seconds
+
     try:
         return parse_seconds(text)
     except ValueError as err:
@@ -60,6 +71,8 @@ def _duration(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="vaultmesh", description="Workload commands of vaultmesh.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_run_args(sub.add_parser("run", help="Run a command with secrets from the mesh.", description=RUN_HELP,
@@ -88,6 +101,8 @@ exit codes: the command's own; 125 when run failed; 126 not executable; 127 not 
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
+    import argparse
+
     p.add_argument("--role", default=os.environ.get(ROLE_ENV), help="JWT auth role to log in as (env VAULTMESH_ROLE)")
     p.add_argument("--identity-file", default=None, metavar="PATH",
                    help="File holding the identity token (JWT), re-read on every login (env VAULTMESH_IDENTITY_FILE)")
@@ -108,6 +123,56 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="Log logins, renewals and re-reads to stderr")
     _connection_args(p)
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]")
+
+
+_RUN_VALUES = {"--role": "role", "--identity-file": "identity_file", "--auth-mount": "auth_mount",
+               "--secrets": "secrets", "--on-change": "on_change", "--stop-timeout": "stop_timeout",
+               "--ca-cert": "ca_cert", "--namespace": "namespace", "--deadline": "deadline"}
+_RUN_LISTS = {"--secret": "secret", "--secret-file": "secret_file", "--pass-env": "pass_env", "--addr": "addr"}
+_RUN_FLAGS = {"-v": "verbose", "--verbose": "verbose"}
+_RUN_DURATIONS = frozenset({"stop_timeout", "deadline"})
+
+
+def fast_run_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """``run``'s arguments (those after ``run``) as ``add_run_args`` would parse them, without argparse; None
+    for anything it does not know exactly (a prefix of an option, ``--help``, a missing or bad value, ...),
+    which argparse then parses and reports in its own words."""
+    args = SimpleNamespace(command="run", role=os.environ.get(ROLE_ENV), identity_file=None, auth_mount="jwt",
+                           secrets=None, secret=[], secret_file=[], on_change="none", stop_timeout=10.0,
+                           pass_env=[], verbose=False, addr=None, ca_cert=None, namespace=None, deadline=15.0,
+                           argv=[])
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--" or not tok.startswith("-") or tok == "-":
+            args.argv = list(argv[i:])
+            return args
+        name, eq, inline = tok.partition("=")
+        if name in _RUN_FLAGS and not eq:
+            setattr(args, _RUN_FLAGS[name], True)
+            i += 1
+            continue
+        dest = _RUN_VALUES.get(name) or _RUN_LISTS.get(name)
+        if dest is None:
+            return None
+        if eq:
+            value, i = inline, i + 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value, i = argv[i + 1], i + 2
+        else:
+            return None
+        if dest in _RUN_DURATIONS:
+            from vaultmesh.durations import parse_seconds
+
+            try:
+                setattr(args, dest, parse_seconds(value))
+            except ValueError:
+                return None
+        elif name in _RUN_LISTS:
+            setattr(args, dest, [*(getattr(args, dest) or []), value])
+        else:
+            setattr(args, dest, value)
+    return args
 
 
 EXIT_FAILED = 125
@@ -196,7 +261,7 @@ def send_ahead(client: EngineClient, plan: SecretsPlan, *, role: str, auth_mount
     return True
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: Args) -> int:
     command = list(args.argv)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -229,7 +294,7 @@ def run_command(args: argparse.Namespace) -> int:
         client.close()
 
 
-def _supervise(args: argparse.Namespace, client: EngineClient, plan: SecretsPlan, command: list[str],
+def _supervise(args: Args, client: EngineClient, plan: SecretsPlan, command: list[str],
                identity_path: str) -> int:
     from vaultmesh.workload import supervisor as sv
     from vaultmesh.workload.session import IdentityFile, Session, WorkloadTransport
@@ -266,7 +331,7 @@ def _supervise(args: argparse.Namespace, client: EngineClient, plan: SecretsPlan
         return sv.EXIT_FAILED
 
 
-def _client(args: argparse.Namespace, token: str | None = None, *, light: bool = False) -> EngineClient:
+def _client(args: Args, token: str | None = None, *, light: bool = False) -> EngineClient:
     """The workload's client (``session.make_client``). ``light``: without importing the session (and the lease
     book) first, for ``run``, which sends its login ahead; ``_supervise`` then wraps the transport in the
     session's ``WorkloadTransport`` before the session makes a request of its own."""
@@ -289,7 +354,7 @@ def _client(args: argparse.Namespace, token: str | None = None, *, light: bool =
     return client
 
 
-def reap_command(args: argparse.Namespace) -> int:
+def reap_command(args: Args) -> int:
     from vaultmesh.engine.env import from_env
     from vaultmesh.workload.reap import reap
 
@@ -312,7 +377,12 @@ def reap_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``vaultmesh run ...`` / ``vaultmesh leases reap ...`` without click."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        fast = fast_run_args(argv[1:])
+        if fast is not None:
+            return run_command(fast)
+    args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_command(args)
     return reap_command(args)
