@@ -116,6 +116,10 @@ class BenchConfig:
             raise VaultmeshError(f"rate must be between 0 and {MAX_RATE:g}/s, got {self.rate:g}")
         if self.scenario == "steady" and self.rate <= 0:
             raise VaultmeshError("steady needs an arrival rate (--rate)")
+        if self.raw and self.hold > RAW_HOLD_MAX:
+            raise VaultmeshError(f"--raw holds at most {RAW_HOLD_MAX:g} s, got {self.hold:g}: a raw workload never "
+                                 "renews its token, and the mesh's reaper revokes a watched token silent for "
+                                 "reaper.stale_after (15 s)", hint="use the workload path (no --raw) for long holds")
         for name in ("window", "duration", "hold"):
             v = getattr(self, name)
             if not 0 <= v <= MAX_DURATION:
@@ -169,6 +173,10 @@ class Counts:
 
     tokens: int
     leases: int
+
+
+RAW_HOLD_MAX = 10.0
+"""The longest hold of the raw path, whose workloads do not heartbeat (the workload path's do)."""
 
 
 @dataclass

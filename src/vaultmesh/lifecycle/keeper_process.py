@@ -32,7 +32,6 @@ class KeeperStatus:
     last_error: str | None = None
     revoked: int = 0
     """Tokens revoked since the keeper started."""
-    tidied_at: float | None = None
     recent: list[str] = field(default_factory=list)
     """The last things done, newest last (at most 20 sentences)."""
 

@@ -187,6 +187,15 @@ class KeeperSpec(_Model):
     """``keeper: false`` turns it off (then nothing reaps what a SIGKILLed run left: ``vaultmesh leases reap``)."""
     reaper: ReaperSpec = ReaperSpec()
 
+    @property
+    def reap_within(self) -> float | None:
+        """Seconds within which a token nobody renews is revoked, leases included (the *reap interval*:
+        ``stale_after``, one cycle to see it, one more for a cycle's own work and the leases' asynchronous
+        revocation); None when the keeper is off."""
+        if not self.enabled or not self.reaper.roles:
+            return None
+        return float(self.reaper.stale_after + 2 * self.reaper.every)
+
     @model_validator(mode="before")
     @classmethod
     def _from_bool(cls, value: object) -> object:
