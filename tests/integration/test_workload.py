@@ -515,7 +515,7 @@ def test_the_keeper_revokes_what_a_sigkilled_run_left_within_one_reap_interval(w
                interval=0.5)
     print(f"reaped {time.monotonic() - t0:.1f} s after the SIGKILL")
     status = json.loads((wl.mesh.dir / "keeper" / "status.json").read_text())
-    assert status["revoked"] >= 1 and any(name in line for line in status["recent"])
+    assert status["revoked"] >= 1 and any(f"login lease of auth/{AUTH}" in line for line in status["recent"])
 
 
 def test_a_live_run_outliving_the_reapers_threshold_keeps_its_credentials(wl: WorkloadEnv) -> None:
