@@ -210,14 +210,20 @@ def check_ports_free(ports: Mapping[str, int]) -> None:
                                  hint="stop that process, or choose other ports (ports.base in the mesh file)")
 
 
-def wait_until(cond: Callable[[], T], *, timeout: float, interval: float = 0.1) -> T:
-    """Poll ``cond()`` until it returns something truthy or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
+def wait_until(cond: Callable[[], T], *, timeout: float, interval: float = 0.1,
+               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> T:
+    """Poll ``cond()`` until it returns something truthy or ``timeout`` passes; returns its last value.
+
+    ``cond`` runs at once, then every ``interval`` seconds, and once more when the deadline comes (no sleep goes
+    past it). ``clock`` and ``sleep`` are injectable so a caller's own poll loop can be tested without waiting.
+    The one poll loop of the package: every "wait for X with a deadline" goes through here."""
+    deadline = clock() + timeout
     while True:
         result = cond()
-        if result or time.monotonic() >= deadline:
+        now = clock()
+        if result or now >= deadline:
             return result
-        time.sleep(interval)
+        sleep(min(interval, deadline - now))
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
