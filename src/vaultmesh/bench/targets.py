@@ -17,7 +17,6 @@ The mesh-as-code ``apply`` may later declare the same; until then this is the on
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record
 from vaultmesh.layout import HOST
 from vaultmesh.lifecycle import mesh as m
+from vaultmesh.runtime.local import wait_until
 from vaultmesh.workload.reap import scan_tokens
 
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -169,22 +169,30 @@ def counts(client: EngineClient) -> Counts:
 
 
 def wait_for_baseline(client: EngineClient, baseline: Counts, *, timeout: float = 20.0,
-                      clock: Callable[[], float] = time.monotonic) -> tuple[Counts, float | None]:
+                      clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                      count: Callable[[EngineClient], Counts] = counts) -> tuple[Counts, float | None]:
     """Poll the counts until they are back at (or below) ``baseline``; returns (last counts, seconds or None)."""
     t0 = clock()
-    last = counts(client)
-    while not (last.tokens <= baseline.tokens and last.leases <= baseline.leases):
-        if clock() - t0 > timeout:
-            return last, None
-        time.sleep(0.25)
-        last = counts(client)
-    return last, clock() - t0
+    last: list[Counts] = []
+
+    def back() -> bool:
+        last.append(count(client))
+        return last[-1].tokens <= baseline.tokens and last[-1].leases <= baseline.leases
+
+    if not wait_until(back, timeout=timeout, interval=0.25, clock=clock, sleep=sleep):
+        return last[-1], None
+    return last[-1], clock() - t0
 
 
-def revoke_prefix(client: EngineClient, prefix: str) -> None:
-    """Revoke every lease under ``prefix`` at once (sync): the cleanup of single-operation runs."""
-    with contextlib.suppress(EngineError):
+def revoke_prefix(client: EngineClient, prefix: str) -> str | None:
+    """Revoke every lease under ``prefix`` at once (sync): the cleanup of single-operation runs. Returns None
+    when done, else a sentence for the report: a refusal does not stop the run (the count check that follows
+    fails the verdict when leases remain), but it is said, not hidden."""
+    try:
         client.write(f"sys/leases/revoke-prefix/{prefix}", {"sync": True})
+    except EngineError as err:
+        return f"revoke-prefix {prefix} failed: {err}"
+    return None
 
 
 def load_signer(targets: Targets) -> Any:

@@ -6,13 +6,17 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.runtime.local import tracked_pid
+from vaultmesh.runtime.local import tracked_pid, wait_until
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,10 @@ def leader(mesh: m.Mesh, *, timeout: float = 1.0) -> NodeLayout | None:
     return None
 
 
-def wait_leader(mesh: m.Mesh, *, timeout: float = 30.0) -> NodeLayout | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        node = leader(mesh)
-        if node is not None:
-            return node
-        time.sleep(0.1)
-    return None
+def wait_leader(mesh: m.Mesh, *, timeout: float = 30.0, clock: Clock = time.monotonic,
+                sleep: Sleep = time.sleep) -> NodeLayout | None:
+    """The active node, once one is elected (None: none within ``timeout``)."""
+    return wait_until(lambda: leader(mesh), timeout=timeout, interval=0.1, clock=clock, sleep=sleep)
 
 
 def node_pid(node: NodeLayout) -> int:
@@ -90,20 +90,28 @@ def pick_standby(mesh: m.Mesh, current_leader: NodeLayout | None, target: str | 
     raise VaultmeshError("the mesh has no standby to kill")
 
 
-def wait_healthy(root: os.PathLike[str] | str, *, timeout: float = 90.0) -> float | None:
-    """Seconds until `vaultmesh status` calls the mesh healthy (None: not within ``timeout``)."""
+def mesh_healthy(root: os.PathLike[str] | str) -> bool:
+    """`vaultmesh status` calls the mesh healthy. A mesh that cannot answer yet (a node restarting, its state
+    being rewritten) is not healthy: that is what a caller waits out, not a failure."""
     from pathlib import Path
 
     from vaultmesh.lifecycle.up import status
 
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        with contextlib.suppress(VaultmeshError, OSError):
-            _, view, _ = status(Path(root))
-            if view.healthy:
-                return time.monotonic() - t0
-        time.sleep(0.25)
-    return None
+    try:
+        _, view, _ = status(Path(root))
+    except (VaultmeshError, OSError):
+        return False
+    return bool(view.healthy)
+
+
+def wait_healthy(root: os.PathLike[str] | str, *, timeout: float = 90.0, clock: Clock = time.monotonic,
+                 sleep: Sleep = time.sleep, healthy: Callable[[os.PathLike[str] | str], bool] = mesh_healthy,
+                 ) -> float | None:
+    """Seconds until `vaultmesh status` calls the mesh healthy (None: not within ``timeout``)."""
+    t0 = clock()
+    if not wait_until(lambda: healthy(root), timeout=timeout, interval=0.25, clock=clock, sleep=sleep):
+        return None
+    return clock() - t0
 
 
 def heal_with_up(root: os.PathLike[str] | str, *, timeout: float = 120.0) -> float:
