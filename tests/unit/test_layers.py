@@ -39,7 +39,7 @@ FORBIDDEN = {
     "identity": ("vaultmesh.lifecycle", "vaultmesh.reconcile", "vaultmesh.render"),
     "workload": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.render", "vaultmesh.lifecycle"),
     "pki": ("vaultmesh.cli", "vaultmesh.lifecycle", "vaultmesh.engine"),
-    "keeper": ("vaultmesh.cli", "vaultmesh.reconcile", "vaultmesh.bench", "vaultmesh.chaos"),
+    "keeper": ("vaultmesh.cli", "vaultmesh.bench", "vaultmesh.chaos"),
 }
 
 

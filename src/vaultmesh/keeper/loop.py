@@ -10,6 +10,8 @@ One cycle of the reaper::
     LIST auth/token/accessors + lookup each       roles watched one by one: the token facts
     abandoned(...)         pure: which tokens nobody renews any more
     POST auth/token/revoke-accessor               each of them, and so its leases
+    LIST sys/leases/lookup/<prefix>   per lease budget of the file last applied (reconcile/budgets.json):
+    breaches(...)          pure: which budgets are exceeded; recorded and logged when that changes
     keeper/status.json     what was done (``KeeperStatus``), atomically
 
     POST sys/leases/tidy   on the active node, every cycle for ``stale_after`` seconds after a leader change or
@@ -36,9 +38,12 @@ from types import FrameType
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
+from vaultmesh.fsutil import read_json
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.keeper_process import KeeperStatus, write_status
+from vaultmesh.reconcile.apply import ReconcileState
+from vaultmesh.reconcile.budget import Budget, breaches, count_leases
 from vaultmesh.workload.reap import scan_tokens
 
 RECENT = 20
@@ -54,6 +59,7 @@ class Reaper:
     revoked: int = 0
     recent: list[str] = field(default_factory=list)
     last_error: str | None = None
+    over_budget: list[str] = field(default_factory=list)
 
     def note(self, sentence: str) -> None:
         self.recent = [*self.recent, f"{time.strftime('%H:%M:%S')} {sentence}"][-RECENT:]
@@ -151,6 +157,33 @@ def reap_cycle(mesh: m.Mesh, client: EngineClient, state: Reaper, *, now: Callab
             state.last_error = f"sys/leases/tidy: {str(err).splitlines()[0]}"
 
 
+def read_budgets(root: Path) -> list[Budget]:
+    """The lease budgets of the file last applied; none when nothing was applied (or the record is unreadable)."""
+    try:
+        return [Budget.from_json(item) for item in read_json(ReconcileState(root).budgets_file)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def watch_budgets(client: EngineClient, state: Reaper, budgets: list[Budget],
+                  log: Callable[[str], None] = print) -> None:
+    """Count the leases of every budget; record (and log, when it changes) which are exceeded."""
+    if not budgets:
+        state.over_budget = []
+        return
+    try:
+        counts = {b.key: count_leases(client, b) for b in budgets}
+    except VaultmeshError as err:
+        state.last_error = f"counting leases for the budgets: {str(err).splitlines()[0]}"
+        return
+    now_over = breaches(budgets, counts)
+    for sentence in now_over:
+        if sentence.split(" holds ")[0] not in {s.split(" holds ")[0] for s in state.over_budget}:
+            state.note(f"over budget: {sentence}")
+            log(f"over budget: {sentence}")
+    state.over_budget = now_over
+
+
 def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None] = time.sleep,
           log: Callable[[str], None] = print) -> None:
     """Cycle until ``stop()`` or until the state dir is gone (``destroy``)."""
@@ -167,8 +200,11 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
             return
         t0 = time.monotonic()
         reap_cycle(mesh, client, state, log=log)
+        if state.healthy_since is not None:
+            watch_budgets(client, state, read_budgets(root), log=log)
         status = replace(status, cycle_at=time.time(), healthy_since=state.healthy_since,
-                         last_error=state.last_error, revoked=state.revoked, recent=list(state.recent))
+                         last_error=state.last_error, revoked=state.revoked, recent=list(state.recent),
+                         over_budget=list(state.over_budget))
         write_status(mesh.paths, status)
         sleep(max(0.1, every - (time.monotonic() - t0)))
 

@@ -34,6 +34,8 @@ class KeeperStatus:
     """Tokens revoked since the keeper started."""
     recent: list[str] = field(default_factory=list)
     """The last things done, newest last (at most 20 sentences)."""
+    over_budget: list[str] = field(default_factory=list)
+    """One sentence per lease budget (``lease_budget`` in the mesh file) exceeded at the last cycle."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,4 +83,6 @@ def describe(status: KeeperStatus | None, running: bool, *, now: float | None = 
     ago = (now if now is not None else time.time()) - status.cycle_at
     health = f"error: {status.last_error}" if status.last_error else "mesh answering"
     last = status.recent[-1] if status.recent else "nothing to do yet"
-    return f"running (pid {status.pid}), last cycle {ago:.0f} s ago, {health}; revoked {status.revoked}; {last}"
+    over = f"; OVER BUDGET: {'; '.join(status.over_budget)}" if status.over_budget else ""
+    return (f"running (pid {status.pid}), last cycle {ago:.0f} s ago, {health}; revoked {status.revoked}; "
+            f"{last}{over}")

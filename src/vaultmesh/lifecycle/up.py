@@ -435,4 +435,5 @@ def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
     return {"enabled": mesh.spec.keeper.enabled, "running": pid is not None, "pid": pid,
             "summary": keeper.describe(record, pid is not None),
             **({"cycle_at": record.cycle_at, "healthy_since": record.healthy_since, "revoked": record.revoked,
-                "last_error": record.last_error, "recent": record.recent} if record else {})}
+                "last_error": record.last_error, "recent": record.recent, "over_budget": record.over_budget}
+               if record else {})}

@@ -23,6 +23,7 @@ from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import EngineError, StateError, VaultmeshError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
 from vaultmesh.lifecycle import mesh as m
+from vaultmesh.reconcile.budget import budgets
 from vaultmesh.reconcile.observe import Read, observed_state, parse_mounts, reads_needed
 from vaultmesh.reconcile.plan import Action, Delete, Plan, applied_hashes, plan_changes, requests_for
 from vaultmesh.reconcile.resources import Resource, desired_resources, secret_values
@@ -57,6 +58,11 @@ class ReconcileState:
     @property
     def applied_file(self) -> Path:
         return self.dir / "applied.json"
+
+    @property
+    def budgets_file(self) -> Path:
+        """The lease budgets of the file last applied (``reconcile.budget.Budget.to_json``)."""
+        return self.dir / "budgets.json"
 
     @property
     def audit_file(self) -> Path:
@@ -220,6 +226,8 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
         raise ApplyFailed(f"{first.op} {first.kind} {first.key.id}: OpenBao acknowledged the write but reading it "
                           f"back shows it is not there ({len(missing)} action(s) so); not recorded as applied",
                           hint="check the node logs (a standby answering after a failover?) and re-run apply")
+    # the lease budgets of the file last applied, for the keeper to watch (OpenBao has no lease quotas)
+    write_json(state.budgets_file, [b.to_json() for b in budgets(spec)])
     audit_changed = apply_audit(mesh, spec, progress=progress)
     return ApplyResult(plan, tuple(done), audit_changed)
 

@@ -50,10 +50,23 @@ class Budget:
     sources: tuple[Loc, ...]
     """Where each contributing ``lease_budget`` is declared in the mesh file."""
 
+    where: str = ""
+    """The declarations as field paths (``secrets.database.roles.ro.lease_budget``), for sentences."""
+
     @property
     def key(self) -> str:
         """The prefix with its namespace (``team-a/database/creds/ro/``): the key of the counts."""
         return f"{self.namespace}/{self.prefix}" if self.namespace else self.prefix
+
+    def to_json(self) -> dict[str, object]:
+        return {"namespace": self.namespace, "prefix": self.prefix, "limit": self.limit, "what": self.what,
+                "unit": self.unit, "where": self.where}
+
+    @staticmethod
+    def from_json(data: Mapping[str, object]) -> Budget:
+        unit = "tokens" if data.get("unit") == "tokens" else "credentials"
+        return Budget(str(data.get("namespace") or ""), str(data["prefix"]), int(str(data["limit"])),
+                      str(data.get("what") or data["prefix"]), unit, (), str(data.get("where") or ""))
 
 
 def budgets(spec: ResourcesSpec) -> list[Budget]:
@@ -65,18 +78,20 @@ def budgets(spec: ResourcesSpec) -> list[Budget]:
                 continue
             roles = [(name, role) for name, role in auth.roles.items() if role.lease_budget is not None]
             if roles:
+                sources = tuple((*loc, "auth", mount, "roles", n, "lease_budget") for n, _ in roles)
                 out.append(Budget(
                     ns, f"auth/{mount}/login/", sum(role.lease_budget or 0 for _, role in roles),
                     f"jwt role{'s' if len(roles) > 1 else ''} {', '.join(n for n, _ in roles)} on auth/{mount}",
-                    "tokens", tuple((*loc, "auth", mount, "roles", n, "lease_budget") for n, _ in roles)))
+                    "tokens", sources, ", ".join(field_path(s) for s in sources)))
         for mount, engine in scope.secrets.items():
             if not isinstance(engine, DatabaseMount):
                 continue
             for name, db_role in engine.roles.items():
                 if db_role.lease_budget is not None:
+                    source = (*loc, "secrets", mount, "roles", name, "lease_budget")
                     out.append(Budget(ns, f"{mount}/creds/{name}/", db_role.lease_budget,
-                                      f"database role {mount}/{name}", "credentials",
-                                      ((*loc, "secrets", mount, "roles", name, "lease_budget"),)))
+                                      f"database role {mount}/{name}", "credentials", (source,),
+                                      field_path(source)))
     return out
 
 
@@ -87,9 +102,8 @@ def breaches(budgets: Sequence[Budget], counts: Mapping[str, int]) -> list[str]:
     for b in budgets:
         count = counts.get(b.key)
         if count is not None and count > b.limit:
-            where = ", ".join(field_path(s) for s in b.sources)
             out.append(f"{b.what} holds {count} live {b.unit} under {b.key}, over its lease_budget of {b.limit} "
-                       f"({where})")
+                       f"({b.where})")
     return out
 
 
