@@ -11,6 +11,10 @@ in the bytes.
 Each records ``Sample``s through a callback: ``rec(phase, t_sched, t_start, t_end, error)``. Phases (mint, login,
 kv, db, revoke, and ``login-to-secrets`` from login start to credentials in hand) are service times; the
 ``workload`` sample runs from the workload's scheduled start, so time spent waiting for a thread counts.
+
+A failed operation is a sample with an error, never a silent drop: ``_timed`` records the failure and raises it
+on (a workload stops at its first failed phase), ``_sample`` records it and returns. A call that is not an
+operation of the bench (an unknown op) is a ValueError, raised, never recorded as a sample.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vaultmesh.bench.model import SECRETS, WORKLOAD, error_kind
+from vaultmesh.bench.model import OPS, SECRETS, WORKLOAD, error_kind
 from vaultmesh.bench.targets import Targets
 from vaultmesh.engine.client import RetryPolicy, make_ssl_context
-from vaultmesh.errors import EngineError
+from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.identity.tokens import mint
 from vaultmesh.workload.session import Session, make_client
 from vaultmesh.workload.spec import Source
@@ -38,6 +42,9 @@ Clock = Callable[[], float]
 
 TOKEN_TTL = 900.0
 """Identity tokens minted for bench workloads live 15 minutes: longer than any bounded run."""
+
+SINGLE_OPS: tuple[str, ...] = tuple(op for op in OPS if op != WORKLOAD)
+"""The operations ``single`` does, one request each."""
 
 
 @dataclass
@@ -56,7 +63,43 @@ def identity_token(signer: Any, targets: Targets, seq: int) -> str:
                 ttl=TOKEN_TTL, now=time.time())
 
 
-class PathOps:
+def check_op(op: str, allowed: tuple[str, ...] = OPS) -> None:
+    """ValueError unless ``op`` is one of ``allowed``: a caller's bug, not a failed sample."""
+    if op not in allowed:
+        raise ValueError(f"unknown bench operation {op!r}; expected one of {', '.join(allowed)}")
+
+
+class Sampler:
+    """Times one call as one sample. ``failures``: what a failed operation raises (recorded as the sample's
+    error); anything else is a bug and goes up unrecorded."""
+
+    clock: Clock
+    failures: tuple[type[Exception], ...] = (Exception,)
+
+    def kind(self, err: Exception) -> str:
+        return error_kind(err)
+
+    def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
+        """``fn()`` as one sample; a failure is recorded, then raised on."""
+        t_start = self.clock()
+        try:
+            out = fn()
+        except self.failures as err:  # every failure is a counted sample
+            rec(phase, t_sched, t_start, self.clock(), self.kind(err))
+            raise
+        rec(phase, t_sched, t_start, self.clock(), None)
+        return out
+
+    def _sample(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> bool:
+        """``fn()`` as one sample; a failure is recorded and not raised. True when it succeeded."""
+        try:
+            self._timed(rec, phase, t_sched, fn)
+        except self.failures:  # recorded by _timed as this sample's error
+            return False
+        return True
+
+
+class PathOps(Sampler):
     """The workload path, one per thread (an EngineClient has one connection per node)."""
 
     def __init__(self, targets: Targets, signer: Any, *, clock: Clock, retry_deadline: float = 15.0) -> None:
@@ -69,13 +112,15 @@ class PathOps:
 
     def close(self) -> None:
         if self.own_token:
-            # cleanup: the bench's count check reports anything left behind
-            with contextlib.suppress(Exception):
+            # cleanup: a token the mesh did not revoke is left behind, and the bench's count check reports it
+            with contextlib.suppress(VaultmeshError, OSError):
                 self.client.write("auth/token/revoke-self", {}, token=self.own_token)
         self.client.close()
 
     def prepare(self, op: str) -> None:
-        """Single-op scenarios that need a token (kv-read, db-creds) log in once per thread, off the clock."""
+        """Single-op scenarios that need a token (kv-read, db-creds) log in once per thread, off the clock.
+        ValueError for an operation the bench does not know (before any sample)."""
+        check_op(op)
         if op in ("kv-read", "db-creds"):
             self.own_token = self._login(identity_token(self.signer, self.t, 0))
 
@@ -103,16 +148,6 @@ class PathOps:
             raise EngineError(404, ["not found"], method="GET", path="/" + path)
         return data
 
-    def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
-        t_start = self.clock()
-        try:
-            out = fn()
-        except Exception as err:  # every failure is a counted sample
-            rec(phase, t_sched, t_start, self.clock(), error_kind(err))
-            raise
-        rec(phase, t_sched, t_start, self.clock(), None)
-        return out
-
     def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
         """Mint, log in, read KV, get database creds, through a workload Session; records each phase and the
         whole (``workload``)."""
@@ -139,23 +174,19 @@ class PathOps:
     def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
         """Close the session: revoke every lease, then the token."""
         if held.session is not None:
-            with contextlib.suppress(Exception):  # already recorded
-                self._timed(rec, "revoke", self.clock(), held.session.close)
+            self._sample(rec, "revoke", self.clock(), held.session.close)
 
     def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
-        t = self.t
-        try:
-            own = self.own_token or ""
-            if op == "kv-read":
-                self._timed(rec, op, t_sched, lambda: self._read(t.kv_read_path, own))
-            elif op == "db-creds":
-                self._timed(rec, op, t_sched, lambda: self._read(t.creds_path, own))
-            elif op == "jwt-login":
-                self._timed(rec, op, t_sched, lambda: self._login(identity_token(self.signer, t, seq)))
-            else:
-                raise ValueError(op)
-        except Exception:  # already recorded
-            pass
+        """One operation of a single-op scenario as one sample (a failure is its error); ValueError for an
+        operation that is not one of ``SINGLE_OPS``."""
+        check_op(op, SINGLE_OPS)
+        t, own = self.t, self.own_token or ""
+        calls: dict[str, Callable[[], Any]] = {
+            "kv-read": lambda: self._read(t.kv_read_path, own),
+            "db-creds": lambda: self._read(t.creds_path, own),
+            "jwt-login": lambda: self._login(identity_token(self.signer, t, seq)),
+        }
+        self._sample(rec, op, t_sched, calls[op])
 
 
 def _find(body: bytes, key: bytes) -> str | None:
@@ -200,8 +231,10 @@ class RawError(Exception):
         self.kind = kind
 
 
-class RawOps:
+class RawOps(Sampler):
     """The ceiling: same requests as ``PathOps``, least client work, to the entry only, no retries."""
+
+    failures = (RawError,)
 
     def __init__(self, targets: Targets, tokens: list[str], *, clock: Clock) -> None:
         self.t = targets
@@ -216,7 +249,8 @@ class RawOps:
 
     def close(self) -> None:
         if self.own_token:
-            with contextlib.suppress(Exception):
+            # cleanup: a token the mesh did not revoke is left behind, and the bench's count check reports it
+            with contextlib.suppress(OSError, http.client.HTTPException):
                 self.conn.request("POST", "/v1/auth/token/revoke-self", b"", self.own_token)
         self.conn.close()
 
@@ -224,6 +258,7 @@ class RawOps:
         return self.tokens[seq % len(self.tokens)]
 
     def prepare(self, op: str) -> None:
+        check_op(op)
         if op in ("kv-read", "db-creds"):
             self.own_token = self._do_login(0)
 
@@ -244,15 +279,8 @@ class RawOps:
             raise RawError("no-token")
         return token
 
-    def _timed(self, rec: Rec, phase: str, t_sched: float, fn: Callable[[], Any]) -> Any:
-        t_start = self.clock()
-        try:
-            out = fn()
-        except RawError as err:
-            rec(phase, t_sched, t_start, self.clock(), err.kind)
-            raise
-        rec(phase, t_sched, t_start, self.clock(), None)
-        return out
+    def kind(self, err: Exception) -> str:
+        return err.kind if isinstance(err, RawError) else error_kind(err)
 
     def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
         held: Held | None = None
@@ -281,18 +309,14 @@ class RawOps:
                            held.token)
             self._call("POST", "/v1/auth/token/revoke-self", b"", held.token)
 
-        with contextlib.suppress(RawError):
-            self._timed(rec, "revoke", self.clock(), go)
+        self._sample(rec, "revoke", self.clock(), go)
 
     def single(self, op: str, seq: int, t_sched: float, rec: Rec) -> None:
-        try:
-            if op == "kv-read":
-                self._timed(rec, op, t_sched, lambda: self._call("GET", self._kv, None, self.own_token))
-            elif op == "db-creds":
-                self._timed(rec, op, t_sched, lambda: self._call("GET", self._creds, None, self.own_token))
-            elif op == "jwt-login":
-                self._timed(rec, op, t_sched, lambda: self._do_login(seq))
-            else:
-                raise ValueError(op)
-        except RawError:
-            pass
+        """As ``PathOps.single``, on the raw connection."""
+        check_op(op, SINGLE_OPS)
+        calls: dict[str, Callable[[], Any]] = {
+            "kv-read": lambda: self._call("GET", self._kv, None, self.own_token),
+            "db-creds": lambda: self._call("GET", self._creds, None, self.own_token),
+            "jwt-login": lambda: self._do_login(seq),
+        }
+        self._sample(rec, op, t_sched, calls[op])
