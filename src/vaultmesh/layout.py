@@ -10,7 +10,14 @@ State dir (0700 directories; secrets 0600)::
     nodes/<name>/         config.hcl, data/, tls/{cert,key}.pem, bao.log, bao.pid, audit.log
     entry/                haproxy.cfg, entry.pem (cert + key), haproxy.pid, haproxy.log
     admin/password        the admin userpass password; admin/token the cached admin token
+    identity/             the workload identity issuer: keys/ (its key ring), tls/{cert,key}.pem, issuer.json
+                          (its URL and port, kept across restarts), serve.pid, serve.log
+    reconcile/            hash.key, applied.json, audit.json, budgets.json: what ``apply`` last did
     keeper/               keeper.pid, keeper.log, status.json (what it last did)
+
+Every path of the state dir is spelled here and nowhere else; each record has one typed reader next to its
+writer (``identity.server.read_issuer_record``, ``reconcile.state.ReconcileState``,
+``lifecycle.keeper_process.read_status``, ``lifecycle.mesh.open_mesh``).
 """
 
 from __future__ import annotations
@@ -136,6 +143,60 @@ class StatePaths:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def identity_dir(self) -> Path:
+        return self.root / "identity"
+
+    @property
+    def identity_keys(self) -> Path:
+        """The issuer's key ring directory (``identity.keys.KeyRing``)."""
+        return self.identity_dir / "keys"
+
+    @property
+    def issuer_record(self) -> Path:
+        """``issuer.json``: the running issuer's URL and port (``identity.server.IssuerRecord``)."""
+        return self.identity_dir / "issuer.json"
+
+    @property
+    def identity_cert(self) -> Path:
+        return self.identity_dir / "tls" / "cert.pem"
+
+    @property
+    def identity_key(self) -> Path:
+        return self.identity_dir / "tls" / "key.pem"
+
+    @property
+    def issuer_pid(self) -> Path:
+        return self.identity_dir / "serve.pid"
+
+    @property
+    def issuer_log(self) -> Path:
+        return self.identity_dir / "serve.log"
+
+    @property
+    def reconcile_dir(self) -> Path:
+        return self.root / "reconcile"
+
+    @property
+    def reconcile_hash_key(self) -> Path:
+        """The HMAC key of write-only field fingerprints (``reconcile.state.ReconcileState.hash_key``)."""
+        return self.reconcile_dir / "hash.key"
+
+    @property
+    def reconcile_applied(self) -> Path:
+        """Fingerprints of what ``apply`` wrote and read back (``ReconcileState.previous_hashes``)."""
+        return self.reconcile_dir / "applied.json"
+
+    @property
+    def reconcile_audit(self) -> Path:
+        """The audit devices the last ``apply`` declared (read by ``lifecycle.mesh.declared_audit``)."""
+        return self.reconcile_dir / "audit.json"
+
+    @property
+    def reconcile_budgets(self) -> Path:
+        """The lease budgets of the file last applied (``ReconcileState.budgets``)."""
+        return self.reconcile_dir / "budgets.json"
 
     @property
     def keeper_dir(self) -> Path:

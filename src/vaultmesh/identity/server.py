@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from vaultmesh.errors import RuntimeFailure, StateError, VaultmeshError
 from vaultmesh.identity.keys import KeyRing, write_private_file
 from vaultmesh.identity.tokens import DISCOVERY_PATH, JWKS_PATH, discovery_document, jwks
+from vaultmesh.layout import StatePaths
 
 log = logging.getLogger(__name__)
 
@@ -44,19 +45,14 @@ REQUEST_TIMEOUT = 10.0
 RECORD_VERSION = 1
 
 
-def identity_dir(state_dir: str | Path) -> Path:
-    """``<state_dir>/identity``: the issuer's keys and its record live here."""
-    return Path(state_dir) / "identity"
-
-
 def keys_dir(state_dir: str | Path) -> Path:
-    """``<state_dir>/identity/keys``: the key ring directory."""
-    return identity_dir(state_dir) / "keys"
+    """The key ring directory (``StatePaths.identity_keys``)."""
+    return StatePaths(Path(state_dir)).identity_keys
 
 
 def issuer_record_path(state_dir: str | Path) -> Path:
-    """``<state_dir>/identity/issuer.json``: where ``identity serve`` records its URL for other commands."""
-    return identity_dir(state_dir) / "issuer.json"
+    """Where ``identity serve`` records its URL for other commands (``StatePaths.issuer_record``)."""
+    return StatePaths(Path(state_dir)).issuer_record
 
 
 @dataclass(frozen=True, slots=True)

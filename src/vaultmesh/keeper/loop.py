@@ -38,12 +38,11 @@ from types import FrameType
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
-from vaultmesh.fsutil import read_json
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.keeper_process import KeeperStatus, write_status
-from vaultmesh.reconcile.apply import ReconcileState
 from vaultmesh.reconcile.budget import Budget, breaches, count_leases
+from vaultmesh.reconcile.state import ReconcileState
 from vaultmesh.workload.reap import scan_tokens
 
 RECENT = 20
@@ -157,14 +156,6 @@ def reap_cycle(mesh: m.Mesh, client: EngineClient, state: Reaper, *, now: Callab
             state.last_error = f"sys/leases/tidy: {str(err).splitlines()[0]}"
 
 
-def read_budgets(root: Path) -> list[Budget]:
-    """The lease budgets of the file last applied; none when nothing was applied (or the record is unreadable)."""
-    try:
-        return [Budget.from_json(item) for item in read_json(ReconcileState(root).budgets_file)]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-
-
 def watch_budgets(client: EngineClient, state: Reaper, budgets: list[Budget],
                   log: Callable[[str], None] = print) -> None:
     """Count the leases of every budget; record (and log, when it changes) which are exceeded."""
@@ -201,7 +192,7 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
         t0 = time.monotonic()
         reap_cycle(mesh, client, state, log=log)
         if state.healthy_since is not None:
-            watch_budgets(client, state, read_budgets(root), log=log)
+            watch_budgets(client, state, ReconcileState(mesh.paths).budgets(), log=log)
         status = replace(status, cycle_at=time.time(), healthy_since=state.healthy_since,
                          last_error=state.last_error, revoked=state.revoked, recent=list(state.recent),
                          over_budget=list(state.over_budget))

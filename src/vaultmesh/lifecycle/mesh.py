@@ -223,8 +223,7 @@ def render_configs(mesh: Mesh) -> None:
 
 def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:
     """The identity issuer's TLS certificate (127.0.0.1, localhost) from the mesh CA, made once."""
-    cert = mesh.paths.root / "identity" / "tls" / "cert.pem"
-    key = mesh.paths.root / "identity" / "tls" / "key.pem"
+    cert, key = mesh.paths.identity_cert, mesh.paths.identity_key
     if not (cert.exists() and key.exists()):
         ensure_dir(cert.parent.parent)
         ensure_dir(cert.parent)
@@ -239,7 +238,7 @@ def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:
 def declared_audit(root: Path) -> list[AuditDevice]:
     """Audit devices declared by the last ``apply`` (``reconcile/audit.json``), beside the default one."""
     try:
-        items = read_json(root / "reconcile" / "audit.json")
+        items = read_json(StatePaths(root).reconcile_audit)
     except FileNotFoundError:
         return []
     return [AuditDevice(d["type"], d["name"], dict(d["options"])) for d in items]

@@ -90,11 +90,11 @@ def _start_entry(layout: MeshLayout) -> int:
 
 
 def issuer_pid_file(layout: MeshLayout) -> Path:
-    return layout.paths.root / "identity" / "serve.pid"
+    return layout.paths.issuer_pid
 
 
 def issuer_cert_file(layout: MeshLayout) -> Path:
-    return layout.paths.root / "identity" / "tls" / "cert.pem"
+    return layout.paths.identity_cert
 
 
 def issuer_running(layout: MeshLayout) -> bool:
@@ -109,8 +109,8 @@ def _start_issuer(mesh: m.Mesh) -> int:
     cert, key = m.ensure_identity_cert(mesh)
     root = mesh.paths.root
     return start_process([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(root), "identity", "serve",
-                          "--cert", str(cert), "--key", str(key)], cwd=root / "identity",
-                         log_file=root / "identity" / "serve.log", pid_file=issuer_pid_file(mesh.layout))
+                          "--cert", str(cert), "--key", str(key)], cwd=mesh.paths.identity_dir,
+                         log_file=mesh.paths.issuer_log, pid_file=issuer_pid_file(mesh.layout))
 
 
 def _seal_ready(mesh: m.Mesh, client: EngineClient) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,12 +20,14 @@ from typing import Any
 from vaultmesh.engine.admin import retry_while_upgrading
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import EngineError, StateError, VaultmeshError
-from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
+from vaultmesh.fsutil import read_json, write_json
+from vaultmesh.identity.server import read_issuer_record
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.reconcile.budget import budgets
 from vaultmesh.reconcile.observe import Read, observed_state, parse_mounts, reads_needed
 from vaultmesh.reconcile.plan import Action, Delete, Plan, applied_hashes, plan_changes, requests_for
 from vaultmesh.reconcile.resources import Resource, desired_resources, secret_values
+from vaultmesh.reconcile.state import ReconcileState
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice
 from vaultmesh.runtime.local import tracked_pid, wait_until
 from vaultmesh.spec.models import MeshSpec
@@ -43,53 +44,13 @@ def _quiet(_: str) -> None:
     pass
 
 
-@dataclass(frozen=True)
-class ReconcileState:
-    root: Path
-
-    @property
-    def dir(self) -> Path:
-        return self.root / "reconcile"
-
-    @property
-    def hash_key_file(self) -> Path:
-        return self.dir / "hash.key"
-
-    @property
-    def applied_file(self) -> Path:
-        return self.dir / "applied.json"
-
-    @property
-    def budgets_file(self) -> Path:
-        """The lease budgets of the file last applied (``reconcile.budget.Budget.to_json``)."""
-        return self.dir / "budgets.json"
-
-    @property
-    def audit_file(self) -> Path:
-        return self.dir / "audit.json"
-
-    def hash_key(self) -> bytes:
-        if not self.hash_key_file.exists():
-            ensure_dir(self.dir)
-            write_atomic(self.hash_key_file, secrets.token_bytes(32))
-        return self.hash_key_file.read_bytes()
-
-    def previous_hashes(self) -> dict[str, dict[str, str]]:
-        try:
-            return dict(read_json(self.applied_file))
-        except FileNotFoundError:
-            return {}
-        except ValueError as err:
-            raise StateError(f"{self.applied_file} is corrupt ({err})",
-                             hint="delete it: write-only fields will then be written again") from None
-
-
 def placeholders(mesh: m.Mesh) -> dict[str, str]:
     """Values for ``{{vaultmesh.<name>}}`` in the mesh file: the mesh CA and its identity issuer's URL."""
     out = {"ca_pem": mesh.paths.ca_cert.read_text()}
-    issuer = mesh.paths.root / "identity" / "issuer.json"
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
-        out["issuer_url"] = str(read_json(issuer)["issuer"])
+    with contextlib.suppress(StateError):
+        record = read_issuer_record(mesh.paths.root)
+        if record is not None:
+            out["issuer_url"] = record.issuer
     return out
 
 
@@ -99,7 +60,7 @@ def desired_for(mesh: m.Mesh, spec: MeshSpec, *, base_dir: Path,
         return read_confined(base_dir, name)
 
     values = secret_values(spec, env=os.environ if env is None else env, read_file=read_file)
-    return desired_resources(spec, secrets=values, hash_key=ReconcileState(mesh.paths.root).hash_key(),
+    return desired_resources(spec, secrets=values, hash_key=ReconcileState(mesh.paths).hash_key(),
                              placeholders=placeholders(mesh))
 
 
@@ -130,7 +91,7 @@ def make_plan(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: P
               env: Mapping[str, str] | None = None) -> tuple[Plan, list[Resource]]:
     desired = desired_for(mesh, spec, base_dir=base_dir, env=env)
     observed = gather(client, desired)
-    previous = ReconcileState(mesh.paths.root).previous_hashes()
+    previous = ReconcileState(mesh.paths).previous_hashes()
     return plan_changes(desired, observed, previous_hashes=previous), desired
 
 
@@ -199,7 +160,7 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
         raise ApplyFailed("the mesh or the file changed since the plan was reviewed (checksum differs)",
                           hint="run `vaultmesh plan` again and review it")
     plan.raise_if_unsafe(force=force, prune=prune)
-    state = ReconcileState(mesh.paths.root)
+    state = ReconcileState(mesh.paths)
     previous = state.previous_hashes()
     done: list[Action] = []
     try:
@@ -220,14 +181,14 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
             missing = []
         verified = [a for a in done if a not in missing]
         if verified:
-            write_json(state.applied_file, applied_hashes(plan, previous, executed=verified))
+            write_json(state.paths.reconcile_applied, applied_hashes(plan, previous, executed=verified))
     if missing:
         first = missing[0]
         raise ApplyFailed(f"{first.op} {first.kind} {first.key.id}: OpenBao acknowledged the write but reading it "
                           f"back shows it is not there ({len(missing)} action(s) so); not recorded as applied",
                           hint="check the node logs (a standby answering after a failover?) and re-run apply")
     # the lease budgets of the file last applied, for the keeper to watch (OpenBao has no lease quotas)
-    write_json(state.budgets_file, [b.to_json() for b in budgets(spec)])
+    write_json(state.paths.reconcile_budgets, [b.to_json() for b in budgets(spec)])
     audit_changed = apply_audit(mesh, spec, progress=progress)
     return ApplyResult(plan, tuple(done), audit_changed)
 
@@ -246,16 +207,16 @@ def declared_audit(spec: MeshSpec) -> list[AuditDevice]:
 def apply_audit(mesh: m.Mesh, spec: MeshSpec, *, progress: Progress = _quiet) -> bool:
     """Render the declared audit devices into every node config and reload (SIGHUP) the running nodes when
     they changed. Returns whether anything changed."""
-    state = ReconcileState(mesh.paths.root)
+    state = ReconcileState(mesh.paths)
     wanted = [{"type": d.type, "name": d.name, "options": d.options} for d in declared_audit(spec)[1:]]
     try:
-        current = read_json(state.audit_file)
+        current = read_json(state.paths.reconcile_audit)
     except FileNotFoundError:
         current = []
     if current == wanted:
         return False
     progress(f"~ audit devices: {', '.join(d['name'] for d in wanted) or '(default only)'}")
-    write_json(state.audit_file, wanted)
+    write_json(state.paths.reconcile_audit, wanted)
     m.render_configs(mesh)
     for node in mesh.layout.nodes:
         pid = tracked_pid(node.pid_file, str(node.config_file))

@@ -35,7 +35,6 @@ import jwt
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, PermissionDenied, VaultmeshError
-from vaultmesh.fsutil import read_json
 from vaultmesh.identity.keys import SigningKey, new_signing_key
 from vaultmesh.reconcile.observe import ObservedState
 from vaultmesh.reconcile.plan import plan_changes
@@ -396,18 +395,21 @@ def _run_throwaway(spec: ResourcesSpec, engine: str | None) -> Report:
 
 def _run_live(spec: ResourcesSpec, live_dir: Path) -> Report:
     from vaultmesh.identity.keys import KeyRing
+    from vaultmesh.identity.server import read_issuer_record
     from vaultmesh.lifecycle import mesh as m
 
     mesh = m.open_mesh(live_dir)
-    ident = live_dir / "identity"
     needs_jwt = any(exp.login is not None for exp in spec.expect)
     issuer, signer = "", None
     if needs_jwt:
         try:
-            issuer = str(read_json(ident / "issuer.json")["issuer"])
-            signer = KeyRing.load(ident / "keys").active
-        except (FileNotFoundError, KeyError, ValueError, VaultmeshError) as err:
-            raise VaultmeshError(f"the mesh's identity issuer is not set up in {ident} ({err})",
+            record = read_issuer_record(live_dir)
+            if record is None:
+                raise FileNotFoundError(str(mesh.paths.issuer_record))
+            issuer = record.issuer
+            signer = KeyRing.load(mesh.paths.identity_keys).active
+        except (FileNotFoundError, VaultmeshError) as err:
+            raise VaultmeshError(f"the mesh's identity issuer is not set up in {mesh.paths.identity_dir} ({err})",
                                  hint="`vaultmesh up` starts it") from None
     client = mesh.client(token=m.admin_token(mesh))
     try:
