@@ -1,13 +1,18 @@
-"""Fixtures that own real OpenBao processes: free ports, own state dirs, stopped by pid in teardown."""
+"""Fixtures that own real OpenBao processes: free ports, own state dirs, stopped by pid in teardown.
+
+A fixture registers its state dir before `up` runs (``owned_mesh``), and its teardown stops every process found
+under that state dir, whether `up` returned or raised: a failed bring-up leaks nothing into the next test.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -71,16 +76,46 @@ class MeshHandle:
         self.mesh = m.open_mesh(self.dir)
 
 
-def stop_all(handle: MeshHandle, started: set[int]) -> None:
-    """Stop every process the test's mesh ever had, by pid, SIGKILL after a grace period."""
-    pids = started | set(handle.pids().values())
+def _inside(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(f"{root}{os.sep}")
+
+
+def state_dir_pids(root: Path) -> set[int]:
+    """Every process of the mesh in ``root`` that its state dir knows of: each pid file in it (nodes, seal node,
+    entry, identity issuer, keeper: read as files, so a mesh whose `up` failed before its layout could be read
+    is covered), and each process still working in it (a pid file never written or lost)."""
+    pids: set[int] = set()
+    if root.is_dir():
+        pids |= {pid for f in root.rglob("*.pid") if (pid := read_pid(f))}
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info.get("cwd")
+        if cwd and _inside(cwd, root):
+            pids.add(proc.pid)
+    pids.discard(os.getpid())
+    return pids
+
+
+def belongs_to(proc: psutil.Process, root: Path) -> bool:
+    """The pid-reuse guard: a process of this mesh names a path in its state dir or works in it."""
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if any(str(root) in arg for arg in proc.cmdline()):
+            return True
+        return _inside(proc.cwd(), root)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def stop_state_dir(root: Path, started: Iterable[int] = ()) -> None:
+    """Stop every process of the mesh in ``root`` (``started`` and all ``state_dir_pids``), by pid: SIGTERM,
+    SIGKILL after a grace period."""
+    root = root.resolve()
     procs = []
-    for pid in pids:
+    for pid in set(started) | state_dir_pids(root):
         with contextlib.suppress(psutil.NoSuchProcess):
             p = psutil.Process(pid)
-            # guard against pid reuse: only our engine, entry, issuer and keeper processes
-            ours = any(w in " ".join(p.cmdline()) for w in ("server", "haproxy", "identity", "vaultmesh.keeper"))
-            if p.status() != psutil.STATUS_ZOMBIE and ours:
+            if pid != os.getpid() and belongs_to(p, root):
                 p.send_signal(signal.SIGTERM)
                 procs.append(p)
     _, alive = psutil.wait_procs(procs, timeout=10)
@@ -90,33 +125,45 @@ def stop_all(handle: MeshHandle, started: set[int]) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def stop_all(handle: MeshHandle, started: set[int]) -> None:
+    """Stop every process the test's mesh ever had, by pid, SIGKILL after a grace period."""
+    stop_state_dir(handle.dir, started | set(handle.pids().values()))
+
+
+@contextlib.contextmanager
+def owned_mesh(root: Path, spec_text: str = "", *, timeout: float = 120.0,
+               bring_up: Callable[..., Any] = up) -> Iterator[MeshHandle]:
+    """A mesh brought up in ``root``, owned from before `up` runs: on the way out every process under ``root``
+    is stopped, whether `up` returned or raised."""
+    seen: set[int] = set()  # the first pids: a process whose pid file a test replaced or deleted is still stopped
+    try:
+        spec = parse_spec(spec_text, source="test") if spec_text else None
+        result = bring_up(root, spec, spec_text, timeout=timeout)
+        handle = MeshHandle(root, result.mesh)
+        seen |= set(handle.pids().values())
+        yield handle
+    finally:
+        stop_state_dir(root, seen)  # with every pid file now under root, and every process working in it
+
+
 @pytest.fixture
 def make_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., MeshHandle]]:
-    """Factory: ``make_mesh("nodes: 5")`` brings up a mesh of its own; all are stopped at teardown."""
-    handles: list[tuple[MeshHandle, set[int]]] = []
+    """Factory: ``make_mesh("nodes: 5")`` brings up a mesh of its own; all are stopped at teardown, and so is
+    whatever a failed `up` left running."""
+    with contextlib.ExitStack() as owned:
 
-    def make(spec_text: str = "", *, timeout: float = 120.0) -> MeshHandle:
-        root = tmp_path_factory.mktemp("mesh") / "state"
-        spec = parse_spec(spec_text, source="test") if spec_text else None
-        result = up(root, spec, spec_text, timeout=timeout)
-        handle = MeshHandle(root, result.mesh)
-        handles.append((handle, set(handle.pids().values())))
-        return handle
+        def make(spec_text: str = "", *, timeout: float = 120.0) -> MeshHandle:
+            root = tmp_path_factory.mktemp("mesh") / "state"
+            return owned.enter_context(owned_mesh(root, spec_text, timeout=timeout))
 
-    yield make
-    for handle, pids in handles:
-        stop_all(handle, pids | set(handle.pids().values()))
+        yield make
 
 
 @pytest.fixture(scope="session")
 def shared_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
     """One 3-node mesh for tests that do not break it (read-mostly; namespaced paths per test)."""
-    root = tmp_path_factory.mktemp("shared-mesh") / "state"
-    result = up(root, None, "")
-    handle = MeshHandle(root, result.mesh)
-    pids = set(handle.pids().values())
-    yield handle
-    stop_all(handle, pids)
+    with owned_mesh(tmp_path_factory.mktemp("shared-mesh") / "state") as handle:
+        yield handle
 
 
 @pytest.fixture(scope="session")

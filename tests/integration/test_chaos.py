@@ -28,8 +28,8 @@ def test_leader_kill_under_load_loses_no_acknowledged_write(make_mesh: Callable[
     assert result.leader_before and result.leader_after and result.leader_after != result.leader_before, report
     assert result.acked > 50, report
     assert result.lost == [], report
+    # writes come back (how fast they do is the benchmark's to report: `vaultmesh chaos`, not a test's to assert)
     assert result.recovery is not None and result.recovery.recovery_s is not None, report
-    assert result.recovery.recovery_s < 10, report
     assert result.healthy_after_s is not None, report  # `up` restarted the killed node
     # logins and credentials whose answers the election lost are revoked by the keeper within the reap interval
     assert result.bench.returned, report

@@ -10,7 +10,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -130,10 +129,9 @@ def test_entry_fails_over_routes_and_heals(make_mesh) -> None:  # type: ignore[n
     leader = json.loads(run_cli(handle.dir, "status", "--json").stdout)["leader"]
     pid = handle.pids()[leader]
     os.kill(pid, signal.SIGKILL)
-    t0 = time.monotonic()
+    # the write succeeds within the client's own 20 s deadline (it raises otherwise): how fast is a benchmark's
+    # question (`vaultmesh chaos kill-leader`), not this test's
     via_entry.write("sys/policies/acl/after-failover", {"policy": 'path "x" { capabilities = ["read"] }'})
-    took = time.monotonic() - t0
-    assert took < 20
     new_leader = [n for n in handle.mesh.layout.nodes
                   if n.name != leader and admin.health(n.api_addr).get("standby") is False]
     assert len(new_leader) == 1

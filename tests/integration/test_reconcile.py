@@ -23,10 +23,9 @@ from vaultmesh.errors import PermissionDenied
 from vaultmesh.fsutil import read_json
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.tokens import mint
-from vaultmesh.lifecycle.up import up
 from vaultmesh.runtime.local import free_ports
 
-from .conftest import MeshHandle, stop_all
+from .conftest import MeshHandle, owned_mesh
 
 pytestmark = pytest.mark.integration
 
@@ -87,14 +86,8 @@ def cli_env(dir_: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
-    root = tmp_path_factory.mktemp("reconcile") / "state"
-    result = up(root, None, "")
-    handle = MeshHandle(root, result.mesh)
-    pids = set(handle.pids().values())
-    try:
+    with owned_mesh(tmp_path_factory.mktemp("reconcile") / "state") as handle:
         yield handle
-    finally:
-        stop_all(handle, pids)
 
 
 @pytest.fixture(scope="module")
