@@ -32,24 +32,23 @@ UNRECORDED_GRACE = 60.0
 """A run directory without a record is left alone this long (seconds): its ``run`` may be writing it now."""
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot, ``/proc/<pid>/stat`` field 22); None when gone."""
+def _stat(pid: int, field: int) -> int | None:
+    """Field ``field`` (1-based, as ``proc(5)`` numbers them) of ``/proc/<pid>/stat``; None when gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    return int(fields[19])
+    return int(stat[stat.rindex(b")") + 2:].split()[field - 3])  # fields 1-2 are the pid and (comm)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot, field 22); None when gone."""
+    return _stat(pid, 22)
 
 
 def process_group(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(b")") + 2:].split()[2])
+    return _stat(pid, 5)
 
 
 def die_with_parent(parent: int) -> Callable[[], None]:
