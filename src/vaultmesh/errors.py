@@ -11,11 +11,32 @@
      │    └── InvalidRequest       400
      └── Unavailable               no node answered within the deadline (temporary)
 
-The CLI prints ``str(err)`` on one line and exits with ``err.exit_code``; a traceback only with ``--debug``.
-Messages never carry secret values.
+Every command prints ``str(err)`` on one line (``report``) and exits with ``err.exit_code``, one of
+``EXIT_CODES``; a traceback only with ``--debug``. Messages never carry secret values. (``vaultmesh run`` is the
+exception: its exit code is the child's, so its own failures are 125; see docs/workloads.md.)
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNSAFE = 3
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES = {
+    EXIT_OK: "done; for checks (status, lint, policy test, bench, chaos): nothing found",
+    EXIT_FAILED: "an expected failure, named on one line; for checks: the mesh is not healthy, a lint finding, "
+                 "a failed assertion or verdict",
+    EXIT_USAGE: "a usage error (unknown option, bad value) or an invalid mesh file (file:line: field: why)",
+    EXIT_UNSAFE: "apply refused a destructive plan (it deletes a namespace, a secrets engine or more than 3 "
+                 "objects): add --force",
+    EXIT_INTERNAL: "a bug in vaultmesh: traceback and a request to report it",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+"""The exit codes of every ``vaultmesh`` command but ``run`` (README, "Exit codes"). ``plan --detailed-exitcode``
+maps them: 0 no changes, 2 changes, 1 any error."""
 
 
 class VaultmeshError(Exception):
@@ -91,3 +112,16 @@ class PermissionDenied(EngineError):
 
 class InvalidRequest(EngineError):
     """400: the request was refused as invalid (bad login, bad field)."""
+
+
+def report(err: VaultmeshError, *, debug: bool = False) -> int:
+    """Tell the user: ``error: <message>`` on one line on stderr (with ``debug``, the traceback first); returns
+    the exit code. The one way every command reports an expected failure."""
+    import sys
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(err)
+    print(f"error: {err}", file=sys.stderr, flush=True)
+    return err.exit_code

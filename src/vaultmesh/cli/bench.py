@@ -1,6 +1,6 @@
 """``vaultmesh bench`` and ``vaultmesh chaos``: load a mesh, break it under load, report figures and a picture.
 
-Both take the main command's ``--dir``.
+``bench`` has one subcommand per scenario, each with its own help; both take ``--dir`` before or after their name.
 """
 
 from __future__ import annotations
@@ -13,13 +13,8 @@ from typing import Any
 
 import click
 
-from vaultmesh.cli.common import err_console, handle_errors
+from vaultmesh.cli.common import Ctx, err_console, handle_errors, mesh_options, pass_ctx
 from vaultmesh.errors import VaultmeshError
-
-
-def _state_dir() -> Path:
-    obj = click.get_current_context().find_root().obj
-    return Path(getattr(obj, "dir", None) or ".vaultmesh").absolute()
 
 
 @contextlib.contextmanager
@@ -55,31 +50,42 @@ def _write_outputs(result: Any, json_file: Path | None, plot_file: Path | None, 
         click.echo(f"plot: {plot_file}", err=True)
 
 
-LOAD_OPTIONS = [
-    click.option("-n", "--count", type=int, default=None,
-                 help="rollout: workloads (default 100); single-op: requests (default: until --duration)."),
-    click.option("--window", type=float, default=5.0, show_default=True,
-                 help="rollout: seconds over which the workloads start (0: all at once)."),
-    click.option("--rate", type=float, default=0.0, help="Open-loop arrivals per second (steady; optional for "
-                                                         "single-op)."),
-    click.option("--duration", type=float, default=10.0, show_default=True, help="steady/single-op: seconds."),
-    click.option("--hold", type=float, default=1.0, show_default=True,
-                 help="Seconds a workload holds its secrets before revoking them."),
-    click.option("-c", "--concurrency", type=int, default=32, show_default=True, help="Threads in all."),
-    click.option("--processes", type=int, default=2, show_default=True, help="Worker processes."),
-    click.option("--op", type=click.Choice(["workload", "kv-read", "jwt-login", "db-creds"]), default="workload",
-                 show_default=True, help="steady: what arrives."),
-    click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Write the raw results (every sample) as JSON."),
-    click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Draw latency over time (.html page with an inline SVG)."),
+SINGLE_OPS = ("kv-read", "jwt-login", "db-creds")
+
+LOAD_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]]] = [
+    # (names, click.option keywords, the bench scenarios that use it: shown in their help only)
+    (("-n", "--count"), dict(type=int, default=None, help="rollout: workloads (default 100); single-op: requests "
+                                                          "(default: until --duration)."),
+     ("rollout", *SINGLE_OPS)),
+    (("--window",), dict(type=float, default=5.0, show_default=True,
+                         help="rollout: seconds over which the workloads start (0: all at once)."), ("rollout",)),
+    (("--rate",), dict(type=float, default=0.0, help="Open-loop arrivals per second (steady; optional for "
+                                                     "single-op)."), ("steady", *SINGLE_OPS)),
+    (("--duration",), dict(type=float, default=10.0, show_default=True, help="steady/single-op: seconds."),
+     ("steady", *SINGLE_OPS)),
+    (("--hold",), dict(type=float, default=1.0, show_default=True,
+                       help="Seconds a workload holds its secrets before revoking them."), ("rollout", "steady")),
+    (("-c", "--concurrency"), dict(type=int, default=32, show_default=True, help="Threads in all."), ()),
+    (("--processes",), dict(type=int, default=2, show_default=True, help="Worker processes."), ()),
+    (("--op",), dict(type=click.Choice(["workload", "kv-read", "jwt-login", "db-creds"]), default="workload",
+                     show_default=True, help="steady: what arrives."), ("steady",)),
+    (("--json", "json_file"), dict(type=click.Path(dir_okay=False, path_type=Path),
+                                   help="Write the raw results (every sample) as JSON."), ()),
+    (("--plot", "plot_file"), dict(type=click.Path(dir_okay=False, path_type=Path),
+                                   help="Draw latency over time (.html page with an inline SVG)."), ()),
 ]
 
 
-def load_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    for opt in reversed(LOAD_OPTIONS):
-        fn = opt(fn)
-    return fn
+def load_options(scenario: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The load options; for a bench ``scenario``, those it does not use are accepted but not shown."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for names, kwargs, used_by in reversed(LOAD_OPTIONS):
+            hidden = scenario is not None and bool(used_by) and scenario not in used_by
+            fn = click.option(*names, hidden=hidden, **kwargs)(fn)
+        return fn
+
+    return decorate
 
 
 def _config(scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
@@ -94,25 +100,65 @@ def _config(scenario: str, count: int | None, window: float, rate: float, durati
     return cfg
 
 
-@click.command("bench")
-@click.argument("scenario", type=click.Choice(["rollout", "steady", "kv-read", "jwt-login", "db-creds"]))
-@load_options
-@click.option("--raw", is_flag=True, help="Ceiling mode: the same requests with the least client work.")
-@click.option("--ceiling", is_flag=True, help="Run the workload path, then the raw ceiling, and compare.")
-@handle_errors
-def bench(scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
-          concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None, raw: bool,
-          ceiling: bool) -> None:
-    """Load the mesh: a rollout of N workloads (identity token, login, KV, database creds, hold, revoke), a
-    steady open-loop arrival rate, or one operation; report per phase and overall, and check that the token
-    and lease counts come back to the baseline. Loopback targets only; every run is bounded."""
+SCENARIO_HELP = {
+    "rollout": """A rollout: N workloads (-n, default 100) start over --window seconds; each gets an identity
+    token, logs in, reads its KV secret and database credentials, holds them --hold seconds and revokes them.
+    Reports login-to-secrets latency per phase and overall, and checks that the token and lease counts come back
+    to the baseline.""",
+    "steady": """A steady open-loop arrival rate (vegeta-style, no coordinated omission): --rate arrivals per
+    second for --duration seconds, each a whole workload (--op workload, the default) or one operation. Reports
+    latency and errors, and checks that the token and lease counts come back to the baseline.""",
+    "kv-read": """One operation, repeated: a KV read with a logged-in token; -n requests or until --duration,
+    paced at --rate per second when given. --raw is the client-work-free ceiling.""",
+    "jwt-login": """One operation, repeated: a JWT login with a fresh identity token; -n requests or until
+    --duration, paced at --rate per second when given.""",
+    "db-creds": """One operation, repeated: a database credential read (a PostgreSQL role created) with a
+    logged-in token; -n requests or until --duration, paced at --rate per second when given.""",
+}
+
+
+SCENARIO_SHORT_HELP = {
+    "rollout": "N workloads start over a window: login, KV, database creds, hold, revoke.",
+    "steady": "An open-loop arrival rate of workloads (or one operation) for a duration.",
+    "kv-read": "KV reads, repeated.",
+    "jwt-login": "JWT logins, repeated.",
+    "db-creds": "Database credential reads, repeated.",
+}
+
+
+@click.group("bench")
+def bench() -> None:
+    """Load the mesh and report figures: a rollout of N workloads, a steady open-loop rate, or one operation
+    repeated. Loopback targets only; every run is bounded. `vaultmesh bench SCENARIO --help` for each."""
+
+
+def _bench_command(scenario: str) -> click.Command:
+    @load_options(scenario)
+    @click.option("--raw", is_flag=True, help="Ceiling mode: the same requests with the least client work.")
+    @click.option("--ceiling", is_flag=True, help="Run the workload path, then the raw ceiling, and compare.")
+    @mesh_options()
+    @pass_ctx
+    @handle_errors
+    def command(ctx: Ctx, count: int | None, window: float, rate: float, duration: float, hold: float,
+                concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None,
+                raw: bool, ceiling: bool) -> None:
+        _run_bench(ctx, scenario, count, window, rate, duration, hold, concurrency, processes, op, json_file,
+                   plot_file, raw, ceiling)
+
+    command.__doc__ = SCENARIO_HELP[scenario]
+    return click.command(scenario, short_help=SCENARIO_SHORT_HELP[scenario])(command)
+
+
+def _run_bench(ctx: Ctx, scenario: str, count: int | None, window: float, rate: float, duration: float,
+               hold: float, concurrency: int, processes: int, op: str, json_file: Path | None,
+               plot_file: Path | None, raw: bool, ceiling: bool) -> None:
     from vaultmesh.bench.report import error_total, render_text
     from vaultmesh.bench.runner import bench_mesh
     from vaultmesh.bench.targets import setup_targets
     from vaultmesh.lifecycle import mesh as m
 
     cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, raw)
-    mesh = m.open_mesh(_state_dir())
+    mesh = m.open_mesh(ctx.dir)
     targets = setup_targets(mesh)
     with _progress(f"{scenario}{' (raw)' if raw else ''}") as progress:
         result = bench_mesh(mesh, cfg, progress=progress, targets=targets)
@@ -128,11 +174,15 @@ def bench(scenario: str, count: int | None, window: float, rate: float, duration
         raise SystemExit(1)
 
 
+for _scenario in SCENARIO_HELP:
+    bench.add_command(_bench_command(_scenario))
+
+
 @click.command("chaos")
 @click.argument("fault", type=click.Choice(["kill-leader", "kill-node", "stop-zone", "partition-zone", "lose-quorum"]))
 @click.option("--scenario", type=click.Choice(["steady", "rollout", "kv-read", "jwt-login", "db-creds"]),
               default="steady", show_default=True, help="The load the fault hits.")
-@load_options
+@load_options()
 @click.option("--at", "at", type=float, default=3.0, show_default=True, help="Inject the fault this many seconds "
                                                                              "into the load.")
 @click.option("--lift-after", type=float, default=None,
@@ -141,10 +191,12 @@ def bench(scenario: str, count: int | None, window: float, rate: float, duration
 @click.option("--target", default=None, help="Node (kill-node) or zone (stop-zone, partition-zone).")
 @click.option("--signal", "sig", type=click.Choice(["kill", "stop"]), default="kill", show_default=True,
               help="stop-zone: SIGKILL or SIGSTOP.")
+@mesh_options()
+@pass_ctx
 @handle_errors
-def chaos(fault: str, scenario: str, count: int | None, window: float, rate: float, duration: float, hold: float,
-          concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None, at: float,
-          lift_after: float | None, target: str | None, sig: str) -> None:
+def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float, rate: float, duration: float,
+          hold: float, concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None,
+          at: float, lift_after: float | None, target: str | None, sig: str) -> None:
     """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
     until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
     refused writes, and how the mesh healed."""
@@ -156,7 +208,7 @@ def chaos(fault: str, scenario: str, count: int | None, window: float, rate: flo
         rate = 20.0
     cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, False)
     plan = FaultPlan(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig)  # type: ignore[arg-type]
-    mesh = m.open_mesh(_state_dir())
+    mesh = m.open_mesh(ctx.dir)
     with _progress(f"{scenario} + {fault}") as progress:
         result = run_chaos(mesh, plan, cfg, progress=progress)
     click.echo(render_full(result))

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from vaultmesh.cli.common import Ctx, handle_errors, mesh_options, pass_ctx
 from vaultmesh.errors import RuntimeFailure, VaultmeshError
 from vaultmesh.identity.keys import KeyRing, write_private_file
 from vaultmesh.identity.server import (
@@ -47,31 +48,6 @@ class Duration(click.ParamType):
 
 DURATION = Duration()
 
-DEFAULT_STATE_DIR = Path(".vaultmesh")
-
-
-def _resolve_state_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path:
-    """``--dir`` here, else the main command's ``--dir`` (``vaultmesh --dir X identity ...``), else default."""
-    if value is None:
-        value = getattr(ctx.find_root().obj, "dir", None) or DEFAULT_STATE_DIR
-    return Path(value).absolute()
-
-
-state_dir_option = click.option(
-    "--dir", "state_dir", type=click.Path(file_okay=False, path_type=Path), envvar="VAULTMESH_DIR",
-    default=None, callback=_resolve_state_dir,
-    help="State directory (env VAULTMESH_DIR)  [default: the main --dir, else .vaultmesh]",
-)
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except VaultmeshError as err:
-        raise click.ClickException(str(err)) from None
-
-
 @click.group("identity")
 def identity() -> None:
     """Workload identity issuer: OIDC discovery + JWKS over HTTPS, and tokens shaped like
@@ -90,7 +66,7 @@ def _check_tls_pair(certfile: Path, keyfile: Path) -> None:
 
 
 @identity.command("serve")
-@state_dir_option
+@mesh_options()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port to listen on; 0 picks a free one. Default: the port recorded by the last serve, "
@@ -101,42 +77,44 @@ def _check_tls_pair(certfile: Path, keyfile: Path) -> None:
               help="TLS private key (PEM) for the certificate.")
 @click.option("--max-token-ttl", type=DURATION, default="1h", show_default=True,
               help="Longest lifetime of any token; retired keys stay published this long.")
-def serve(state_dir: Path, host: str, port: int | None, certfile: Path, keyfile: Path,
+@pass_ctx
+@handle_errors
+def serve(ctx: Ctx, host: str, port: int | None, certfile: Path, keyfile: Path,
           max_token_ttl: float) -> None:
     """Serve the issuer in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    with _user_errors():
-        _check_tls_pair(certfile, keyfile)  # before anything is written: a bad --cert leaves no key ring
-        now = time.time()
-        ring = KeyRing.load_or_create(keys_dir(state_dir), now)
-        previous = read_issuer_record(state_dir)
-        if previous is not None and previous.pid is not None and _alive(previous.pid):
-            raise RuntimeFailure(
-                f"an identity issuer is already running for {state_dir} (pid {previous.pid}, "
-                f"{previous.issuer})",
-                hint=f"stop it first, or delete {issuer_record_path(state_dir)} if that pid is not vaultmesh",
-            )
-        if port is None:
-            port = previous.port if previous is not None else 0
-        ring.prune(now, max_token_ttl)
-        server = IssuerServer(ring, certfile=certfile, keyfile=keyfile, host=host, port=port,
-                              max_token_ttl=max_token_ttl)
-        server.listen()
-        record = IssuerRecord(issuer=server.issuer_url, host=host, port=server.port,
-                              max_token_ttl=max_token_ttl, certfile=str(certfile.resolve()), pid=os.getpid())
-        write_issuer_record(state_dir, record)
-        click.echo(f"identity issuer listening at {server.issuer_url} (pid {os.getpid()})")
-        try:
-            with _sigterm_as_interrupt():
-                server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.stop()
-            write_issuer_record(state_dir, dataclasses.replace(record, pid=None))
+    state_dir = ctx.dir
+    _check_tls_pair(certfile, keyfile)  # before anything is written: a bad --cert leaves no key ring
+    now = time.time()
+    ring = KeyRing.load_or_create(keys_dir(state_dir), now)
+    previous = read_issuer_record(state_dir)
+    if previous is not None and previous.pid is not None and _alive(previous.pid):
+        raise RuntimeFailure(
+            f"an identity issuer is already running for {state_dir} (pid {previous.pid}, "
+            f"{previous.issuer})",
+            hint=f"stop it first, or delete {issuer_record_path(state_dir)} if that pid is not vaultmesh",
+        )
+    if port is None:
+        port = previous.port if previous is not None else 0
+    ring.prune(now, max_token_ttl)
+    server = IssuerServer(ring, certfile=certfile, keyfile=keyfile, host=host, port=port,
+                          max_token_ttl=max_token_ttl)
+    server.listen()
+    record = IssuerRecord(issuer=server.issuer_url, host=host, port=server.port,
+                          max_token_ttl=max_token_ttl, certfile=str(certfile.resolve()), pid=os.getpid())
+    write_issuer_record(state_dir, record)
+    click.echo(f"identity issuer listening at {server.issuer_url} (pid {os.getpid()})")
+    try:
+        with _sigterm_as_interrupt():
+            server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        write_issuer_record(state_dir, dataclasses.replace(record, pid=None))
 
 
 @identity.command("issue")
-@state_dir_option
+@mesh_options()
 @click.option("--workload", required=True, help="Workload (service account) name.")
 @click.option("--claim", "claim_pairs", multiple=True, metavar="KEY=VALUE",
               help="Extra claim (string value); repeatable.")
@@ -152,55 +130,59 @@ def serve(state_dir: Path, host: str, port: int | None, certfile: Path, keyfile:
               help="Issuer URL; default: the one recorded by `vaultmesh identity serve`.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the token to this file (mode 0600) instead of stdout.")
-def issue(state_dir: Path, workload: str, claim_pairs: tuple[str, ...], ttl: float,
+@pass_ctx
+@handle_errors
+def issue(ctx: Ctx, workload: str, claim_pairs: tuple[str, ...], ttl: float,
           audiences: tuple[str, ...], namespace: str, subject_format: str, trust_domain: str,
           issuer_url: str | None, output: Path | None) -> None:
     """Mint a signed token for a workload."""
-    with _user_errors():
-        claims = _parse_claims(claim_pairs)
-        record = read_issuer_record(state_dir)
-        if issuer_url is None:
-            if record is None:
-                raise VaultmeshError(
-                    f"no identity issuer recorded in {issuer_record_path(state_dir)}",
-                    hint="run `vaultmesh identity serve` first, or pass --issuer URL",
-                )
-            issuer_url = record.issuer
-        # The cap holds whatever --issuer says: the keys are the same, so is the limit.
-        cap = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
-        if ttl > cap:
+    state_dir = ctx.dir
+    claims = _parse_claims(claim_pairs)
+    record = read_issuer_record(state_dir)
+    if issuer_url is None:
+        if record is None:
             raise VaultmeshError(
-                f"--ttl {ttl:g}s exceeds the issuer's max token ttl of {cap:g}s",
-                hint="use a shorter --ttl or restart `identity serve` with a larger --max-token-ttl",
+                f"no identity issuer recorded in {issuer_record_path(state_dir)}",
+                hint="run `vaultmesh identity serve` first, or pass --issuer URL",
             )
-        ring = KeyRing.load(keys_dir(state_dir))
-        token = mint(
-            ring, issuer=issuer_url, workload=workload, audience=list(audiences), ttl=ttl, now=time.time(),
-            claims=claims, namespace=namespace, trust_domain=trust_domain,
-            subject_format="spiffe" if subject_format == "spiffe" else "k8s",
+        issuer_url = record.issuer
+    # The cap holds whatever --issuer says: the keys are the same, so is the limit.
+    cap = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
+    if ttl > cap:
+        raise VaultmeshError(
+            f"--ttl {ttl:g}s exceeds the issuer's max token ttl of {cap:g}s",
+            hint="use a shorter --ttl or restart `identity serve` with a larger --max-token-ttl",
         )
-        if output is None:
-            click.echo(token)
-        else:
-            write_private_file(output, token.encode("ascii"))
+    ring = KeyRing.load(keys_dir(state_dir))
+    token = mint(
+        ring, issuer=issuer_url, workload=workload, audience=list(audiences), ttl=ttl, now=time.time(),
+        claims=claims, namespace=namespace, trust_domain=trust_domain,
+        subject_format="spiffe" if subject_format == "spiffe" else "k8s",
+    )
+    if output is None:
+        click.echo(token)
+    else:
+        write_private_file(output, token.encode("ascii"))
 
 
 @identity.command("rotate")
-@state_dir_option
+@mesh_options()
 @click.option("--max-token-ttl", type=DURATION, default=None,
               help="Keep retired keys this long; default: the running issuer's --max-token-ttl, else 1h.")
-def rotate(state_dir: Path, max_token_ttl: float | None) -> None:
+@pass_ctx
+@handle_errors
+def rotate(ctx: Ctx, max_token_ttl: float | None) -> None:
     """Make a new signing key active; the old one stays published until its tokens have expired."""
-    with _user_errors():
-        now = time.time()
-        ring = KeyRing.load(keys_dir(state_dir))
-        if max_token_ttl is None:
-            record = read_issuer_record(state_dir)
-            max_token_ttl = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
-        key = ring.rotate(now)
-        pruned = ring.prune(now, max_token_ttl)
-        published = ring.published(now, max_token_ttl)
-        click.echo(f"active key {key.kid}; {len(published)} published, {len(pruned)} removed")
+    state_dir = ctx.dir
+    now = time.time()
+    ring = KeyRing.load(keys_dir(state_dir))
+    if max_token_ttl is None:
+        record = read_issuer_record(state_dir)
+        max_token_ttl = record.max_token_ttl if record is not None else DEFAULT_MAX_TOKEN_TTL
+    key = ring.rotate(now)
+    pruned = ring.prune(now, max_token_ttl)
+    published = ring.published(now, max_token_ttl)
+    click.echo(f"active key {key.kid}; {len(published)} published, {len(pruned)} removed")
 
 
 def _parse_claims(pairs: tuple[str, ...]) -> dict[str, str]:

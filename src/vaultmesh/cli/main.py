@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,26 +9,42 @@ import click
 
 from vaultmesh import __version__
 from vaultmesh.cli import bench, identity, reconcile, workload
-from vaultmesh.cli.common import Ctx, err_console, handle_errors, pass_ctx
+from vaultmesh.cli.common import (
+    DEFAULT_DIR,
+    DIR_ENV,
+    DIR_HELP,
+    ENGINE_ENV,
+    ENGINE_HELP,
+    Ctx,
+    echo_json,
+    err_console,
+    handle_errors,
+    mesh_options,
+    out_console,
+    pass_ctx,
+)
 from vaultmesh.errors import VaultmeshError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--dir", "dir_", type=click.Path(path_type=Path), envvar="VAULTMESH_DIR", default=".vaultmesh",
-              show_default=True, help="State dir of the mesh (env VAULTMESH_DIR).")
-@click.option("--engine", envvar="VAULTMESH_ENGINE", default=None,
-              help="Path of a bao or vault binary (env VAULTMESH_ENGINE); default: the pinned bao.")
+@click.option("--dir", "dir_", type=click.Path(path_type=Path), envvar=DIR_ENV, default=DEFAULT_DIR,
+              show_default=True, help=DIR_HELP + " Every command also takes it after its name.")
+@click.option("--engine", envvar=ENGINE_ENV, default=None, help=ENGINE_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="vaultmesh")
 @click.pass_context
 def cli(ctx: click.Context, dir_: Path, engine: str | None, debug: bool) -> None:
-    """vaultmesh: a production-shaped OpenBao mesh for ephemeral workloads."""
+    """vaultmesh: a production-shaped OpenBao mesh for ephemeral workloads.
+
+    Exit codes: 0 done, 1 an expected failure (or a check that found something), 2 a usage error or an invalid
+    mesh file, 3 apply refused a destructive plan (add --force), 70 a bug, 130 interrupted."""
     ctx.obj = Ctx(dir_.absolute(), engine, debug)
 
 
 @cli.command()
 @click.option("-f", "--file", "file_", type=click.Path(path_type=Path), help="Mesh file (default: built-in).")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for a healthy mesh.")
+@mesh_options(engine=True)
 @pass_ctx
 @handle_errors
 def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
@@ -45,7 +60,7 @@ def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
     with console.status("starting") as st:
         def progress(msg: str) -> None:
             st.update(msg)
-            console.print(f"  {msg}")
+            console.print(f"  {msg}", markup=False)  # a whole line: never wrapped mid-sentence
 
         result = do_up(ctx.dir, spec, text, engine_override=ctx.engine,
                        spec_dir=file_.parent.absolute() if file_ else None, timeout=timeout, progress=progress)
@@ -58,6 +73,7 @@ def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
 
 
 @cli.command()
+@mesh_options()
 @pass_ctx
 @handle_errors
 def down(ctx: Ctx) -> None:
@@ -70,6 +86,7 @@ def down(ctx: Ctx) -> None:
 
 @cli.command()
 @click.option("--yes", is_flag=True, help="Really delete the mesh and all its data.")
+@mesh_options()
 @pass_ctx
 @handle_errors
 def destroy(ctx: Ctx, yes: bool) -> None:
@@ -85,6 +102,7 @@ def destroy(ctx: Ctx, yes: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@mesh_options()
 @pass_ctx
 @handle_errors
 def status(ctx: Ctx, as_json: bool) -> None:
@@ -95,9 +113,8 @@ def status(ctx: Ctx, as_json: bool) -> None:
     mesh, view, addr = do_status(ctx.dir)
     doc = status_json(mesh, view, addr)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        echo_json(doc)
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"mesh {mesh.spec.name}: {'healthy' if doc['healthy'] else 'NOT healthy'} "
@@ -112,13 +129,14 @@ def status(ctx: Ctx, as_json: bool) -> None:
             role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
             table.add_row(n.name, n.zone, n.api_addr, str(n.pid or "-"), yn(n.sealed), role, yn(n.voter),
                           "[green]yes[/]" if n.healthy else "[red]no[/]")
-        console = Console()
+        console = out_console()
         console.print(table)
         console.print(f"keeper: {doc['keeper']['summary']}", soft_wrap=True)
     sys.exit(0 if doc["healthy"] else 1)
 
 
 @cli.command()
+@mesh_options()
 @pass_ctx
 @handle_errors
 def env(ctx: Ctx) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from vaultmesh.cli.common import Ctx, err_console, handle_errors, pass_ctx
+from vaultmesh.cli.common import Ctx, echo_json, err_console, errors_exit_with, handle_errors, mesh_options, pass_ctx
+from vaultmesh.errors import EXIT_FAILED
 
 FILE_OPT = click.option("-f", "--file", "file_", type=click.Path(path_type=Path), required=True,
                         help="The mesh file.")
@@ -28,28 +30,39 @@ def _admin(ctx: Ctx):  # type: ignore[no-untyped-def]
     return mesh, mesh.client(token=m.admin_token(mesh))
 
 
-@click.command()
+class _PlanCommand(click.Command):
+    """With ``--detailed-exitcode`` a usage error exits 1 too (2 means "changes" there)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        detailed = "--detailed-exitcode" in args
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as err:
+            if not detailed:
+                raise
+            err.show()
+            ctx.exit(EXIT_FAILED)
+
+
+@click.command(cls=_PlanCommand)
 @FILE_OPT
 @click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
 @click.option("--prune", is_flag=True, help="Include deleting what the file no longer declares.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0: no changes, 2: changes, 1: error.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
+@mesh_options()
 @pass_ctx
 @handle_errors
 def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: bool, verbose: bool) -> None:
     """Show what apply would change, resource by resource; secrets redacted."""
-    from vaultmesh.errors import VaultmeshError
     from vaultmesh.reconcile.apply import make_plan
     from vaultmesh.reconcile.render import render_json, render_text
 
-    try:
-        spec, _ = _load(file_)
-        mesh, client = _admin(ctx)
-        the_plan, _ = make_plan(mesh, client, spec, base_dir=file_.parent.absolute())
-    except VaultmeshError as err:
-        if detailed_exitcode:  # 2 means "changes" there: every error is 1
-            err.exit_code = 1
-        raise
+    if detailed_exitcode:  # 2 means "changes" there: every error is 1
+        errors_exit_with(EXIT_FAILED)
+    spec, _ = _load(file_)
+    mesh, client = _admin(ctx)
+    the_plan, _ = make_plan(mesh, client, spec, base_dir=file_.parent.absolute())
     if as_json:
         doc = json.loads(render_json(the_plan, prune=prune))
         doc["checksum"] = the_plan.checksum(prune=prune)
@@ -66,10 +79,15 @@ def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: b
 @click.option("--prune", is_flag=True, help="Also delete what the file no longer declares (shown by plan).")
 @click.option("--force", is_flag=True, help="Allow deleting namespaces, secrets engines, or many objects.")
 @click.option("--checksum", default=None, help="Apply only if the plan still has this checksum.")
+@click.option("--json", "as_json", is_flag=True, help="What was done, as one JSON document on stdout.")
+@mesh_options()
 @pass_ctx
 @handle_errors
-def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None) -> None:
-    """Converge the mesh to the file; shows each action. A second run changes nothing."""
+def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None, as_json: bool) -> None:
+    """Converge the mesh to the file; shows each action on stderr. A second run changes nothing.
+
+    Exit 3 when the plan deletes a namespace, a secrets engine or more than 3 objects and --force is not
+    given (nothing was done)."""
     from vaultmesh.reconcile.apply import apply as do_apply
     from vaultmesh.reconcile.render import summary
 
@@ -78,7 +96,12 @@ def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None)
     console = err_console()
     result = do_apply(mesh, client, spec, base_dir=file_.parent.absolute(), prune=prune, force=force,
                       reviewed_checksum=checksum, progress=lambda msg: console.print(f"  {msg}", markup=False))
-    if not result.performed and not result.audit_changed:
+    if as_json:
+        echo_json({"changed": bool(result.performed or result.audit_changed),
+                   "performed": [a.to_dict() for a in result.performed],
+                   "audit_changed": result.audit_changed, "prune": prune,
+                   "checksum": result.plan.checksum(prune=prune), "summary": summary(result.plan, prune=prune)})
+    elif not result.performed and not result.audit_changed:
         click.echo("No changes: the mesh matches the file.")
     else:
         click.echo(f"Applied {len(result.performed)} change(s). " + summary(result.plan, prune=prune))
@@ -86,15 +109,21 @@ def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None)
 
 @click.command()
 @FILE_OPT
+@click.option("--json", "as_json", is_flag=True, help="The warnings as one JSON document on stdout.")
 @pass_ctx
 @handle_errors
-def lint(ctx: Ctx, file_: Path) -> None:
+def lint(ctx: Ctx, file_: Path, as_json: bool) -> None:
     """Least-privilege and TTL warnings; exit 1 when there are any."""
     from vaultmesh.reconcile.lint import lint as do_lint
     from vaultmesh.spec.load import line_index
 
     spec, text = _load(file_)
     warnings = do_lint(spec, lines=line_index(text))
+    if as_json:
+        echo_json({"file": str(file_), "count": len(warnings),
+                   "warnings": [{"line": w.line, "field": w.where, "code": w.code, "message": w.message}
+                                for w in warnings]})
+        sys.exit(1 if warnings else 0)
     for w in warnings:
         click.echo(f"{file_}:{w}")
     click.echo(f"{len(warnings)} warning(s)" if warnings else "no warnings")
@@ -103,21 +132,35 @@ def lint(ctx: Ctx, file_: Path) -> None:
 
 @click.group()
 def policy() -> None:
-    """Policy assertions (the file's ``expect`` blocks)."""
+    """Policy assertions: the mesh file's expect blocks."""
 
 
 @policy.command("test")
 @FILE_OPT
 @click.option("--live", is_flag=True, help="Evaluate against the live mesh instead of a throwaway server.")
+@click.option("--json", "as_json", is_flag=True, help="The results as one JSON document on stdout.")
+@mesh_options(engine=True)
 @pass_ctx
 @handle_errors
-def policy_test(ctx: Ctx, file_: Path, live: bool) -> None:
+def policy_test(ctx: Ctx, file_: Path, live: bool, as_json: bool) -> None:
     """Evaluate the file's expectations for real: by default in a throwaway in-memory OpenBao."""
     from vaultmesh.reconcile.policytest import run_policy_tests
 
     spec, _ = _load(file_)
     report = run_policy_tests(spec, base_dir=file_.parent.absolute(), live_dir=ctx.dir if live else None,
                               engine=ctx.engine)
-    for line in report.lines():
-        click.echo(line)
+    if as_json:
+        echo_json(_report_json(report))
+    else:
+        for line in report.lines():
+            click.echo(line)
     sys.exit(0 if report.ok else 1)
+
+
+def _report_json(report: Any) -> dict[str, Any]:
+    """``policy test --json``: every assertion with what the server said about each probe."""
+    results = [{"subject": r.subject, "expect": "can" if r.expected else "cannot", "capability": r.capability,
+                "path": r.path, "ok": r.ok, "found": {probe: list(caps) for probe, caps in r.found},
+                "error": r.error} for r in report.results]
+    return {"ok": report.ok, "where": report.where, "passed": sum(r["ok"] for r in results),
+            "failed": sum(not r["ok"] for r in results), "results": results}

@@ -2,7 +2,8 @@
 
 ``run`` is also reachable without click: the ``vaultmesh`` entry point (``cli/entry.py``) hands
 ``vaultmesh run ...`` straight to the argparse path in ``workload/cli.py``, and ``vaultmesh-run`` is that path
-alone. This command exists so ``vaultmesh --help`` lists it and ``python -m vaultmesh.cli.main run`` works.
+alone. This command exists so ``vaultmesh --help`` lists it, ``python -m vaultmesh.cli.main run`` works, and
+``vaultmesh --dir D run ...`` (which the entry point leaves to click) reaches the mesh in D.
 """
 
 from __future__ import annotations
@@ -10,19 +11,57 @@ from __future__ import annotations
 import sys
 
 import click
+from click.core import ParameterSource
 
-from vaultmesh.cli.common import Ctx, handle_errors, pass_ctx
+from vaultmesh.cli.common import Ctx, current, echo_json, handle_errors, mesh_options, pass_ctx
+from vaultmesh.errors import VaultmeshError
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": []}
+
+
+def _given(args: tuple[str, ...], option: str) -> bool:
+    """Whether ``run``'s own arguments (those before its command) name ``option``."""
+    for arg in args:
+        if arg == "--" or not arg.startswith("-"):
+            return False
+        if arg == option or arg.startswith(option + "="):
+            return True
+    return False
+
+
+def _from_state_dir(ctx: Ctx, args: tuple[str, ...]) -> list[str]:
+    """``--addr`` (every node) and ``--ca-cert`` of the mesh in ``ctx.dir``, for those ``run`` was not given:
+    a ``--dir`` typed before ``run`` names the mesh to run against. (``run`` itself reads no state dir: it
+    needs only the addresses, the CA and the workload's identity, and a workload should run as a user that
+    cannot read the state dir.)"""
+    from vaultmesh.lifecycle import mesh as m
+
+    mesh = m.open_mesh(ctx.dir)
+    extra: list[str] = []
+    if not _given(args, "--addr"):
+        extra += ["--addr", ",".join(mesh.node_addrs)]
+    if not _given(args, "--ca-cert"):
+        extra += ["--ca-cert", str(mesh.paths.ca_cert)]
+    return extra
 
 
 @click.command("run", context_settings=_PASS_THROUGH, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args: tuple[str, ...]) -> None:
     """Run a command with secrets from the mesh; revoke them when it exits (`vaultmesh run --help`)."""
+    from vaultmesh.workload.cli import EXIT_FAILED
     from vaultmesh.workload.cli import main as workload_main
 
-    sys.exit(workload_main(["run", *args]))
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    extra: list[str] = []
+    if root.command is not ctx.command and root.get_parameter_source("dir_") is ParameterSource.COMMANDLINE:
+        try:
+            extra = _from_state_dir(current(ctx), args)
+        except VaultmeshError as err:  # run's own failures are 125, in run's words
+            print(f"vaultmesh run: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_FAILED)
+    sys.exit(workload_main(["run", *extra, *args]))
 
 
 @click.group()
@@ -35,17 +74,21 @@ def leases() -> None:
 @click.option("--auth-mount", default=None, help="Only tokens from this JWT auth mount (default: any).")
 @click.option("--role", default=None, help="Only tokens of this role.")
 @click.option("--dry-run", is_flag=True, help="Show what would be revoked; revoke nothing.")
+@click.option("--json", "as_json", is_flag=True, help="The tokens as one JSON document on stdout.")
+@mesh_options()
 @pass_ctx
 @handle_errors
-def leases_reap(ctx: Ctx, workload: str, auth_mount: str | None, role: str | None, dry_run: bool) -> None:
+def leases_reap(ctx: Ctx, workload: str, auth_mount: str | None, role: str | None, dry_run: bool,
+                as_json: bool) -> None:
     """Revoke the tokens (and so the leases) a workload left behind, e.g. after `run` was SIGKILLed."""
     from vaultmesh.lifecycle import mesh as m
+    from vaultmesh.workload.cli import reap_json, reap_lines
     from vaultmesh.workload.reap import reap
 
     mesh = m.open_mesh(ctx.dir)
     with mesh.client(token=m.admin_token(mesh)) as client:
         found = reap(client, workload, auth_mount=auth_mount, role=role, dry_run=dry_run)
-    verb = "would revoke" if dry_run else "revoked"
-    for info in found:
-        click.echo(f"{verb} token {info.accessor} ({info.display_name}, {info.path}, expires {info.expire_time})")
-    click.echo(f"{verb} {len(found)} token(s) of workload {workload} and the leases they created")
+    if as_json:
+        echo_json(reap_json(workload, found, dry_run=dry_run))
+    else:
+        click.echo("\n".join(reap_lines(workload, found, dry_run=dry_run)))

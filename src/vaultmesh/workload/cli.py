@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # typing stays off the path to the login (see send_ahead)
     import argparse
 
     from vaultmesh.engine.client import EngineClient
+    from vaultmesh.workload.reap import TokenInfo
     from vaultmesh.workload.spec import SecretsPlan
 
     Args = argparse.Namespace | SimpleNamespace
@@ -70,13 +71,24 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _version_action(p: argparse.ArgumentParser) -> None:
+    from vaultmesh import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s, version {__version__}",
+                   help="Show the version and exit")
+
+
+def build_parser(run_prog: str = "vaultmesh run") -> argparse.ArgumentParser:
+    """``run_prog``: how ``run`` is named in its usage and ``--version`` (``vaultmesh-run`` for that script)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="vaultmesh", description="Workload commands of vaultmesh.")
+    _version_action(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    add_run_args(sub.add_parser("run", help="Run a command with secrets from the mesh.", description=RUN_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    run = sub.add_parser("run", prog=run_prog, help="Run a command with secrets from the mesh.",
+                         description=RUN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _version_action(run)
+    add_run_args(run)
     leases = sub.add_parser("leases", help="Leases of workloads.")
     lsub = leases.add_subparsers(dest="leases_command", required=True)
     reap = lsub.add_parser("reap", help="Revoke the tokens and leases a workload left behind (admin token).")
@@ -84,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     reap.add_argument("--auth-mount", default=None, help="Only tokens from this JWT auth mount (default: any)")
     reap.add_argument("--role", default=None, help="Only tokens of this role")
     reap.add_argument("--dry-run", action="store_true", help="Show what would be revoked; revoke nothing")
+    reap.add_argument("--json", action="store_true", help="The tokens as one JSON document on stdout")
     _connection_args(reap)
     return parser
 
@@ -354,8 +367,23 @@ def _client(args: Args, token: str | None = None, *, light: bool = False) -> Eng
     return client
 
 
+def reap_lines(workload: str, found: Sequence[TokenInfo], *, dry_run: bool) -> list[str]:
+    """``leases reap``'s report: one line per token, then a summary line."""
+    verb = "would revoke" if dry_run else "revoked"
+    return [f"{verb} token {info.accessor} ({info.display_name}, {info.path}, expires {info.expire_time})"
+            for info in found] + [f"{verb} {len(found)} token(s) of workload {workload} and the leases they created"]
+
+
+def reap_json(workload: str, found: Sequence[TokenInfo], *, dry_run: bool) -> dict[str, object]:
+    """``leases reap --json``: the same, as one document (accessors only, never a token)."""
+    return {"workload": workload, "dry_run": dry_run, "revoked": 0 if dry_run else len(found),
+            "tokens": [{"accessor": i.accessor, "display_name": i.display_name, "path": i.path,
+                        "namespace": i.namespace, "expire_time": i.expire_time} for i in found]}
+
+
 def reap_command(args: Args) -> int:
     from vaultmesh.engine.env import from_env
+    from vaultmesh.errors import report
     from vaultmesh.workload.reap import reap
 
     try:
@@ -366,23 +394,24 @@ def reap_command(args: Args) -> int:
         with _client(args, token) as client:
             found = reap(client, args.workload, auth_mount=args.auth_mount, role=args.role, dry_run=args.dry_run)
     except VaultmeshError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    verb = "would revoke" if args.dry_run else "revoked"
-    for info in found:
-        print(f"{verb} token {info.accessor} ({info.display_name}, {info.path}, expires {info.expire_time})")
-    print(f"{verb} {len(found)} token(s) of workload {args.workload} and the leases they created")
+        return report(err)
+    if args.json:
+        import json
+
+        print(json.dumps(reap_json(args.workload, found, dry_run=args.dry_run), indent=2))
+    else:
+        print("\n".join(reap_lines(args.workload, found, dry_run=args.dry_run)))
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, run_prog: str = "vaultmesh run") -> int:
     """``vaultmesh run ...`` / ``vaultmesh leases reap ...`` without click."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["run"]:
         fast = fast_run_args(argv[1:])
         if fast is not None:
             return run_command(fast)
-    args = build_parser().parse_args(argv)
+    args = build_parser(run_prog).parse_args(argv)
     if args.command == "run":
         return run_command(args)
     return reap_command(args)
@@ -390,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """The ``vaultmesh-run`` console script: ``vaultmesh-run [options] -- COMMAND``."""
-    return main(["run", *(sys.argv[1:] if argv is None else argv)])
+    return main(["run", *(sys.argv[1:] if argv is None else argv)], run_prog="vaultmesh-run")
 
 
 if __name__ == "__main__":
