@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultmesh.reconcile.hcl import fill_accessors
 from vaultmesh.reconcile.observe import Observed, ObservedState
 from vaultmesh.reconcile.plan import (
     Create,
@@ -32,6 +31,7 @@ from vaultmesh.reconcile.resources import (
     desired_resources,
     secret_values,
 )
+from vaultmesh.spec.policy import fill_accessors
 from vaultmesh.spec.resources import ResourcesSpec
 
 KEY = b"mesh-hash-key-for-tests-32-bytes"

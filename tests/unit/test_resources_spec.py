@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vaultmesh.reconcile.hcl import HclError, parse_policy
+from vaultmesh.spec.policy import HclError, parse_policy
 from vaultmesh.spec.resources import ResourcesSpec
-from vaultmesh.spec.types import format_duration, parse_duration
+from vaultmesh.spec.types import format_duration, parse_ttl
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "playdream" / "mesh.yaml"
 
@@ -38,18 +38,18 @@ def jwt_mount(roles: dict[str, Any]) -> dict[str, Any]:
     (60.0, 60),
 ])
 def test_durations_accept_units_and_seconds(text: object, seconds: int) -> None:
-    assert parse_duration(text) == seconds
+    assert parse_ttl(text) == seconds
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "15 minutes", "1w", "", "-5m", None])
 def test_durations_refuse_what_openbao_would_misread(bad: object) -> None:
     with pytest.raises(ValueError):
-        parse_duration(bad)
+        parse_ttl(bad)
 
 
 @given(st.integers(min_value=0, max_value=10**8))
 def test_a_formatted_duration_parses_back_to_the_same_seconds(seconds: int) -> None:
-    assert parse_duration(format_duration(seconds)) == seconds
+    assert parse_ttl(format_duration(seconds)) == seconds
 
 
 def test_limits_default_to_15_minutes_and_1_hour() -> None:

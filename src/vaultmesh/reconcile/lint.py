@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vaultmesh.reconcile.budget import covering_quotas
-from vaultmesh.reconcile.hcl import HclError, parse_policy, referenced_metadata
 from vaultmesh.reconcile.resources import Loc, field_path
+from vaultmesh.spec.policy import HclError, parse_policy, referenced_metadata
 from vaultmesh.spec.resources import DatabaseMount, JwtAuth, ResourcesSpec, walk_scopes
 from vaultmesh.spec.types import format_duration
 

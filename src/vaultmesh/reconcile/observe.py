@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vaultmesh.reconcile.resources import Resource, ResourceKey, iter_namespaces
-from vaultmesh.spec.types import parse_duration
+from vaultmesh.spec.types import parse_ttl
 
 Response = Mapping[str, Any] | None
 """A decoded JSON answer, or None for 404."""
@@ -105,7 +105,7 @@ def _normalise(data: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if k in DURATION_FIELDS and v is not None and not isinstance(v, bool):
             with contextlib.suppress(ValueError):
-                v = parse_duration(v)
+                v = parse_ttl(v)
         out[k] = v
     return out
 
@@ -201,7 +201,7 @@ def parse_rate_limit_quota(resp: Response) -> dict[str, Any]:
         value = data.get(name)
         if value is not None and not isinstance(value, bool):
             with contextlib.suppress(ValueError):
-                value = parse_duration(value)
+                value = parse_ttl(value)
             out[name] = value
     return out
 

@@ -32,7 +32,6 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from vaultmesh.errors import VaultmeshError
-from vaultmesh.reconcile.hcl import fill_accessors
 from vaultmesh.reconcile.observe import Observed, ObservedState
 from vaultmesh.reconcile.resources import (
     NESTED_FIELDS,
@@ -46,6 +45,7 @@ from vaultmesh.reconcile.resources import (
     canonical_json,
     resource_order,
 )
+from vaultmesh.spec.policy import fill_accessors
 from vaultmesh.spec.resources import BOOTSTRAP_AUTH, BOOTSTRAP_POLICY, BUILTIN_POLICIES
 
 DEFAULT_MAX_DELETES = 3

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from vaultmesh.errors import SpecError
-from vaultmesh.reconcile.hcl import fill_accessors, referenced_mounts
+from vaultmesh.spec.policy import fill_accessors, referenced_mounts
 from vaultmesh.spec.resources import (
     AppRoleAuth,
     DatabaseMount,

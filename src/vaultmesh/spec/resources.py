@@ -41,7 +41,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from vaultmesh.reconcile.hcl import HclError, parse_policy, referenced_mounts
+from vaultmesh.spec.policy import HclError, parse_policy, referenced_mounts
 from vaultmesh.spec.types import Duration, MountPath, Name, NamespaceName
 
 Loc = tuple[str | int, ...]

@@ -18,7 +18,7 @@ _WHOLE = re.compile(r"(?:\d+[dhms])+")
 """Whole numbers of whole units only: TTLs in the file are whole seconds."""
 
 
-def parse_duration(value: object) -> int:
+def parse_ttl(value: object) -> int:
     """Whole seconds from ``900``, ``"900"``, ``"15m"``, ``"1h30m"``, ``"2d"``. Raises ValueError otherwise.
 
     Fractions and negative values are refused: OpenBao TTLs are whole seconds and a negative TTL means
@@ -57,7 +57,7 @@ def format_duration(seconds: int) -> str:
     return "".join(out)
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration), PlainSerializer(int, return_type=int)]
+Duration = Annotated[int, BeforeValidator(parse_ttl), PlainSerializer(int, return_type=int)]
 """A TTL: accepts '15m', '1h', '90s', ints; holds whole seconds."""
 
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
