@@ -399,6 +399,21 @@ def test_prune_changes_the_checksum_only_when_there_is_something_to_prune() -> N
     assert dirty.checksum(prune=True) != dirty.checksum(prune=False)
 
 
+def test_apply_names_a_prune_mismatch_instead_of_calling_it_a_change() -> None:
+    from vaultmesh.reconcile.apply import checksum_refusal
+
+    desired = build(PLATFORM)
+    dirty = replan(desired, after_apply(desired, extra=[Observed("policy", "", "sys/policies/acl/old")]))
+    reviewed = dirty.checksum(prune=False)
+    assert checksum_refusal(dirty, reviewed, prune=False) is None
+    assert checksum_refusal(dirty, None, prune=True) is None
+    mismatch = checksum_refusal(dirty, reviewed, prune=True)
+    assert mismatch is not None and str(mismatch).startswith(
+        "the plan was reviewed without --prune and is applied with it")
+    changed = checksum_refusal(dirty, "0" * 64, prune=True)
+    assert changed is not None and "the mesh or the file changed" in str(changed)
+
+
 def test_a_plan_deleting_more_than_the_threshold_needs_force() -> None:
     desired = build(PLATFORM)
     extra = [Observed("policy", "", f"sys/policies/acl/old{i}") for i in range(4)]

@@ -150,15 +150,27 @@ class ApplyResult:
     audit_changed: bool
 
 
+def checksum_refusal(plan: Plan, reviewed: str | None, *, prune: bool) -> ApplyFailed | None:
+    """Why ``plan`` is not the plan that was reviewed (``reviewed``: its checksum), or None when it is."""
+    if not reviewed or plan.checksum(prune=prune) == reviewed:
+        return None
+    if plan.checksum(prune=not prune) == reviewed:
+        said, now = ("with", "without") if not prune else ("without", "with")
+        return ApplyFailed(f"the plan was reviewed {said} --prune and is applied {now} it (checksum differs)",
+                           hint="give --prune to both plan and apply, or to neither")
+    return ApplyFailed("the mesh or the file changed since the plan was reviewed (checksum differs)",
+                       hint="run `vaultmesh plan` again and review it")
+
+
 def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path, prune: bool = False,
           force: bool = False, reviewed_checksum: str | None = None, progress: Progress = _quiet,
           env: Mapping[str, str] | None = None) -> ApplyResult:
     """Plan, check, then perform each action in order. Stops at the first failure with the action named;
     what was done stays done and is recorded, so a re-run continues from there."""
     plan, desired = make_plan(mesh, client, spec, base_dir=base_dir, env=env)
-    if reviewed_checksum and plan.checksum(prune=prune) != reviewed_checksum:
-        raise ApplyFailed("the mesh or the file changed since the plan was reviewed (checksum differs)",
-                          hint="run `vaultmesh plan` again and review it")
+    refusal = checksum_refusal(plan, reviewed_checksum, prune=prune)
+    if refusal is not None:
+        raise refusal
     plan.raise_if_unsafe(force=force, prune=prune)
     state = ReconcileState(mesh.paths)
     previous = state.previous_hashes()
