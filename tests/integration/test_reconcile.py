@@ -174,8 +174,8 @@ auth:
     out = proc.stdout
     for code in ("policy-wildcard", "policy-sudo", "jwt-no-audience", "ttl-above-limit"):
         assert f"[{code}]" in out, out
-    assert f"{bad}:line 3:" in out or f"{bad}:line 4:" in out
-    assert f"{bad}:line 16:" in out  # token_ttl
+    assert f"{bad}:3:" in out or f"{bad}:4:" in out
+    assert f"{bad}:16:" in out  # token_ttl
 
 
 def test_policy_test_passes_for_the_example_in_a_throwaway_server(example: Path) -> None:

@@ -121,7 +121,7 @@ def test_warnings_carry_the_file_line_when_the_loader_knows_it() -> None:
     data = {"policies": {"lonely": 'path "a" { capabilities = ["read"] }'}}
     [w] = warnings(data, lines={("policies",): 3, ("policies", "lonely"): 4})
     assert w.line == 4
-    assert str(w).startswith("line 4: policies.lonely: ")
+    assert str(w).startswith("4: policies.lonely: ")  # after "<file>:", as validation errors read
 
 
 # -- what a reviewer would catch (issue 8) ----------------------------------------------------------------

@@ -44,7 +44,8 @@ class LintWarning:
     line: int | None = None
 
     def __str__(self) -> str:
-        at = f"line {self.line}: " if self.line else ""
+        """``6: where: message [code]``: after ``<file>:`` it reads ``mesh.yaml:6: ...``, as validation errors do."""
+        at = f"{self.line}: " if self.line else " "
         return f"{at}{self.where}: {self.message} [{self.code}]"
 
 
