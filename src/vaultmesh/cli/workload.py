@@ -45,7 +45,15 @@ def _from_state_dir(ctx: Ctx, args: tuple[str, ...]) -> list[str]:
     return extra
 
 
-@click.command("run", context_settings=_PASS_THROUGH, add_help_option=False)
+class _RunCommand(click.Command):
+    """Hands ``run`` its arguments exactly as typed (click would drop a leading ``--``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["vaultmesh.run_args"] = tuple(args)
+        return super().parse_args(ctx, args)
+
+
+@click.command("run", cls=_RunCommand, context_settings=_PASS_THROUGH, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args: tuple[str, ...]) -> None:
     """Run a command with secrets from the mesh; revoke them when it exits (`vaultmesh run --help`)."""
@@ -53,6 +61,7 @@ def run(args: tuple[str, ...]) -> None:
     from vaultmesh.workload.cli import main as workload_main
 
     ctx = click.get_current_context()
+    args = ctx.meta.get("vaultmesh.run_args", args)
     root = ctx.find_root()
     extra: list[str] = []
     if root.command is not ctx.command and root.get_parameter_source("dir_") is ParameterSource.COMMANDLINE:
