@@ -66,12 +66,11 @@ def _runs(proc: psutil.Process, marker: str) -> bool:
         return False
 
 
-def tracked_pid(pid_file: Path, marker: str) -> int | None:
+def find_pid(pid_file: Path, marker: str) -> int | None:
     """The pid of the process whose arguments end with ``marker`` (a config path): the one in ``pid_file`` when
     it still is that process, else one found among running processes whose working directory is still the
-    pid file's directory, which is then written back. A lost pid file is so adopted and `up` does not start
-    a second copy on a port the first one holds; a process left over from a deleted state dir at the same
-    path (its working directory is gone) is not. None when no such process runs."""
+    pid file's directory (a lost pid file); a process left over from a deleted state dir at the same path (its
+    working directory is gone) is not. None when no such process runs. A query: it writes nothing."""
     pid = read_pid(pid_file)
     if pid:
         with contextlib.suppress(psutil.NoSuchProcess):
@@ -81,9 +80,18 @@ def tracked_pid(pid_file: Path, marker: str) -> int | None:
         with contextlib.suppress(psutil.Error, OSError):
             # the same directory, not just the same name: /proc/<pid>/cwd of a deleted dir is another inode
             if _runs(proc, marker) and os.path.samefile(f"/proc/{proc.pid}/cwd", pid_file.parent):
-                write_atomic(pid_file, f"{proc.pid}\n".encode(), mode=0o600)
                 return proc.pid
     return None
+
+
+def tracked_pid(pid_file: Path, marker: str) -> int | None:
+    """``find_pid``, adopting what it finds: a process found without its pid file has the file written back, so
+    `up` does not start a second copy on a port the first one holds. For commands that change the mesh;
+    queries (``status``, ``env``) use ``find_pid``."""
+    pid = find_pid(pid_file, marker)
+    if pid is not None and read_pid(pid_file) != pid:
+        write_atomic(pid_file, f"{pid}\n".encode(), mode=0o600)
+    return pid
 
 
 def pid_alive(pid: int | None, *, cmd_contains: str | None = None) -> bool:
@@ -141,22 +149,53 @@ def start_process(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: P
     return proc.pid
 
 
-def stop_process(pid: int | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
-    """Send ``sig``, wait up to ``timeout``, then SIGKILL. Returns True when something was stopped."""
-    if not pid:
-        return False
+def _gone(proc: psutil.Process) -> bool:
+    """The process has exited: no such pid, or a zombie its parent has not reaped yet (a daemon's parent is
+    init, which may reap only every few seconds: waiting for the pid to vanish cost ~2 s per process)."""
     try:
-        proc = psutil.Process(pid)
-        proc.send_signal(sig)
-    except psutil.NoSuchProcess:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return True
+    except psutil.AccessDenied:
         return False
-    try:
-        proc.wait(timeout)
-    except psutil.TimeoutExpired:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(proc.pid, os.WNOHANG)  # our own child: reap it
+    return True
+
+
+def stop_processes(pids: Sequence[int | None], *, timeout: float = 10.0, sig: int = signal.SIGTERM,
+                   interval: float = 0.02) -> list[int]:
+    """Send ``sig`` to every pid at once, wait up to ``timeout`` for all of them to exit, then SIGKILL the
+    rest. Returns the pids that were signalled."""
+    procs: list[psutil.Process] = []
+    for pid in pids:
+        if not pid:
+            continue
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc = psutil.Process(pid)
+            proc.send_signal(sig)
+            procs.append(proc)
+    deadline = time.monotonic() + timeout
+    waiting = list(procs)
+    while waiting:
+        waiting = [p for p in waiting if not _gone(p)]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    for proc in waiting:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-            proc.wait(5)
-    return True
+    kill_deadline = time.monotonic() + 5.0
+    while waiting and time.monotonic() < kill_deadline:
+        waiting = [p for p in waiting if not _gone(p)]
+        time.sleep(interval)
+    return [p.pid for p in procs]
+
+
+def stop_process(pid: int | None, *, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool:
+    """Send ``sig``, wait up to ``timeout``, then SIGKILL. Returns True when something was stopped."""
+    return bool(stop_processes([pid], timeout=timeout, sig=sig))
 
 
 def kill_process(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -1,0 +1,141 @@
+"""The processes of a mesh on this host: what each one is (its pid file and the marker that tells it apart),
+how each is started, and stopping them all (``down``).
+
+A mesh runs: the keeper, the entry (HAProxy), the workload identity issuer, its nodes, and with a transit seal
+the seal node. Each is a detached process tracked by its pid file; ``TrackedProcess.marker`` is the argument its
+command line ends with, which guards against pid reuse.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vaultmesh.layout import MeshLayout, NodeLayout, StatePaths
+from vaultmesh.runtime.local import (
+    KMS_ENV,
+    check_ports_free,
+    find_pid,
+    start_process,
+    stop_processes,
+    tracked_pid,
+)
+
+Progress = Callable[[str], None]
+
+STOP_TIMEOUT = 15.0
+"""Seconds a process gets to exit after SIGTERM before it is killed. OpenBao, HAProxy, the issuer and the keeper
+all exit in well under a second; the margin is for a node flushing Raft on a loaded machine."""
+
+
+@dataclass(frozen=True)
+class TrackedProcess:
+    """One process of the mesh, as its state dir knows it."""
+
+    name: str
+    pid_file: Path
+    marker: str
+    """A path one argument of its command line ends with (its config or certificate)."""
+
+    def pid(self, *, adopt: bool = False) -> int | None:
+        """Its pid when it runs. ``adopt`` writes a lost pid file back (for commands that change the mesh);
+        without it this is a pure lookup."""
+        return (tracked_pid if adopt else find_pid)(self.pid_file, self.marker)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+# -- what each process is ------------------------------------------------------------------------------------
+
+def entry_config(layout: MeshLayout) -> Path:
+    return layout.paths.entry_dir / "haproxy.cfg"
+
+
+def entry_pid_file(layout: MeshLayout) -> Path:
+    return layout.paths.entry_dir / "haproxy.pid"
+
+
+def entry_log(layout: MeshLayout) -> Path:
+    return layout.paths.entry_dir / "haproxy.log"
+
+
+def entry_process(layout: MeshLayout) -> TrackedProcess:
+    return TrackedProcess("entry", entry_pid_file(layout), str(entry_config(layout)))
+
+
+def issuer_process(paths: StatePaths) -> TrackedProcess:
+    return TrackedProcess("identity issuer", paths.issuer_pid, str(paths.identity_cert))
+
+
+def keeper_marker(paths: StatePaths) -> str:
+    """The keeper's marker: how its process is told apart from every other one naming the state dir."""
+    return str(paths.keeper_status)
+
+
+def keeper_process(paths: StatePaths) -> TrackedProcess:
+    return TrackedProcess("keeper", paths.keeper_pid, keeper_marker(paths))
+
+
+def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
+    return TrackedProcess(name or node.name, node.pid_file, str(node.config_file))
+
+
+def stop_order(layout: MeshLayout) -> list[list[TrackedProcess]]:
+    """The mesh's processes in the waves ``down`` stops them in: what uses the nodes (keeper, entry, issuer),
+    then every node, then the seal node they unseal with. The processes of a wave stop together."""
+    waves = [[keeper_process(layout.paths), entry_process(layout), issuer_process(layout.paths)],
+             [node_process(n) for n in reversed(layout.nodes)]]
+    if layout.seal_node:
+        waves.append([node_process(layout.seal_node, "seal")])
+    return waves
+
+
+# -- starting ------------------------------------------------------------------------------------------------
+
+def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = None) -> int:
+    """Start a node (or the seal node) from its rendered config; its ports must be free."""
+    prefix: list[str] = []
+    if node.netns:  # runtime: netns: the node's own namespace, whose ports are its own
+        from vaultmesh.runtime.netns import exec_prefix
+
+        prefix = exec_prefix(node)
+    else:
+        check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
+    return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
+                         log_file=node.log_file, pid_file=node.pid_file, env=env, inherit=KMS_ENV)
+
+
+def start_entry(layout: MeshLayout) -> int:
+    """Start HAProxy on the rendered entry config."""
+    check_ports_free({"entry": layout.entry_port})
+    haproxy = shutil.which("haproxy") or "haproxy"
+    return start_process([haproxy, "-db", "-f", str(entry_config(layout))], cwd=layout.paths.entry_dir,
+                         log_file=entry_log(layout), pid_file=entry_pid_file(layout))
+
+
+def start_issuer(paths: StatePaths, cert: Path, key: Path) -> int:
+    """Start the workload identity issuer (``python -m vaultmesh.identity``) over ``cert``/``key``."""
+    return start_process([sys.executable, "-m", "vaultmesh.identity", "--dir", str(paths.root),
+                          "--key", str(key), "--cert", str(cert)], cwd=paths.identity_dir,
+                         log_file=paths.issuer_log, pid_file=paths.issuer_pid)
+
+
+# -- stopping ------------------------------------------------------------------------------------------------
+
+def down(layout: MeshLayout, *, progress: Progress = _quiet, timeout: float = STOP_TIMEOUT) -> list[str]:
+    """Stop every running process of the mesh by pid, wave by wave (``stop_order``), the processes of a wave
+    in parallel; keep all data. Returns the names of what was stopped, in that order."""
+    stopped: list[str] = []
+    for wave in stop_order(layout):
+        running = [(p, pid) for p in wave if (pid := p.pid()) is not None]
+        if not running:
+            continue
+        progress("stopping " + ", ".join(f"{p.name} (pid {pid})" for p, pid in running))
+        stop_processes([pid for _, pid in running], timeout=timeout)
+        stopped += [p.name for p, _ in running]
+    return stopped
