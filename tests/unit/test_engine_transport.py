@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vaultmesh.engine.client import StdlibTransport, split_addr
+from vaultmesh.errors import VaultmeshError
 
 Reply = Callable[[bytes], bytes | None]
 """Given one request's bytes, the bytes to answer (None: close the connection without answering)."""
@@ -183,3 +184,10 @@ def test_addresses_split_into_scheme_host_and_port() -> None:
     assert split_addr("https://127.0.0.1:8200") == ("https", "127.0.0.1", 8200)
     assert split_addr("https://vault.example") == ("https", "vault.example", 443)
     assert split_addr("HTTPS://[::1]:8200/") == ("https", "::1", 8200)
+
+
+def test_a_token_with_a_line_break_cannot_add_a_header(serve: Callable[[list[Reply]], Server]) -> None:
+    server = serve([answer(b"{}")])
+    with pytest.raises(VaultmeshError, match="line break"):
+        transport().send("GET", server.addr, "/v1/sys/health", {"X-Vault-Token": "s.x\r\nX-Evil: 1"}, None, 5.0)
+    assert server.requests == []

@@ -318,6 +318,11 @@ class StdlibTransport:
 
     def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
              timeout: float) -> tuple[int, dict[str, str], bytes]:
+        if any(c in text for text in (method, target, *headers, *headers.values()) for c in "\r\n\0"):
+            # a token, path or header value must not add a header (http.client refuses the same)
+            raise VaultmeshError("a request line or header holds a line break or NUL; nothing was sent",
+                                 hint="check the token (BAO_TOKEN, VAULT_TOKEN, the token file) for a stray line "
+                                      "break")
         with self._lock(addr):
             for fresh in (False, True):
                 conn = self._conns.pop(addr, None)
