@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def cli(ctx: click.Context, dir_: Path, engine: str | None, debug: bool) -> None
 @handle_errors
 def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
     """Create, start, complete or heal the mesh; return when it is healthy."""
+    from rich.text import Text
+
     from vaultmesh.lifecycle.up import up as do_up
     from vaultmesh.spec.load import load_spec
     from vaultmesh.spec.models import zone_warnings
@@ -59,7 +62,7 @@ def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
         console.print(f"[bold yellow]warning:[/] {warning}")
     with console.status("starting") as st:
         def progress(msg: str) -> None:
-            st.update(msg)
+            st.update(Text(msg))
             console.print(f"  {msg}", markup=False)  # a whole line: never wrapped mid-sentence
 
         result = do_up(ctx.dir, spec, text, engine_override=ctx.engine,
@@ -69,7 +72,7 @@ def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
     leader = result.view.leader
     console.print(f"[bold green]healthy[/] in {result.seconds:.1f} s: {len(result.view.nodes)} voters, leader "
                   f"{leader.name if leader else '?'}; entry {address(result.mesh, result.view)}")
-    console.print(f'use it: eval "$(vaultmesh --dir {ctx.dir} env)"')
+    console.print(f'use it: eval "$(vaultmesh --dir {shlex.quote(str(ctx.dir))} env)"', markup=False)
 
 
 @cli.command()
