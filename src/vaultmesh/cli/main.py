@@ -29,7 +29,7 @@ from vaultmesh.errors import VaultmeshError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--dir", "dir_", type=click.Path(path_type=Path), envvar=DIR_ENV, default=DEFAULT_DIR,
-              show_default=True, help=DIR_HELP + " Every command also takes it after its name.")
+              show_default=True, help=DIR_HELP + " Commands that use a mesh also take it after their name.")
 @click.option("--engine", envvar=ENGINE_ENV, default=None, help=ENGINE_HELP)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(__version__, prog_name="vaultmesh")
