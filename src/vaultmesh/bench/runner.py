@@ -16,7 +16,6 @@ jobs not started are abandoned (counted), held workloads are revoked at once, an
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import math
 import multiprocessing as mp
@@ -224,8 +223,11 @@ def _worker_main(plan: WorkerPlan, ready_q: Any, go: Any, t0_val: Any, done_val:
     for th in threads:
         th.join(hard_end + 60)
     for o in ops:
-        with contextlib.suppress(Exception):
-            o.close()
+        try:
+            o.close()  # ops.close catches the refusals it expects itself
+        except Exception:  # a bug: recorded, the run's samples still go back
+            out = rows[0] if rows else []
+            out.append(("internal", 0, clock(), clock(), clock(), traceback.format_exc(limit=3)[-200:]))
     flat = [r for out in rows for r in out]
     result_q.put((plan.index, flat, agenda.abandoned if agenda else 0))
 
@@ -348,12 +350,11 @@ def bench_mesh(mesh: Any, config: BenchConfig, *, hooks: Sequence[Hook] = (), pr
     result = run_load(targets, config, hooks=hooks, progress=progress, allowed_hosts=allowed)
     result.before = before
     op = config.job_op
-    if op == "jwt-login":
-        revoke_prefix(admin, targets.login_path)
-        result.cleanup = f"tokens of {targets.login_path} revoked by prefix after the run"
-    elif op == "db-creds":
-        revoke_prefix(admin, targets.creds_path)
-        result.cleanup = f"leases of {targets.creds_path} revoked by prefix after the run"
+    if op in ("jwt-login", "db-creds"):
+        what, prefix = ("tokens", targets.login_path) if op == "jwt-login" else ("leases", targets.creds_path)
+        why_not = revoke_prefix(admin, prefix)
+        result.cleanup = f"{what} of {prefix} revoked by prefix after the run" if why_not is None else \
+            f"{what} of {prefix} NOT revoked by prefix after the run: {why_not}"
     after, secs = wait_for_baseline(admin, before, timeout=settle_time(mesh) if settle_timeout is None
                                     else settle_timeout)
     result.after, result.returned_after = after, secs

@@ -190,8 +190,7 @@ def run_chaos(mesh: m.Mesh, plan: FaultPlan, config: BenchConfig, *, progress: P
                 fault.lift()
             except VaultmeshError as err:
                 result.notes.append(f"lifting the fault failed: {err}")
-            with contextlib.suppress(Exception):
-                result.bench.events.append(Event(fault.now(), "lifted after the load"))
+            result.bench.events.append(Event(fault.now(), "lifted after the load"))
     if inj.wait_healthy(mesh.paths.root, timeout=HEAL_TIMEOUT) is not None:
         if result.t_lift is not None:
             result.healthy_after_s = time.monotonic() - (fault.t0 + result.t_lift)
