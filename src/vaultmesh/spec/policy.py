@@ -21,7 +21,7 @@ template they wrote.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 CAPABILITIES = frozenset({"create", "read", "update", "patch", "delete", "list", "sudo", "deny", "subscribe"})
@@ -260,21 +260,17 @@ def fill_accessors(text: str, accessors: Mapping[str, str], *, namespace: str = 
     (``jwt``, or ``team-a/jwt`` for a mount in namespace ``team-a``); mounts are looked up in ``namespace``."""
     pending: set[str] = set()
 
-    def alias(m: re.Match[str]) -> str:
-        full = _full_mount(namespace, m.group("mount"))
-        acc = accessors.get(full)
-        if acc is None:
-            pending.add(full)
-            return m.group(0)
-        return "{{identity.entity.aliases." + acc + "." + m.group("rest") + "}}"
+    def filler(spell: Callable[[str, re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
+        """A substitution that spells the mount's accessor with ``spell``, or leaves an unknown mount as written."""
+        def fill(m: re.Match[str]) -> str:
+            full = _full_mount(namespace, m.group("mount"))
+            acc = accessors.get(full)
+            if acc is None:
+                pending.add(full)
+                return m.group(0)
+            return spell(acc, m)
+        return fill
 
-    def accessor(m: re.Match[str]) -> str:
-        full = _full_mount(namespace, m.group("mount"))
-        acc = accessors.get(full)
-        if acc is None:
-            pending.add(full)
-            return m.group(0)
-        return acc
-
-    filled = _ACCESSOR.sub(accessor, _ALIAS.sub(alias, text))
+    alias = filler(lambda acc, m: "{{identity.entity.aliases." + acc + "." + m.group("rest") + "}}")
+    filled = _ACCESSOR.sub(filler(lambda acc, m: acc), _ALIAS.sub(alias, text))
     return FilledPolicy(filled, frozenset(pending))

@@ -77,14 +77,20 @@ class IdentityFile:
         self.path = path
 
     def __call__(self) -> str:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                token = f.read().strip()
-        except OSError as err:
-            raise WorkloadError(f"cannot read the identity token {self.path}: {err.strerror or err}") from None
-        if not token:
-            raise WorkloadError(f"the identity token file {self.path} is empty")
-        return token
+        return read_token_file(self.path, cannot=f"cannot read the identity token {self.path}",
+                               empty=f"the identity token file {self.path} is empty")
+
+
+def read_token_file(path: str, *, cannot: str, empty: str) -> str:
+    """The stripped content of ``path``; ``WorkloadError`` "<cannot>: <why>" or ``empty`` otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as err:
+        raise WorkloadError(f"{cannot}: {err.strerror or err}") from None
+    if not value:
+        raise WorkloadError(empty)
+    return value
 
 
 def read_wrapping_token(ref: str, environ: Mapping[str, str] | None = None) -> str:
@@ -95,14 +101,7 @@ def read_wrapping_token(ref: str, environ: Mapping[str, str] | None = None) -> s
         if not value:
             raise WorkloadError(f"unwrap {ref}: the environment variable {where} is not set")
         return value
-    try:
-        with open(where, encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError as err:
-        raise WorkloadError(f"unwrap {ref}: cannot read {where}: {err.strerror or err}") from None
-    if not value:
-        raise WorkloadError(f"unwrap {ref}: {where} is empty")
-    return value
+    return read_token_file(where, cannot=f"unwrap {ref}: cannot read {where}", empty=f"unwrap {ref}: {where} is empty")
 
 
 class WorkloadTransport:
