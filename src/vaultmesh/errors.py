@@ -9,7 +9,12 @@
      ├── EngineError               OpenBao answered with an error (keeps status and the server's words)
      │    ├── PermissionDenied     403
      │    └── InvalidRequest       400
-     └── Unavailable               no node answered within the deadline (temporary)
+     ├── Unavailable               no node answered within the deadline (temporary)
+     ├── InsecureAddress           a node address that is not https (nothing is sent)
+     ├── MissingCA                 the CA file named by --ca-cert / BAO_CACERT cannot be read
+     ├── WorkloadError             a workload could not get what it asked for (run, the SDK)
+     ├── UnsafePlan                a plan deletes too much without --force (exit 3)
+     └── ApplyFailed               an apply action failed; what came before it is done
 
 Every command prints ``str(err)`` on one line (``report``) and exits with ``err.exit_code``, one of
 ``EXIT_CODES``; a traceback only with ``--debug``. Messages never carry secret values. (``vaultmesh run`` is the
@@ -112,6 +117,28 @@ class PermissionDenied(EngineError):
 
 class InvalidRequest(EngineError):
     """400: the request was refused as invalid (bad login, bad field)."""
+
+
+class InsecureAddress(VaultmeshError):
+    """A node address that is not https: the identity JWT and tokens would travel in clear."""
+
+
+class MissingCA(VaultmeshError):
+    """The CA file named by --ca-cert / BAO_CACERT does not exist or cannot be read."""
+
+
+class WorkloadError(VaultmeshError):
+    """A workload could not get what it asked for: names what was refused and OpenBao's reason."""
+
+
+class UnsafePlan(VaultmeshError):
+    """The plan deletes more than the threshold, or deletes a namespace or secrets engine."""
+
+    exit_code = EXIT_UNSAFE
+
+
+class ApplyFailed(VaultmeshError):
+    """An action failed; earlier ones are done, and a re-run picks up where this stopped."""
 
 
 def report(err: VaultmeshError, *, debug: bool = False) -> int:

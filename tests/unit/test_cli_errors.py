@@ -113,7 +113,7 @@ def test_a_bug_is_a_traceback_and_exit_70() -> None:
 
 
 def test_the_exit_code_table_has_what_the_commands_use() -> None:
-    from vaultmesh.reconcile.plan import UnsafePlan
+    from vaultmesh.errors import UnsafePlan
 
     assert {0, 1, 2, 3, 70, 130} <= set(EXIT_CODES)
     assert UnsafePlan("x").exit_code == 3 and SpecError("x").exit_code == 2 and VaultmeshError("x").exit_code == 1

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import InvalidRequest
+from vaultmesh.errors import InvalidRequest, WorkloadError
 from vaultmesh.workload.book import Timing
-from vaultmesh.workload.session import Session, WorkloadError, WorkloadTransport
+from vaultmesh.workload.session import Session, WorkloadTransport
 from vaultmesh.workload.spec import Source, parse_flags
 
 

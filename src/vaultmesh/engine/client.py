@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from vaultmesh.errors import EngineError, Unavailable, VaultmeshError
+from vaultmesh.errors import EngineError, InsecureAddress, MissingCA, Unavailable, VaultmeshError
 from vaultmesh.values import Value
 
 TYPE_CHECKING = False
@@ -35,14 +35,6 @@ if TYPE_CHECKING:  # typing and dataclasses stay off the import path of ``run``'
     from typing import Any, Literal, Protocol
 
     Outcome = Literal["ok", "retry", "fail"]
-
-
-class InsecureAddress(VaultmeshError):
-    """A node address that is not https: the identity JWT and tokens would travel in clear."""
-
-
-class MissingCA(VaultmeshError):
-    """The CA file named by --ca-cert / BAO_CACERT does not exist or cannot be read."""
 
 
 def require_https(addrs: Iterable[str], source: str = "the address") -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from vaultmesh.engine.admin import retry_while_upgrading
 from vaultmesh.engine.client import EngineClient
-from vaultmesh.errors import EngineError, StateError, VaultmeshError
+from vaultmesh.errors import ApplyFailed, EngineError, StateError, VaultmeshError
 from vaultmesh.fsutil import read_json, write_json
 from vaultmesh.identity.server import read_issuer_record
 from vaultmesh.lifecycle import mesh as m
@@ -34,10 +34,6 @@ from vaultmesh.spec.models import MeshSpec
 from vaultmesh.spec.resources import read_confined
 
 Progress = Callable[[str], None]
-
-
-class ApplyFailed(VaultmeshError):
-    """An action failed; earlier ones are done, and a re-run picks up where this stopped."""
 
 
 def _quiet(_: str) -> None:
@@ -164,9 +160,15 @@ def checksum_refusal(plan: Plan, reviewed: str | None, *, prune: bool) -> ApplyF
 
 def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path, prune: bool = False,
           force: bool = False, reviewed_checksum: str | None = None, progress: Progress = _quiet,
-          env: Mapping[str, str] | None = None) -> ApplyResult:
+          env: Mapping[str, str] | None = None, partial: bool = False) -> ApplyResult:
     """Plan, check, then perform each action in order. Stops at the first failure with the action named;
-    what was done stays done and is recorded, so a re-run continues from there."""
+    what was done stays done and is recorded, so a re-run continues from there.
+
+    ``partial``: the file declares only objects of its own beside the user's file (bench and chaos apply
+    theirs so): nothing is pruned, the records of objects it does not declare are kept, and the audit devices
+    and lease budgets stay as the user's file set them."""
+    if partial and prune:
+        raise ValueError("a partial file prunes nothing")
     plan, desired = make_plan(mesh, client, spec, base_dir=base_dir, env=env)
     refusal = checksum_refusal(plan, reviewed_checksum, prune=prune)
     if refusal is not None:
@@ -193,12 +195,15 @@ def apply(mesh: m.Mesh, client: EngineClient, spec: MeshSpec, *, base_dir: Path,
             missing = []
         verified = [a for a in done if a not in missing]
         if verified:
-            write_json(state.paths.reconcile_applied, applied_hashes(plan, previous, executed=verified))
+            hashes = applied_hashes(plan, previous, executed=verified)
+            write_json(state.paths.reconcile_applied, {**previous, **hashes} if partial else hashes)
     if missing:
         first = missing[0]
         raise ApplyFailed(f"{first.op} {first.kind} {first.key.id}: OpenBao acknowledged the write but reading it "
                           f"back shows it is not there ({len(missing)} action(s) so); not recorded as applied",
                           hint="check the node logs (a standby answering after a failover?) and re-run apply")
+    if partial:
+        return ApplyResult(plan, tuple(done), False)
     # the lease budgets of the file last applied, for the keeper to watch (OpenBao has no lease quotas)
     write_json(state.paths.reconcile_budgets, [b.to_json() for b in budgets(spec)])
     audit_changed = apply_audit(mesh, spec, progress=progress)

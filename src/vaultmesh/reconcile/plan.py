@@ -11,7 +11,8 @@ order: namespaces, mounts (enable + tune), policies, configs, roles, KV seeds.
 Unmanaged objects (found on the server, absent from the file) become ``Delete(prune=True)``: listed in every
 plan, executed only with ``--prune``. Built-ins are never listed: ``sys/``, ``identity/``, ``cubbyhole/``,
 ``token/`` auth, the ``default`` and ``root`` policies, and what vaultmesh's bootstrap made at the root
-(``userpass/`` auth, the ``vaultmesh-admin`` policy).
+(``userpass/`` auth, the ``vaultmesh-admin`` policy). Nor are the bench's objects (root mounts and policies
+named ``vaultmesh-bench...``, applied by ``vaultmesh bench`` and ``chaos`` from a file of their own).
 
 Secrets. No secret value reaches a plan: a sensitive field shows as ``(sensitive) <8 hex>``, the start of a
 keyed digest (see ``resources.digest`` for why keyed). Fields OpenBao never returns (passwords, KV values,
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from vaultmesh.errors import VaultmeshError
+from vaultmesh.errors import UnsafePlan
 from vaultmesh.reconcile.observe import Observed, ObservedState
 from vaultmesh.reconcile.resources import (
     NESTED_FIELDS,
@@ -46,7 +47,7 @@ from vaultmesh.reconcile.resources import (
     resource_order,
 )
 from vaultmesh.spec.policy import fill_accessors
-from vaultmesh.spec.resources import BOOTSTRAP_AUTH, BOOTSTRAP_POLICY, BUILTIN_POLICIES
+from vaultmesh.spec.resources import BENCH_PREFIX, BOOTSTRAP_AUTH, BOOTSTRAP_POLICY, BUILTIN_POLICIES
 
 DEFAULT_MAX_DELETES = 3
 """More deletes than this in one apply needs ``--force``: pruning a few stale roles is routine, a dozen
@@ -57,12 +58,6 @@ ALWAYS_UNSAFE_KINDS = frozenset({"namespace", "secrets_mount"})
 
 PreviousHashes = Mapping[str, Mapping[str, str]]
 """``applied.json`` hashes: {resource id: {field: digest}}."""
-
-
-class UnsafePlan(VaultmeshError):
-    """The plan deletes more than the threshold, or deletes a namespace or secrets engine."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)
@@ -307,10 +302,24 @@ def _replacement(r: Resource, o: Observed) -> str | None:
     return None
 
 
+def is_bench(key: ResourceKey) -> bool:
+    """An object of the bench's own file: at the root, in a mount or policy named ``vaultmesh-bench...``."""
+    if key.namespace:
+        return False
+    parts = key.path.split("/")
+    if parts[:2] in (["sys", "auth"], ["sys", "mounts"]) or parts[:3] == ["sys", "policies", "acl"]:
+        parts = parts[3:] if parts[1] == "policies" else parts[2:]
+    elif parts[0] == "auth":
+        parts = parts[1:]
+    return bool(parts) and parts[0].startswith(BENCH_PREFIX)
+
+
 def is_builtin(kind: str, key: ResourceKey) -> bool:
-    """Objects vaultmesh never prunes: OpenBao's own, and what its bootstrap created at the root."""
+    """Objects vaultmesh never prunes: OpenBao's own, what its bootstrap created at the root, and the bench's."""
     name = key.path.rsplit("/", 1)[-1]
     root = key.namespace == ""
+    if is_bench(key) and kind in ("auth_mount", "secrets_mount", "policy"):
+        return True
     if kind == "auth_mount":
         return name == "token" or (root and key.path == f"sys/auth/{BOOTSTRAP_AUTH}")
     if kind == "secrets_mount":
@@ -377,7 +386,8 @@ def applied_hashes(plan: Plan, previous: PreviousHashes | None = None,
     """The new ``applied.json`` hashes after ``executed`` (default: every change but prunes) succeeded.
 
     Records the digests of write-only fields that were sent; keeps the old record of create-only fields on
-    update (they were not sent); forgets objects that are no longer in the file.
+    update (they were not sent); forgets objects that are no longer in the file, except the bench's (which
+    lives in a file of its own beside this one).
     """
     out = {k: dict(v) for k, v in (previous or {}).items()}
     for a in plan.executable(prune=False) if executed is None else executed:
@@ -391,6 +401,7 @@ def applied_hashes(plan: Plan, previous: PreviousHashes | None = None,
         elif isinstance(a, Delete):
             out.pop(a.key.id, None)
     wanted = {a.key.id for a in plan.actions if isinstance(a, Create | Update | NoOp)}
+    wanted |= {k for k in out if is_bench(ResourceKey("", k))}  # the bench's file keeps its records
     return {k: v for k, v in sorted(out.items()) if k in wanted and v}
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.engine.env import from_env
-from vaultmesh.errors import VaultmeshError
+from vaultmesh.errors import VaultmeshError, WorkloadError
 from vaultmesh.workload.book import Timing
-from vaultmesh.workload.session import IdentityFile, Renewer, Session, WorkloadError, make_client
+from vaultmesh.workload.session import IdentityFile, Renewer, Session, make_client
 from vaultmesh.workload.spec import Source, parse_source_text
 
 log = logging.getLogger("vaultmesh.workload")

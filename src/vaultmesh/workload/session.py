@@ -26,7 +26,7 @@ from vaultmesh.engine.client import (
     make_ssl_context,
     require_https,
 )
-from vaultmesh.errors import EngineError, VaultmeshError
+from vaultmesh.errors import EngineError, VaultmeshError, WorkloadError
 from vaultmesh.workload.book import (
     TOKEN,
     Action,
@@ -50,10 +50,6 @@ Log = Callable[[str, str], None]
 
 def _quiet(level: str, message: str) -> None:
     pass
-
-
-class WorkloadError(VaultmeshError):
-    """A workload could not get what it asked for: names what was refused and OpenBao's reason."""
 
 
 def describe_failure(what: str, err: VaultmeshError) -> str:
