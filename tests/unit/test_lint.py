@@ -229,8 +229,10 @@ def test_lease_ttls_above_the_limits_are_flagged() -> None:
 
 
 def test_the_benchs_database_role_asks_for_no_privilege_on_the_shared_postgresql() -> None:
-    from vaultmesh.bench.targets import CREATION_SQL, REVOCATION_SQL
-    from vaultmesh.reconcile.lint import PRIVILEGED_SQL
+    from vaultmesh.bench.targets import bench_mesh_file
 
-    assert PRIVILEGED_SQL.search(CREATION_SQL) is None
-    assert "DROP ROLE" in REVOCATION_SQL
+    data = yaml.safe_load(bench_mesh_file())
+    data.pop("version")
+    assert [c for c in codes(data) if c[0] == "db-privileged"] == []
+    role = data["secrets"]["vaultmesh-bench-db"]["roles"]["bench"]
+    assert any("DROP ROLE" in st for st in role["revocation_statements"])

@@ -275,6 +275,28 @@ def test_built_in_and_bootstrap_objects_are_never_pruned(kind: str, ns: str, pat
     assert ResourceKey(ns, path) not in {a.key for a in plan.actions}
 
 
+@pytest.mark.parametrize(("kind", "path"), [
+    ("auth_mount", "sys/auth/vaultmesh-bench-jwt"), ("secrets_mount", "sys/mounts/vaultmesh-bench-kv"),
+    ("secrets_mount", "sys/mounts/vaultmesh-bench-db"), ("secrets_mount", "sys/mounts/vaultmesh-bench-chaos"),
+    ("policy", "sys/policies/acl/vaultmesh-bench"),
+])
+def test_the_benchs_objects_at_the_root_are_never_offered_for_pruning(kind: str, path: str) -> None:
+    desired = build(PLATFORM)
+    plan = replan(desired, after_apply(desired, extra=[Observed(kind, "", path)]))
+    assert ResourceKey("", path) not in {a.key for a in plan.actions}
+    # in a namespace the name is nothing special
+    plan = replan(desired, after_apply(desired, extra=[Observed(kind, "team-a", path)]))
+    assert only(plan, path).prune
+
+
+def test_applying_another_file_keeps_the_benchs_records_and_forgets_the_rest() -> None:
+    desired = build(PLATFORM)
+    plan = replan(desired, after_apply(desired))
+    previous = {"vaultmesh-bench-db/config/pg": {"password": "d1"}, "gone/config/pg": {"password": "d2"}}
+    assert applied_hashes(plan, previous)["vaultmesh-bench-db/config/pg"] == {"password": "d1"}
+    assert "gone/config/pg" not in applied_hashes(plan, previous)
+
+
 def test_a_userpass_mount_inside_a_namespace_is_not_the_bootstrap_one() -> None:
     desired = build(PLATFORM)
     plan = replan(desired, after_apply(desired, extra=[Observed("auth_mount", "team-a", "sys/auth/userpass")]))

@@ -1,66 +1,75 @@
-"""What the bench talks to, configured with the admin client (idempotent), and the mesh's token/lease counts.
+"""What the bench talks to, set up through ``reconcile.apply`` from a mesh file of its own, and the mesh's
+token/lease counts.
 
-``setup_targets`` creates, under names of its own (so it never touches a user's mounts)::
+``setup_targets`` applies ``targets.yaml`` (shipped beside this module) as a partial file: beside the user's
+own, it prunes nothing and leaves the user's audit devices and lease budgets alone. Every name starts with
+``vaultmesh-bench`` (``spec.resources.BENCH_PREFIX``), so the plan of any other file never offers them for
+deletion::
 
-    auth/bench-jwt            jwt auth trusting the mesh's identity issuer: oidc_discovery_url + the mesh CA
-                              (nodes in network namespaces cannot reach the issuer on loopback: there the
-                              issuer's public keys are given as jwt_validation_pubkeys instead)
-    auth/bench-jwt/role/bench bound_audiences [vaultmesh-bench], user_claim sub, short token TTL
-    bench-kv/                 kv v2 with one secret, bench-kv/data/app/config
-    bench-db/                 database engine, connection "pg" (postgresql-database-plugin, verify_connection),
-                              role "bench": creation and revocation statements, short TTLs
-    bench-chaos/              kv v1: the acknowledged-write log of chaos runs
-    sys/policies/acl/bench    what a bench workload may do: read its KV and creds, revoke its own leases
-
-The mesh-as-code ``apply`` may later declare the same; until then this is the one place that knows it.
+    auth/vaultmesh-bench-jwt             jwt auth trusting the identity issuer `up` runs: oidc_discovery_url + the
+                                         mesh CA (nodes in network namespaces cannot reach the issuer on loopback:
+                                         there the issuer's public keys are given as jwt_validation_pubkeys)
+    auth/vaultmesh-bench-jwt/role/bench  bound_audiences [vaultmesh-bench], user_claim sub, short token TTL
+    vaultmesh-bench-kv/                  kv v2 with one secret, vaultmesh-bench-kv/data/app/config
+    vaultmesh-bench-db/                  database engine, connection "pg" (postgresql-database-plugin,
+                                         verify_connection), role "bench": a login role and nothing more
+    vaultmesh-bench-chaos/               kv v1: the acknowledged-write log of chaos runs
+    sys/policies/acl/vaultmesh-bench     what a bench workload may do: read its KV and creds, revoke its leases
 """
 
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from vaultmesh.bench.model import Counts
-from vaultmesh.engine.admin import ensure_mount, retry_while_upgrading
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, StateError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record
 from vaultmesh.layout import HOST
 from vaultmesh.lifecycle import mesh as m
+from vaultmesh.reconcile.apply import apply
 from vaultmesh.runtime.local import wait_until
+from vaultmesh.spec.load import parse_spec
 from vaultmesh.workload.reap import scan_tokens
 
+TARGETS_FILE = "targets.yaml"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_CONNECTION_URL = "postgresql://{{username}}:{{password}}@127.0.0.1:5432/postgres?sslmode=disable"
+"""The machine's PostgreSQL, trusting loopback connections."""
 AUDIENCE = "vaultmesh-bench"
-
-CREATION_SQL = "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
-"""A login role and nothing more: the bench measures issuing credentials, never reads the machine's data."""
-REVOCATION_SQL = "DROP ROLE IF EXISTS \"{{name}}\";"
+PG_PASSWORD_ENV = "VAULTMESH_BENCH_PG_PASSWORD"
+"""How a DSN's password reaches apply (the file refuses passwords in a connection_url)."""
+SEED_ENV = {"VAULTMESH_BENCH_API_KEY": "bench-not-a-secret", "VAULTMESH_BENCH_REGION": "local"}
+"""The bench's KV secret: no secret at all, but a mesh file takes seeds from the environment only."""
 
 
 @dataclass(frozen=True)
 class Targets:
-    """Names and addresses a bench worker needs; picklable (sent to worker processes)."""
+    """Names and addresses a bench worker needs; picklable (sent to worker processes). The names are those of
+    ``targets.yaml``."""
 
     entry: str
     nodes: tuple[str, ...]
     ca_file: str
     issuer: str
     keys_dir: str
-    auth_mount: str = "bench-jwt"
+    auth_mount: str = "vaultmesh-bench-jwt"
     role: str = "bench"
     audience: str = AUDIENCE
-    kv_mount: str = "bench-kv"
+    kv_mount: str = "vaultmesh-bench-kv"
     kv_path: str = "app/config"
-    db_mount: str = "bench-db"
+    db_mount: str = "vaultmesh-bench-db"
     db_role: str = "bench"
-    chaos_mount: str = "bench-chaos"
-    policy: str = "bench"
+    chaos_mount: str = "vaultmesh-bench-chaos"
+    policy: str = "vaultmesh-bench"
     database: bool = True
     """False when the mesh's nodes cannot reach PostgreSQL on 127.0.0.1 (network-namespace nodes)."""
 
@@ -90,10 +99,38 @@ def admin_client(mesh: m.Mesh, *, deadline: float = 15.0) -> EngineClient:
     return client
 
 
+def connection_of(dsn: str) -> tuple[str, str, str | None]:
+    """``postgresql://user[:pw]@host[:port]/db[?query]`` -> (the plugin's templated connection_url, username,
+    password or None). The password never goes into a mesh file: apply gets it from the environment."""
+    u = urllib.parse.urlsplit(dsn)
+    netloc = f"{{{{username}}}}:{{{{password}}}}@{u.hostname or '127.0.0.1'}" + (f":{u.port}" if u.port else "")
+    url = urllib.parse.urlunsplit((u.scheme, netloc, u.path or "/postgres", u.query or "sslmode=disable", ""))
+    password = urllib.parse.unquote(u.password) if u.password else None
+    return url, urllib.parse.unquote(u.username or "postgres"), password
+
+
+def bench_mesh_file(*, database: bool = True, issuer_keys: list[str] | None = None,
+                    pg_dsn: str = DEFAULT_PG_DSN) -> str:
+    """The text of ``targets.yaml`` for one mesh: without the database mount when ``database`` is False, with
+    ``issuer_keys`` (PEM public keys) instead of OIDC discovery when given, connected to ``pg_dsn``."""
+    data = yaml.safe_load(resources.files("vaultmesh.bench").joinpath(TARGETS_FILE).read_text())
+    if issuer_keys is not None:
+        config = data["auth"]["vaultmesh-bench-jwt"]["config"]
+        del config["oidc_discovery_url"], config["oidc_discovery_ca_pem"]
+        config["jwt_validation_pubkeys"] = list(issuer_keys)
+    if not database:
+        del data["secrets"]["vaultmesh-bench-db"]
+    else:
+        url, user, _ = connection_of(pg_dsn)
+        conn = data["secrets"]["vaultmesh-bench-db"]["connections"]["pg"]
+        conn["connection_url"], conn["username"] = url, user
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def setup_targets(mesh: m.Mesh, *, client: EngineClient | None = None, database: bool | None = None,
-                  pg_connection_url: str = PG_CONNECTION_URL, pg_user: str = "postgres",
-                  pg_password: str = "unused") -> Targets:
-    """Create (or update) the bench's auth, secrets and policy on ``mesh``; safe to run again."""
+                  pg_dsn: str = DEFAULT_PG_DSN) -> Targets:
+    """Apply the bench's mesh file to ``mesh`` (a no-op when it is there already) and say where it is.
+    ``database`` defaults to whether the nodes run on loopback (they then reach ``pg_dsn``)."""
     client = client or admin_client(mesh)
     root = mesh.paths.root
     record = read_issuer_record(root)
@@ -103,39 +140,16 @@ def setup_targets(mesh: m.Mesh, *, client: EngineClient | None = None, database:
     on_loopback = nodes_on_loopback(mesh)
     if database is None:
         database = on_loopback
-    t = Targets(entry=mesh.layout.entry_addr, nodes=tuple(mesh.node_addrs), ca_file=str(mesh.paths.ca_cert),
-                issuer=record.issuer, keys_dir=str(keys_dir(root)), database=database)
-    ensure_mount(client, f"sys/auth/{t.auth_mount}", {"type": "jwt", "description": "vaultmesh bench workloads"})
-    if on_loopback:
-        jwt_config: dict[str, Any] = {"oidc_discovery_url": record.issuer,
-                                      "oidc_discovery_ca_pem": mesh.paths.ca_cert.read_text(),
-                                      "bound_issuer": record.issuer}
-    else:
-        ring = KeyRing.load(keys_dir(root))
-        jwt_config = {"jwt_validation_pubkeys": [k.public_pem() for k in ring.keys],
-                      "bound_issuer": record.issuer}
-    client.write(f"auth/{t.auth_mount}/config", jwt_config)
-    ensure_mount(client, f"sys/mounts/{t.kv_mount}", {"type": "kv", "options": {"version": "2"}})
-    ensure_mount(client, f"sys/mounts/{t.chaos_mount}", {"type": "kv", "options": {"version": "1"}})
-    retry_while_upgrading(lambda: client.write(f"{t.kv_mount}/data/{t.kv_path}",
-                                               {"data": {"api_key": "bench-not-a-secret", "region": "local"}}))
-    policy = (f'path "{t.kv_mount}/data/*" {{ capabilities = ["read"] }}\n'
-              'path "sys/leases/revoke" { capabilities = ["update"] }\n')
-    if database:
-        ensure_mount(client, f"sys/mounts/{t.db_mount}", {"type": "database"})
-        client.write(f"{t.db_mount}/config/pg", {
-            "plugin_name": "postgresql-database-plugin", "connection_url": pg_connection_url,
-            "username": pg_user, "password": pg_password, "allowed_roles": [t.db_role],
-            "verify_connection": True, "max_open_connections": 8})
-        client.write(f"{t.db_mount}/roles/{t.db_role}", {
-            "db_name": "pg", "creation_statements": [CREATION_SQL], "revocation_statements": [REVOCATION_SQL],
-            "default_ttl": "5m", "max_ttl": "15m"})
-        policy += f'path "{t.creds_path}" {{ capabilities = ["read"] }}\n'
-    client.write(f"sys/policies/acl/{t.policy}", {"policy": policy})
-    client.write(f"auth/{t.auth_mount}/role/{t.role}", {
-        "role_type": "jwt", "user_claim": "sub", "bound_audiences": [t.audience],
-        "token_policies": [t.policy], "token_ttl": "10m", "token_max_ttl": "30m"})
-    return t
+    keys = None if on_loopback else [k.public_pem() for k in KeyRing.load(keys_dir(root)).keys]
+    text = bench_mesh_file(database=database, issuer_keys=keys, pg_dsn=pg_dsn)
+    env = dict(SEED_ENV)
+    password = connection_of(pg_dsn)[2]
+    if password is not None:
+        env[PG_PASSWORD_ENV] = password
+    apply(mesh, client, parse_spec(text, source=f"vaultmesh/bench/{TARGETS_FILE}"), base_dir=root, env=env,
+          partial=True)
+    return Targets(entry=mesh.layout.entry_addr, nodes=tuple(mesh.node_addrs), ca_file=str(mesh.paths.ca_cert),
+                   issuer=record.issuer, keys_dir=str(keys_dir(root)), database=database)
 
 
 def count_leases(client: EngineClient, prefix: str = "", *, limit: int = 200_000) -> int:

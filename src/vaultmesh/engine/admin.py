@@ -1,23 +1,12 @@
-"""Small admin operations shared by the setup code of tests, benchmarks and apply."""
+"""Waiting out a KV v2 mount that is still setting itself up (apply writes seeds right after enabling one)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient
 from vaultmesh.errors import EngineError
-
-
-def ensure_mount(client: EngineClient, path: str, body: Mapping[str, Any]) -> None:
-    """Enable a secrets engine or auth method at ``path`` (``sys/mounts/x``, ``sys/auth/x``) unless one is there."""
-    try:
-        client.write(path, body)
-    except EngineError as err:
-        words = " ".join(err.errors)
-        if "already in use" not in words and "existing mount" not in words:
-            raise
 
 
 def kv_upgrading(err: EngineError) -> bool:

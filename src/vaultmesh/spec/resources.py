@@ -52,6 +52,9 @@ BOOTSTRAP_POLICY = "vaultmesh-admin"
 """Created at the root by vaultmesh's bootstrap; the file may name it in a role but never define it."""
 BOOTSTRAP_AUTH = "userpass"
 """The root-namespace auth mount vaultmesh's bootstrap creates for its admin user."""
+BENCH_PREFIX = "vaultmesh-bench"
+"""The names of what ``vaultmesh bench`` and ``chaos`` apply at the root (their own file, ``bench/targets.yaml``):
+mounts and policies whose name starts with it are never offered for pruning by another file."""
 RESERVED_AUTH = frozenset({"token"})
 RESERVED_SECRETS = frozenset({"sys", "identity", "cubbyhole", "auth"})
 
@@ -428,6 +431,7 @@ class DbConnection(_Model):
     """Rotate the root password right after creating the connection: afterwards only OpenBao knows it, and
     the password in the file is never sent again."""
     verify_connection: bool | None = None
+    max_open_connections: Annotated[int, Field(ge=1)] | None = None
     password_policy: str | None = None
     root_rotation_statements: list[str] | None = None
 
