@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from vaultmesh.lifecycle.decide import (
+    Decision,
+    Fail,
     InitShamir,
     Login,
     MarkInitialized,
@@ -23,7 +25,7 @@ from vaultmesh.lifecycle.decide import (
     Wait,
     decide,
 )
-from vaultmesh.lifecycle.view import MeshView, NodeView
+from vaultmesh.lifecycle.view import MeshView, NodeView, RunFacts
 
 NAMES = ("node-1", "node-2", "node-3")
 
@@ -63,7 +65,18 @@ def with_node(view: MeshView, node: NodeView) -> MeshView:
 
 def run(view: MeshView, *, shamir: bool = False, recorded_initialized: bool = True,
         entry_wanted: bool = False) -> list[Step]:
+    return list(decide(view, shamir=shamir, recorded_initialized=recorded_initialized, entry_wanted=entry_wanted).steps)
+
+
+def decision(view: MeshView, *, shamir: bool = False, recorded_initialized: bool = True,
+             entry_wanted: bool = False) -> Decision:
     return decide(view, shamir=shamir, recorded_initialized=recorded_initialized, entry_wanted=entry_wanted)
+
+
+def ran(view: MeshView, *, started: tuple[str, ...] = (), restarted: tuple[str, ...] = (),
+        errors: dict[str, str] | None = None) -> MeshView:
+    """``view`` as a run that started, restarted and met ``errors`` sees it."""
+    return dataclasses.replace(view, run=RunFacts(frozenset(started), frozenset(restarted), errors or {}))
 
 
 def actions(steps: list[Step]) -> list[Step]:
@@ -240,6 +253,108 @@ def test_a_sealed_seal_node_is_waited_for_and_nothing_else_happens():
 def test_an_unsealed_seal_node_lets_the_mesh_proceed():
     view = MeshView(tuple(down(n) for n in NAMES), seal_node=up("seal"))
     assert run(view, recorded_initialized=False) == [StartNode("node-1")]
+
+
+# -- the run's own facts: what it started, restarted, and the errors it met -------------------------------------
+
+def test_a_node_started_in_this_run_that_died_is_a_failure_not_a_second_start():
+    view = ran(with_node(healthy(), down("node-2")), started=("node-2",))
+    assert run(view) == [Fail("exited right after it was started", "node-2")]
+
+
+def test_a_node_that_died_without_this_run_starting_it_is_started():
+    view = ran(with_node(healthy(), down("node-2")), started=("node-1",))
+    assert run(view) == [StartNode("node-2")]
+
+
+def test_a_seal_node_started_in_this_run_that_died_is_a_failure():
+    view = ran(MeshView(tuple(down(n) for n in NAMES), seal_node=down("seal")), started=("seal",))
+    assert run(view, recorded_initialized=False) == [Fail("exited right after it was started", "seal")]
+
+
+def test_an_entry_started_in_this_run_that_died_is_a_failure():
+    view = ran(healthy(entry_running=False), started=("entry",))
+    steps = run(view, entry_wanted=True)
+    assert len(steps) == 1 and isinstance(steps[0], Fail) and steps[0].node == "entry"
+
+
+def test_a_sealed_node_is_restarted_at_most_once_per_run():
+    view = ran(with_node(healthy(), up("node-2", sealed=True)), restarted=("node-2",))
+    steps = run(view)
+    assert actions(steps) == []
+    assert steps == [Wait("sealed: auto-unseal has not succeeded yet", "node-2")]
+
+
+def test_only_the_nodes_not_yet_restarted_are_restarted():
+    view = healthy(nodes=(up("node-1"), up("node-2", sealed=True), up("node-3", sealed=True)))
+    assert actions(run(ran(view, restarted=("node-2",)))) == [Restart("node-3")]
+
+
+def test_an_unsealed_seal_node_that_cannot_encrypt_yet_is_waited_for():
+    view = MeshView(tuple(down(n) for n in NAMES), seal_node=up("seal"), seal_ready=False)
+    assert run(view, recorded_initialized=False) == [
+        Wait("seal node unsealing and initialising its transit key", "seal")]
+
+
+def test_a_seal_node_that_encrypts_lets_the_mesh_proceed():
+    view = MeshView(tuple(down(n) for n in NAMES), seal_node=up("seal"), seal_ready=True)
+    assert run(view, recorded_initialized=False) == [StartNode("node-1")]
+
+
+def test_a_dead_seal_node_makes_the_view_unhealthy():
+    assert not healthy(seal_node=down("seal")).healthy
+    assert not healthy(seal_node=up("seal"), seal_ready=False).healthy
+    assert healthy(seal_node=up("seal")).healthy
+
+
+def test_a_shamir_node_still_joining_is_waited_for_not_unsealed():
+    view = with_node(healthy(), uninitialised("node-3"))
+    steps = run(view, shamir=True)
+    assert actions(steps) == []
+    assert steps[-1].node == "node-3"  # type: ignore[union-attr]
+    assert "challenge" in steps[-1].reason  # type: ignore[union-attr]
+
+
+def test_a_shamir_node_that_refused_its_keys_is_tried_again_and_the_refusal_is_the_reason():
+    view = ran(with_node(healthy(), up("node-3", sealed=True, standby=True)),
+               errors={"node-3": "400 the keys are being verified"})
+    d = decision(view, shamir=True)
+    assert d.steps == (Unseal("node-3"),)
+    assert d.node == "node-3" and "400 the keys are being verified" in d.reason
+
+
+def test_a_failed_login_is_tried_again_and_its_error_is_the_reason():
+    d = decision(ran(healthy(token_ok=False), errors={"login": "403 permission denied"}))
+    assert d.steps == (Login(),)
+    assert "403 permission denied" in d.reason
+
+
+def test_a_login_not_yet_tried_has_a_reason_too():
+    d = decision(healthy(token_ok=False))
+    assert d.steps == (Login(),) and d.reason
+
+
+# -- the reason: every decision says why, naming the node ----------------------------------------------------
+
+def test_a_wait_is_its_own_reason():
+    d = decision(with_node(healthy(), up("node-3", voter=False)))
+    assert (d.reason, d.node) == ("joining Raft: not a voter yet", "node-3")
+    assert d.why == "node-3: joining Raft: not a voter yet"
+
+
+def test_starting_one_node_names_it():
+    d = decision(with_node(healthy(), down("node-3")))
+    assert d.node == "node-3" and "node-3" in d.reason
+
+
+def test_a_ready_mesh_says_it_is_healthy():
+    d = decision(healthy())
+    assert d.steps == (Ready(),) and "healthy" in d.reason
+
+
+def test_every_decision_has_a_reason():
+    for label, view, entry_wanted in views():
+        assert decision(view, entry_wanted=entry_wanted).reason, label
 
 
 # -- invariant: never Ready unless the view is healthy -------------------------------------------------------

@@ -48,3 +48,34 @@ def test_a_daemon_gets_the_allowlist_and_what_it_is_given_only() -> None:
                 "PLAYDREAM_NIGHTLY_API_TOKEN": "t", "AWS_SECRET_ACCESS_KEY": "k", "HOME": "/root"}
     assert daemon_env(operator, {"X": "1"}) == {"PATH": "/bin", "LANG": "C", "LC_ALL": "C", "X": "1"}
     assert daemon_env(operator, inherit=KMS_ENV)["AWS_SECRET_ACCESS_KEY"] == "k"
+
+
+def test_a_lookup_finds_a_process_whose_pid_file_was_lost_and_writes_nothing(tmp_path: Path) -> None:
+    """`status` is a query: it finds the process by its config but leaves the pid file missing."""
+    from vaultmesh.runtime.local import find_pid
+
+    marker = str(tmp_path / "config.hcl")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", f"-config={marker}"], cwd=tmp_path)
+    try:
+        assert find_pid(tmp_path / "bao.pid", marker) == proc.pid
+        assert not (tmp_path / "bao.pid").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stopping_processes_stops_each_and_reaps_our_own(tmp_path: Path) -> None:
+    """Each process gets its SIGTERM; a zombie counts as stopped (init may reap only seconds later)."""
+    from vaultmesh.runtime.local import pid_alive, stop_processes
+
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(3)]
+    assert sorted(stop_processes([p.pid for p in procs], timeout=5)) == sorted(p.pid for p in procs)
+    assert not any(pid_alive(p.pid) for p in procs)
+    for p in procs:
+        p.wait(1)
+
+
+def test_stopping_nothing_does_nothing() -> None:
+    from vaultmesh.runtime.local import stop_processes
+
+    assert stop_processes([None]) == []

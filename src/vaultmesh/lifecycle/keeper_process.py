@@ -14,7 +14,8 @@ from typing import Any
 
 from vaultmesh.fsutil import read_json, write_json
 from vaultmesh.layout import StatePaths
-from vaultmesh.runtime.local import start_process, tracked_pid
+from vaultmesh.runtime import processes
+from vaultmesh.runtime.local import start_process
 
 MODULE = "vaultmesh.keeper"
 
@@ -60,11 +61,12 @@ def read_status(paths: StatePaths) -> KeeperStatus | None:
 
 def marker(paths: StatePaths) -> str:
     """The keeper's last argument: how its process is told apart from every other one naming the state dir."""
-    return str(paths.keeper_status)
+    return processes.keeper_marker(paths)
 
 
-def keeper_pid(paths: StatePaths) -> int | None:
-    return tracked_pid(paths.keeper_pid, marker(paths))
+def keeper_pid(paths: StatePaths, *, adopt: bool = False) -> int | None:
+    """The running keeper's pid; ``adopt`` writes a lost pid file back (``up``), else nothing is written."""
+    return processes.keeper_process(paths).pid(adopt=adopt)
 
 
 def start_keeper(paths: StatePaths) -> int:

@@ -18,7 +18,7 @@ import yaml
 
 from vaultmesh import __version__, pki
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import EngineError, StateError
+from vaultmesh.errors import EngineError, RuntimeFailure, StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
 from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout
 from vaultmesh.render.entry import render_entry_config
@@ -110,13 +110,28 @@ def _netns_of(state: dict[str, Any]) -> tuple[str, int] | None:
 
 
 def check_same_lifecycle(mesh: Mesh, spec: MeshSpec) -> None:
-    """``up -f`` on an existing mesh must not silently change its shape."""
+    """``up -f`` on an existing mesh must not silently change its name or its shape."""
     old, new = _lifecycle_view(mesh.spec), _lifecycle_view(spec)
+    if old["name"] != new["name"]:
+        raise StateError(f"the mesh in {mesh.paths.root} is named {old['name']!r} and the file names it "
+                         f"{new['name']!r}; a mesh keeps the name it was created with (its CA carries it)",
+                         hint=f"set name: {old['name']} in the file, or use another --dir for a new mesh")
     changed = sorted(k for k in old if old[k] != new[k])
     if changed:
         raise StateError(f"the mesh in {mesh.paths.root} was created with different {', '.join(changed)}",
                          hint="changing the shape of an existing mesh is not supported yet; use another --dir "
                               "or `vaultmesh destroy --yes` first")
+
+
+def entry_wanted(spec: MeshSpec) -> bool:
+    """Whether the mesh runs an entry (HAProxy): ``entry.mode`` and whether haproxy is installed."""
+    if spec.entry.mode == "none":
+        return False
+    found = shutil.which("haproxy") is not None
+    if spec.entry.mode == "haproxy" and not found:
+        raise RuntimeFailure("entry.mode is haproxy but no haproxy binary is on PATH",
+                             hint="apt-get install haproxy, or set entry.mode: auto")
+    return found
 
 
 def plan_ports(spec: MeshSpec) -> list[int]:
@@ -312,6 +327,7 @@ __all__ = [
     "check_same_lifecycle",
     "create_mesh",
     "destroy",
+    "entry_wanted",
     "exists",
     "locked",
     "mark_initialized",

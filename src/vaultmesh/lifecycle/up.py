@@ -1,39 +1,40 @@
-"""Bring a mesh up (create, complete or heal it), take it down, and read its status."""
+"""Bring a mesh up: create it, or complete or heal it, and return when it is healthy.
+
+One cycle of ``_converge`` (Patroni's ``ha.py`` shape): gather a frozen ``MeshView`` carrying the run's own facts
+(``RunFacts``: what this run started and restarted, the last error of each node) -> ``decide`` returns the steps
+and the reason -> each step's executor does it and returns one sentence saying what it did. Processes are
+started through ``runtime.processes``; down, destroy and status live in ``teardown`` and ``status`` (their names
+are re-exported here for callers of this module).
+"""
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import dataclasses
-import shutil
-import signal
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
-from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, StateError, VaultmeshError
+from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
 from vaultmesh.fsutil import read_json, write_atomic, write_json
-from vaultmesh.layout import MeshLayout, NodeLayout
+from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import decide as d
 from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.lifecycle import revoke
-from vaultmesh.lifecycle.view import MeshView, gather_view
+from vaultmesh.lifecycle.mesh import entry_wanted
+from vaultmesh.lifecycle.status import address, keeper_json, status, status_json
+from vaultmesh.lifecycle.teardown import destroy, down, revoke_leases
+from vaultmesh.lifecycle.view import MeshView, RunFacts, gather_view
 from vaultmesh.render.node import ADMIN_PASSWORD_ENV, TRANSIT_KEY, bootstrap_requests
-from vaultmesh.runtime.local import (
-    KMS_ENV,
-    check_ports_free,
-    log_tail,
-    resolve_engine,
-    start_process,
-    stop_process,
-    tracked_pid,
-)
+from vaultmesh.runtime import processes
+from vaultmesh.runtime.local import log_tail, resolve_engine, stop_processes
+from vaultmesh.runtime.processes import entry_pid_file
 from vaultmesh.spec.models import MeshSpec
+
+__all__ = ["UpResult", "address", "destroy", "down", "entry_pid_file", "entry_wanted", "issuer_pid_file",
+           "keeper_json", "revoke_leases", "status", "status_json", "up"]
 
 Progress = Callable[[str], None]
 
@@ -51,120 +52,8 @@ class UpResult:
     started: tuple[str, ...]
 
 
-def entry_wanted(spec: MeshSpec) -> bool:
-    if spec.entry.mode == "none":
-        return False
-    found = shutil.which("haproxy") is not None
-    if spec.entry.mode == "haproxy" and not found:
-        raise RuntimeFailure("entry.mode is haproxy but no haproxy binary is on PATH",
-                             hint="apt-get install haproxy, or set entry.mode: auto")
-    return found
-
-
-def entry_pid_file(layout: MeshLayout) -> Path:
-    return layout.paths.entry_dir / "haproxy.pid"
-
-
-def entry_running(layout: MeshLayout) -> bool:
-    return tracked_pid(entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")) is not None
-
-
-def _start_node(node: NodeLayout, engine: str, env: dict[str, str] | None = None) -> int:
-    prefix: list[str] = []
-    if node.netns:  # runtime: netns: the node's own namespace, whose ports are its own
-        from vaultmesh.runtime.netns import exec_prefix
-
-        prefix = exec_prefix(node)
-    else:
-        check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
-    return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
-                         log_file=node.log_file, pid_file=node.pid_file, env=env, inherit=KMS_ENV)
-
-
-def _start_entry(layout: MeshLayout) -> int:
-    cfg = layout.paths.entry_dir / "haproxy.cfg"
-    check_ports_free({"entry": layout.entry_port})
-    haproxy = shutil.which("haproxy") or "haproxy"
-    return start_process([haproxy, "-db", "-f", str(cfg)], cwd=layout.paths.entry_dir,
-                         log_file=layout.paths.entry_dir / "haproxy.log", pid_file=entry_pid_file(layout))
-
-
-def issuer_pid_file(layout: MeshLayout) -> Path:
-    return layout.paths.issuer_pid
-
-
-def issuer_cert_file(layout: MeshLayout) -> Path:
-    return layout.paths.identity_cert
-
-
-def issuer_running(layout: MeshLayout) -> bool:
-    return tracked_pid(issuer_pid_file(layout), str(issuer_cert_file(layout))) is not None
-
-
-def _start_issuer(mesh: m.Mesh) -> int:
-    """The workload identity issuer (OIDC discovery + JWKS over the mesh's TLS), a managed process like the
-    entry. Its port is kept across restarts (identity/issuer.json), so JWT auth configs stay valid."""
-    import sys
-
-    cert, key = m.ensure_identity_cert(mesh)
-    root = mesh.paths.root
-    return start_process([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(root), "identity", "serve",
-                          "--cert", str(cert), "--key", str(key)], cwd=mesh.paths.identity_dir,
-                         log_file=mesh.paths.issuer_log, pid_file=issuer_pid_file(mesh.layout))
-
-
-def _seal_ready(mesh: m.Mesh, client: EngineClient) -> bool:
-    """The transit seal node serves encrypt for our key with the mesh's seal token."""
-    assert mesh.layout.seal_node is not None
-    token = mesh.paths.seal_token.read_text().strip()
-    with contextlib.suppress(VaultmeshError, OSError):
-        client.request("POST", f"transit/encrypt/{TRANSIT_KEY}", {"plaintext": "cmVhZHk="}, token=token,
-                       nodes=[mesh.layout.seal_node.api_addr], retry=RetryPolicy(deadline=0.5))
-        return True
-    return False
-
-
-def _real_value(v: Any, secrets_by_env: dict[str, str]) -> Any:
-    if isinstance(v, dict) and v.get("eval_source") == "env":
-        return secrets_by_env[v["env_var"]]
-    return v
-
-
-def _init_shamir(mesh: m.Mesh, client: EngineClient, progress: Progress) -> None:
-    """API initialisation with key shares; keys written once (0600); root token used for bootstrap, then
-    revoked."""
-    first = mesh.layout.nodes[0].api_addr
-    seal = mesh.spec.seal
-    resp = client.request("POST", "sys/init", {"secret_shares": seal.key_shares,
-                                               "secret_threshold": seal.key_threshold},
-                          token=None, nodes=[first])
-    data = resp.data or {}
-    write_json(mesh.paths.shamir_keys, {"keys_base64": data["keys_base64"], "threshold": seal.key_threshold})
-    progress(f"Shamir unseal keys written to {mesh.paths.shamir_keys} (0600): move them somewhere safe; "
-             "whoever holds them can unseal the mesh")
-    _unseal(mesh, client, mesh.layout.nodes[0])
-    root = data["root_token"]
-    password = mesh.paths.admin_password.read_text().strip()
-    for _, op, path, body in bootstrap_requests(mesh.spec):
-        payload = {k: _real_value(v, {ADMIN_PASSWORD_ENV: password}) for k, v in body.items()}
-        assert op == "update"
-        client.request("POST", path, payload, token=root, nodes=[first])
-    client.request("POST", "auth/token/revoke-self", {}, token=root, nodes=[first])
-
-
-def _unseal(mesh: m.Mesh, client: EngineClient, node: NodeLayout) -> None:
-    try:
-        keys = read_json(mesh.paths.shamir_keys)
-    except FileNotFoundError:
-        raise NotReady(f"{node.name} is sealed and {mesh.paths.shamir_keys} is gone",
-                       hint=f"unseal it by hand: BAO_ADDR={node.api_addr} bao operator unseal") from None
-    for key in keys["keys_base64"][: keys["threshold"]]:
-        client.request("POST", "sys/unseal", {"key": base64.b64decode(key).hex()}, token=None,
-                       nodes=[node.api_addr], retry=RetryPolicy(deadline=5.0))
-
-
-def _failed_node_message(node: NodeLayout, why: str) -> str:
-    return f"{node.name} {why}; last lines of {node.log_file}:\n{log_tail(node.log_file)}"
+def issuer_pid_file(layout: Any) -> Path:
+    return processes.issuer_process(layout.paths).pid_file
 
 
 def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: str | None = None,
@@ -186,254 +75,194 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             mesh = m.create_mesh(root, spec, spec_text, engine=engine_override, spec_dir=spec_dir)
             created = True
         engine_path = resolve_engine(engine_override or mesh.engine).path
-        want_entry = entry_wanted(mesh.spec)
         m.render_configs(mesh)
         if any(n.netns for n in mesh.layout.nodes):
             from vaultmesh.runtime import netns
 
             netns.ensure(mesh.layout)
-        if not issuer_running(mesh.layout):
-            progress("starting the workload identity issuer")
-            _start_issuer(mesh)
-        result = _converge(mesh, engine_path, want_entry, t0, timeout, created, progress)
-        if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths) is None:
-            progress("starting the keeper (reaps what workloads that are gone left behind)")
-            keeper.start_keeper(result.mesh.paths)
+        if processes.issuer_process(mesh.paths).pid(adopt=True) is None:
+            cert, key = m.ensure_identity_cert(mesh)
+            pid = processes.start_issuer(mesh.paths, cert, key)
+            progress(f"started the workload identity issuer (pid {pid})")
+        result = _converge(_Executor(mesh, engine_path, entry_wanted(mesh.spec), progress), t0, timeout, created)
+        if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths, adopt=True) is None:
+            pid = keeper.start_keeper(result.mesh.paths)
+            progress(f"started the keeper (pid {pid}): it reaps what workloads that are gone left behind")
         return result
 
 
-def _converge(mesh: m.Mesh, engine: str, want_entry: bool, t0: float, timeout: float, created: bool,
-              progress: Progress) -> UpResult:
-    layout = mesh.layout
-    client = mesh.client(retry=RetryPolicy(deadline=3.0))
-    seal_client = EngineClient([layout.seal_node.api_addr], ca_file=str(mesh.paths.ca_cert)) \
-        if layout.seal_node else None
-    started: dict[str, float] = {}
-    restarted: set[str] = set()
+def _converge(ex: _Executor, t0: float, timeout: float, created: bool) -> UpResult:
     deadline = t0 + timeout
-    last_wait: d.Wait | None = None
+    said: str | None = None
     while True:
-        view = gather_view(layout.nodes, client, seal_node=layout.seal_node,
-                           entry_running=entry_running(layout) if want_entry else None, probe_write=True,
-                           entry_addr=layout.entry_addr)
-        if view.seal_node is not None and view.seal_node.sealed is False and seal_client is not None \
-                and not _seal_ready(mesh, seal_client):
-            view = dataclasses.replace(view, seal_node=dataclasses.replace(view.seal_node, sealed=None))
-        steps = d.decide(view, shamir=mesh.spec.seal.type == "shamir", recorded_initialized=mesh.initialized,
-                         entry_wanted=want_entry)
-        for step in steps:
-            match step:
-                case d.Ready():
-                    return UpResult(mesh, view, created, time.monotonic() - t0, tuple(started))
-                case d.StartSealNode():
-                    node = layout.seal_node
-                    assert node is not None
-                    _guard_restart(started, "seal", node)
-                    env = {"VAULTMESH_SEAL_TOKEN": mesh.paths.seal_token.read_text().strip()} \
-                        if not (node.data_dir / "vault.db").exists() else None
-                    progress("starting the transit seal node")
-                    _start_node(node, engine, env)
-                case d.StartNode(name=name):
-                    node = layout.node(name)
-                    _guard_restart(started, name, node)
-                    env = None
-                    if not mesh.initialized and name == layout.nodes[0].name:
-                        env = {ADMIN_PASSWORD_ENV: mesh.paths.admin_password.read_text().strip()}
-                        write_atomic(mesh.paths.admin_password_handed, b"")  # the first login rotates it
-                    progress(f"starting {name} ({node.zone}) on {node.api_addr}")
-                    _start_node(node, engine, env)
-                case d.Restart(name=name):
-                    if name not in restarted:
-                        restarted.add(name)
-                        node = layout.node(name)
-                        progress(f"restarting {name}: it joined Raft; a restart unseals it now instead of on "
-                                 "OpenBao's next 5 s retry")
-                        stop_process(tracked_pid(node.pid_file, str(node.config_file)), timeout=10)
-                        _start_node(node, engine)
-                case d.StartEntry():
-                    if "entry" in started:
-                        raise RuntimeFailure("the entry (haproxy) exited right after start; last lines of "
-                                             f"its log:\n{log_tail(layout.paths.entry_dir / 'haproxy.log')}")
-                    started["entry"] = time.monotonic()
-                    progress(f"starting the entry (haproxy) on {layout.entry_addr}")
-                    _start_entry(layout)
-                case d.InitShamir():
-                    progress("initialising with Shamir key shares")
-                    _init_shamir(mesh, client, progress)
-                case d.Unseal(name=name):
-                    try:
-                        _unseal(mesh, client, layout.node(name))
-                        progress(f"unsealed {name} with the Shamir keys")
-                    except InvalidRequest as err:
-                        # a joining node takes keys only once its retry_join has fetched the challenge
-                        if "not initialized" not in str(err):
-                            raise
-                case d.MarkInitialized():
-                    mesh = m.mark_initialized(mesh)
-                case d.Login():
-                    with contextlib.suppress(VaultmeshError):
-                        client.token = m.admin_token(mesh, client)
-                case d.Wait():
-                    if step != last_wait:
-                        who = f"{step.node}: " if step.node else ""
-                        progress(f"waiting: {who}{step.reason}")
-                        last_wait = step
-        _check_started_alive(mesh, started)
+        view = ex.observe()
+        decision = d.decide(view, shamir=ex.mesh.spec.seal.type == "shamir",
+                            recorded_initialized=ex.mesh.initialized, entry_wanted=ex.want_entry)
+        for step in decision.steps:
+            if isinstance(step, d.Ready):
+                return UpResult(ex.mesh, view, created, time.monotonic() - t0, tuple(ex.started))
+            sentence = ex.perform(step)
+            if sentence and sentence != said:
+                ex.progress(sentence)
+                said = sentence
         if time.monotonic() > deadline:
-            wait = next((s for s in steps if isinstance(s, d.Wait)), None)
-            why = f"{wait.node + ': ' if wait and wait.node else ''}{wait.reason if wait else 'unknown'}"
-            msg = f"the mesh did not become healthy within {timeout:g} s; still {why}"
-            if wait and wait.node and wait.node != "seal":
-                msg += "\n" + _failed_node_message(layout.node(wait.node), "is the one being waited for")
+            msg = f"the mesh did not become healthy within {timeout:g} s; still {decision.why}"
+            node = ex.node_layout(decision.node)
+            if node is not None:
+                msg += "\n" + _failed_node_message(node, "is the one being waited for")
             raise NotReady(msg)
         time.sleep(0.1)
 
 
-def _guard_restart(started: dict[str, float], name: str, node: NodeLayout) -> None:
-    """A node started in this run that died again is a failure to report, not something to loop on."""
-    if name in started:
-        raise RuntimeFailure(_failed_node_message(node, "exited right after it was started"))
-    started[name] = time.monotonic()
+@dataclass
+class _Executor:
+    """Performs the steps ``decide`` chose and keeps the run's facts for the next view."""
+
+    mesh: m.Mesh
+    engine: str
+    want_entry: bool
+    progress: Progress
+    started: dict[str, float] = field(default_factory=dict)
+    restarted: set[str] = field(default_factory=set)
+    errors: dict[str, str] = field(default_factory=dict)
+    client: EngineClient = field(init=False)
+    seal_client: EngineClient | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        layout = self.mesh.layout
+        self.client = self.mesh.client(retry=RetryPolicy(deadline=3.0))
+        self.seal_client = EngineClient([layout.seal_node.api_addr], ca_file=str(self.mesh.paths.ca_cert)) \
+            if layout.seal_node else None
+
+    def observe(self) -> MeshView:
+        layout = self.mesh.layout
+        entry = processes.entry_process(layout).pid(adopt=True) is not None if self.want_entry else None
+        facts = RunFacts(frozenset(self.started), frozenset(self.restarted), dict(self.errors))
+        return gather_view(layout.nodes, self.client, seal_node=layout.seal_node, entry_running=entry,
+                           probe_write=True, entry_addr=layout.entry_addr, adopt=True,
+                           seal_probe=self._seal_ready if self.seal_client else None, run=facts)
+
+    def node_layout(self, name: str | None) -> NodeLayout | None:
+        layout = self.mesh.layout
+        if name == "seal":
+            return layout.seal_node
+        return next((n for n in layout.nodes if n.name == name), None)
+
+    def perform(self, step: d.Step) -> str | None:
+        """Do one step; return one sentence saying what was done (None: nothing worth saying)."""
+        mesh, layout = self.mesh, self.mesh.layout
+        match step:
+            case d.StartSealNode():
+                node = layout.seal_node
+                assert node is not None
+                env = {"VAULTMESH_SEAL_TOKEN": mesh.paths.seal_token.read_text().strip()} \
+                    if not (node.data_dir / "vault.db").exists() else None
+                pid = processes.start_node(node, self.engine, env)
+                self.started["seal"] = time.monotonic()
+                return f"started the transit seal node (pid {pid})"
+            case d.StartNode(name=name):
+                node = layout.node(name)
+                env = None
+                if not mesh.initialized and name == layout.nodes[0].name:
+                    env = {ADMIN_PASSWORD_ENV: mesh.paths.admin_password.read_text().strip()}
+                    write_atomic(mesh.paths.admin_password_handed, b"")  # the first login rotates it
+                pid = processes.start_node(node, self.engine, env)
+                self.started[name] = time.monotonic()
+                return f"started {name} ({node.zone}) on {node.api_addr} (pid {pid})"
+            case d.Restart(name=name):
+                self.restarted.add(name)
+                node = layout.node(name)
+                stop_processes([processes.node_process(node).pid(adopt=True)], timeout=10)
+                processes.start_node(node, self.engine)
+                return (f"restarted {name}: it joined Raft; a restart unseals it now instead of on OpenBao's next "
+                        "5 s retry")
+            case d.StartEntry():
+                pid = processes.start_entry(layout)
+                self.started["entry"] = time.monotonic()
+                return f"started the entry (haproxy) on {layout.entry_addr} (pid {pid})"
+            case d.InitShamir():
+                return _init_shamir(mesh, self.client)
+            case d.Unseal(name=name):
+                try:
+                    _unseal(mesh, self.client, layout.node(name))
+                except InvalidRequest as err:  # decide tries again and gives this as the reason
+                    self.errors[name] = str(err)
+                    return None
+                self.errors.pop(name, None)
+                return f"unsealed {name} with the Shamir keys"
+            case d.MarkInitialized():
+                self.mesh = m.mark_initialized(mesh)
+                return "the mesh is initialised: node-1's config no longer carries the self-initialisation"
+            case d.Login():
+                try:
+                    self.client.token = m.admin_token(mesh, self.client)
+                except VaultmeshError as err:  # decide tries again and gives this as the reason
+                    self.errors["login"] = str(err)
+                    return None
+                self.errors.pop("login", None)
+                return "logged in as the admin"
+            case d.Wait(reason=reason, node=node):
+                return f"waiting: {node + ': ' if node else ''}{reason}"
+            case d.Fail(reason=reason, node=node):
+                if node == "entry":
+                    raise RuntimeFailure(f"{reason}; last lines of its log:\n"
+                                         f"{log_tail(processes.entry_log(layout))}")
+                failed = self.node_layout(node)
+                raise RuntimeFailure(_failed_node_message(failed, reason) if failed else reason)
+        return None
+
+    def _seal_ready(self) -> bool:
+        """The transit seal node serves encrypt for our key with the mesh's seal token."""
+        seal = self.mesh.layout.seal_node
+        assert seal is not None and self.seal_client is not None
+        token = self.mesh.paths.seal_token.read_text().strip()
+        try:
+            self.seal_client.request("POST", f"transit/encrypt/{TRANSIT_KEY}", {"plaintext": "cmVhZHk="},
+                                     token=token, nodes=[seal.api_addr], retry=RetryPolicy(deadline=0.5))
+        except (VaultmeshError, OSError):
+            return False
+        return True
 
 
-def _check_started_alive(mesh: m.Mesh, started: dict[str, float]) -> None:
-    for name in started:
-        if name == "entry":
-            continue
-        node = mesh.layout.seal_node if name == "seal" else mesh.layout.node(name)
-        assert node is not None
-        if tracked_pid(node.pid_file, str(node.config_file)) is None:
-            raise RuntimeFailure(_failed_node_message(node, "exited right after it was started"))
+def _real_value(v: Any, secrets_by_env: dict[str, str]) -> Any:
+    if isinstance(v, dict) and v.get("eval_source") == "env":
+        return secrets_by_env[v["env_var"]]
+    return v
 
 
-def down(root: Path, *, progress: Progress = _quiet) -> list[str]:
-    """Stop the keeper, the entry, the issuer, every node, then the seal node, by pid; keep all data. Returns
-    what was stopped."""
-    with m.locked(root):
-        layout = m.open_mesh(root).layout
-        processes = [("keeper", layout.paths.keeper_pid, keeper.marker(layout.paths)),
-                     ("entry", entry_pid_file(layout), str(layout.paths.entry_dir / "haproxy.cfg")),
-                     ("identity issuer", issuer_pid_file(layout), str(issuer_cert_file(layout)))]
-        processes += [(n.name, n.pid_file, str(n.config_file)) for n in reversed(layout.nodes)]
-        if layout.seal_node:
-            processes.append(("seal", layout.seal_node.pid_file, str(layout.seal_node.config_file)))
-        stopped = []
-        for name, pid_file, marker in processes:
-            pid = tracked_pid(pid_file, marker)
-            if pid is not None:
-                progress(f"stopping {name} (pid {pid})")
-                stop_process(pid, sig=signal.SIGTERM, timeout=15)
-                stopped.append(name)
-        return stopped
+def _init_shamir(mesh: m.Mesh, client: EngineClient) -> str:
+    """API initialisation with key shares; keys written once (0600); root token used for bootstrap, then
+    revoked. Returns what was done."""
+    first = mesh.layout.nodes[0].api_addr
+    seal = mesh.spec.seal
+    resp = client.request("POST", "sys/init", {"secret_shares": seal.key_shares,
+                                               "secret_threshold": seal.key_threshold},
+                          token=None, nodes=[first])
+    data = resp.data or {}
+    write_json(mesh.paths.shamir_keys, {"keys_base64": data["keys_base64"], "threshold": seal.key_threshold})
+    _unseal(mesh, client, mesh.layout.nodes[0])
+    root = data["root_token"]
+    password = mesh.paths.admin_password.read_text().strip()
+    for _, op, path, body in bootstrap_requests(mesh.spec):
+        payload = {k: _real_value(v, {ADMIN_PASSWORD_ENV: password}) for k, v in body.items()}
+        assert op == "update"
+        client.request("POST", path, payload, token=root, nodes=[first])
+    client.request("POST", "auth/token/revoke-self", {}, token=root, nodes=[first])
+    return (f"initialised with Shamir key shares; the unseal keys are written to {mesh.paths.shamir_keys} "
+            "(0600): move them somewhere safe; whoever holds them can unseal the mesh")
 
 
-def _warn_stderr(line: str) -> None:
-    sys.stderr.write(f"warning: {line}\n")
-
-
-def destroy(root: Path, *, progress: Progress = _quiet, warn: Progress = _warn_stderr,
-            revoke_budget: float = revoke.BUDGET) -> revoke.RevokeReport | None:
-    """Revoke the mesh's leases (best effort, ``revoke_budget`` seconds), stop it and delete its state dir.
-
-    Refused (nothing touched) when ``root`` is a folder without a vaultmesh ``state.json``: a mistyped
-    ``--dir`` must never delete someone's files. A mesh that is stopped, sealed or silent is destroyed anyway;
-    ``warn`` gets one line saying what may remain outside it (default: stderr). Returns the revocation report
-    (None when there was no mesh).
-    """
-    if root.exists() and not m.exists(root):
-        raise StateError(f"{root} is not a vaultmesh state dir (it holds no state.json); nothing was deleted",
-                         hint="check --dir / VAULTMESH_DIR")
-    report = None
-    if m.exists(root):
-        mesh = m.open_mesh(root)  # refuses a state.json that is not a readable vaultmesh one
-        layout = mesh.layout
-        with m.locked(root):
-            report = revoke_leases(mesh, budget=revoke_budget, progress=progress)
-        line = report.leftover_line()
-        if line:
-            warn(line)
-        down(root, progress=progress)
-        if any(n.netns for n in layout.nodes):
-            from vaultmesh.runtime import netns
-
-            netns.remove(layout)
-    if root.exists():
-        m.destroy(root)
-    return report
-
-
-def revoke_leases(mesh: m.Mesh, *, budget: float = revoke.BUDGET,
-                  progress: Progress = _quiet) -> revoke.RevokeReport:
-    """Revoke every lease of a running mesh (see ``lifecycle/revoke.py``); a mesh with no running, unsealed
-    node is not waited for."""
-    start = time.monotonic()
-    running = [n for n in mesh.layout.nodes if tracked_pid(n.pid_file, str(n.config_file)) is not None]
-    if not running:
-        return revoke.RevokeReport(False, reason="no node is running")
+def _unseal(mesh: m.Mesh, client: EngineClient, node: NodeLayout) -> None:
     try:
-        client = mesh.client(retry=RetryPolicy(deadline=budget))
-    except VaultmeshError as err:
-        return revoke.RevokeReport(False, reason=str(err))
-    with client:
-        health = []
-        for node in running:
-            try:
-                health.append(client.health(node.api_addr, timeout=min(2.0, budget)))
-            except (OSError, ValueError):
-                health.append(None)
-        if not revoke.serving_nodes(health):
-            sealed = any(h and h.get("sealed") for h in health)
-            return revoke.RevokeReport(False, reason="every node is sealed" if sealed else
-                                       "no node answered its health check")
-        progress("revoking the mesh's leases")
-        return revoke.revoke_all(client, lambda: m.admin_token(mesh, client),
-                                 budget=max(0.5, budget - (time.monotonic() - start)), progress=progress)
+        keys = read_json(mesh.paths.shamir_keys)
+    except FileNotFoundError:
+        raise NotReady(f"{node.name} is sealed and {mesh.paths.shamir_keys} is gone",
+                       hint=f"unseal it by hand: BAO_ADDR={node.api_addr} BAO_CACERT={mesh.paths.ca_cert} "
+                            "bao operator unseal") from None
+    for key in keys["keys_base64"][: keys["threshold"]]:
+        client.request("POST", "sys/unseal", {"key": base64.b64decode(key).hex()}, token=None,
+                       nodes=[node.api_addr], retry=RetryPolicy(deadline=5.0))
 
 
-def status(root: Path) -> tuple[m.Mesh, MeshView, str]:
-    """The mesh's view and the address clients should use (the entry when it runs, else the leader)."""
-    mesh = m.open_mesh(root)
-    client = mesh.client(retry=RetryPolicy(deadline=2.0))
-    want_entry = entry_wanted(mesh.spec)
-    running_entry = entry_running(mesh.layout) if want_entry else None
-    view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node, entry_running=running_entry,
-                       entry_addr=mesh.layout.entry_addr, login=lambda: m.admin_token(mesh, client))
-    return mesh, view, address(mesh, view)
-
-
-def address(mesh: m.Mesh, view: MeshView | None) -> str:
-    if entry_running(mesh.layout):
-        return mesh.layout.entry_addr
-    if view is not None and view.leader is not None:
-        return view.leader.api_addr
-    return mesh.layout.nodes[0].api_addr
-
-
-def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
-    """The documented shape other tooling depends on (extra keys allowed, these never change)."""
-    leader = view.leader
-    return {
-        "healthy": view.healthy,
-        "address": addr,
-        "leader": leader.name if leader else None,
-        "nodes": [{"name": n.name, "zone": n.zone, "api_addr": n.api_addr, "pid": n.pid,
-                   "sealed": n.sealed, "leader": n.leader, "voter": n.voter, "healthy": n.healthy,
-                   "running": n.running, "error": n.error}
-                  for n in view.nodes],
-        "entry": {"address": mesh.layout.entry_addr, "running": view.entry_running,
-                  "routing": view.entry_routing},
-        "failure_tolerance": view.failure_tolerance,
-        "seal": mesh.spec.seal.type,
-        "ca_cert": str(mesh.paths.ca_cert),
-        "keeper": keeper_json(mesh),
-    }
-
-
-def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
-    pid = keeper.keeper_pid(mesh.paths)
-    record = keeper.read_status(mesh.paths)
-    return {"enabled": mesh.spec.keeper.enabled, "running": pid is not None, "pid": pid,
-            "summary": keeper.describe(record, pid is not None),
-            **({"cycle_at": record.cycle_at, "healthy_since": record.healthy_since, "revoked": record.revoked,
-                "last_error": record.last_error, "recent": record.recent, "over_budget": record.over_budget}
-               if record else {})}
+def _failed_node_message(node: NodeLayout, why: str) -> str:
+    return f"{node.name} {why}; last lines of {node.log_file}:\n{log_tail(node.log_file)}"

@@ -1,18 +1,17 @@
-"""A frozen picture of a mesh: each node's process, health, Raft and autopilot view. Gathering is I/O;
-the values are plain and feed the pure ``decide``."""
+"""A frozen picture of a mesh: each node's process, health, Raft and autopilot view, and what the current run
+of ``up`` has done to it (``RunFacts``). Gathering is I/O; the values are plain and feed the pure ``decide``."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
-from vaultmesh.runtime.local import tracked_pid
+from vaultmesh.runtime.local import find_pid, tracked_pid
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,21 @@ class NodeView:
 
 
 @dataclass(frozen=True)
+class RunFacts:
+    """What this run of ``up`` did so far: what no observation of the mesh can tell."""
+
+    started: frozenset[str] = frozenset()
+    """Processes started in this run: node names, ``seal`` and ``entry``."""
+    restarted: frozenset[str] = frozenset()
+    """Nodes restarted in this run to unseal at once (at most once each)."""
+    errors: Mapping[str, str] = field(default_factory=dict)
+    """The last error of a step that may succeed on a later cycle, by node name (or ``login``)."""
+
+    def error(self, name: str) -> str | None:
+        return self.errors.get(name)
+
+
+@dataclass(frozen=True)
 class MeshView:
     nodes: tuple[NodeView, ...]
     seal_node: NodeView | None = None
@@ -54,6 +68,9 @@ class MeshView:
     notes: tuple[str, ...] = field(default_factory=tuple)
     entry_routing: bool | None = None
     """The entry answers as the active node (None: not probed)."""
+    seal_ready: bool | None = None
+    """The transit seal node encrypts with the mesh's key and token (None: not probed)."""
+    run: RunFacts = field(default_factory=RunFacts)
 
     @property
     def leader(self) -> NodeView | None:
@@ -65,14 +82,21 @@ class MeshView:
         return any(n.initialized for n in self.nodes)
 
     @property
+    def seal_node_serving(self) -> bool:
+        """No seal node, or one that runs, is unsealed and (when probed) encrypts."""
+        seal = self.seal_node
+        return seal is None or (seal.running and seal.sealed is False and self.seal_ready is not False)
+
+    @property
     def healthy(self) -> bool:
-        return (all(n.healthy for n in self.nodes) and self.leader is not None
+        return (all(n.healthy for n in self.nodes) and self.leader is not None and self.seal_node_serving
                 and self.autopilot_healthy is True and self.can_write is not False
                 and self.entry_running is not False and self.entry_routing is not False)
 
 
-def observe_node(node: NodeLayout, client: EngineClient) -> NodeView:
-    pid = tracked_pid(node.pid_file, str(node.config_file))
+def observe_node(node: NodeLayout, client: EngineClient, *, adopt: bool = False) -> NodeView:
+    """One node's process and health. ``adopt`` writes a lost pid file back (``up``); else nothing is written."""
+    pid = (tracked_pid if adopt else find_pid)(node.pid_file, str(node.config_file))
     running = pid is not None
     view = NodeView(node.name, node.zone, node.api_addr, pid if running else None, running)
     if not running:
@@ -98,12 +122,17 @@ def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] |
 
 def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_node: NodeLayout | None = None,
                 entry_running: bool | None = None, probe_write: bool = False,
-                entry_addr: str | None = None, login: Callable[[], str] | None = None) -> MeshView:
+                entry_addr: str | None = None, login: Callable[[], str] | None = None,
+                seal_probe: Callable[[], bool] | None = None, adopt: bool = False,
+                run: RunFacts | None = None) -> MeshView:
     """Observe every node in parallel, then (with a token) Raft voters, autopilot and a test write.
-    ``login`` gets a token for a client without one, once a leader is seen (not when the mesh is down)."""
+    ``login`` gets a token for a client without one, once a leader is seen (not when the mesh is down); its
+    error is a note. ``seal_probe`` tells whether an unsealed seal node serves encrypt. ``adopt`` writes lost
+    pid files back (only ``up`` does). ``run`` is carried into the view as it is."""
     with cf.ThreadPoolExecutor(max_workers=len(nodes) + 1) as pool:
-        views = list(pool.map(lambda n: observe_node(n, client), nodes))
-        seal = pool.submit(observe_node, seal_node, client).result() if seal_node else None
+        views = list(pool.map(lambda n: observe_node(n, client, adopt=adopt), nodes))
+        seal = pool.submit(observe_node, seal_node, client, adopt=adopt).result() if seal_node else None
+    seal_ready = seal_probe() if seal is not None and seal.sealed is False and seal_probe is not None else None
     entry_routing: bool | None = None
     # Only once a leader exists: before that HAProxy has no server, holds the connection until its connect
     # timeout, and the probe would stall every cycle of bring-up.
@@ -119,8 +148,10 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
     can_write: bool | None = None
     notes: list[str] = []
     if not client.token and login is not None and any(v.leader for v in views):
-        with contextlib.suppress(VaultmeshError):
+        try:
             client.token = login()
+        except VaultmeshError as err:
+            notes.append(f"login as the admin failed: {err}")
     if client.token and any(v.leader for v in views):
         try:
             voters, ap = _raft_facts(client)
@@ -140,4 +171,4 @@ def gather_view(nodes: tuple[NodeLayout, ...], client: EngineClient, *, seal_nod
             if probe_write and token_ok:
                 can_write = False
     return MeshView(tuple(views), seal, entry_running, token_ok, ap_healthy, tolerance, can_write, tuple(notes),
-                    entry_routing)
+                    entry_routing, seal_ready, run or RunFacts())

@@ -1,0 +1,100 @@
+"""Read a mesh's status: its view, the address clients should use, and the documented ``status --json``
+shape. Queries only: nothing here writes to the state dir (pids are looked up, never adopted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vaultmesh.engine.client import RetryPolicy
+from vaultmesh.lifecycle import keeper_process as keeper
+from vaultmesh.lifecycle import mesh as m
+from vaultmesh.lifecycle.view import MeshView, NodeView, gather_view
+from vaultmesh.runtime import processes
+
+
+def entry_running(mesh: m.Mesh) -> bool:
+    """The entry is wanted (``entry.mode``) and its HAProxy runs."""
+    return m.entry_wanted(mesh.spec) and processes.entry_process(mesh.layout).pid() is not None
+
+
+def status(root: Path) -> tuple[m.Mesh, MeshView, str]:
+    """The mesh's view and the address clients should use (the entry when it runs, else the leader)."""
+    mesh = m.open_mesh(root)
+    client = mesh.client(retry=RetryPolicy(deadline=2.0))
+    want_entry = m.entry_wanted(mesh.spec)
+    running_entry = processes.entry_process(mesh.layout).pid() is not None if want_entry else None
+    view = gather_view(mesh.layout.nodes, client, seal_node=mesh.layout.seal_node, entry_running=running_entry,
+                       entry_addr=mesh.layout.entry_addr, login=lambda: m.admin_token(mesh, client))
+    return mesh, view, address(mesh, view)
+
+
+def address(mesh: m.Mesh, view: MeshView | None) -> str:
+    """The entry's address while it runs, else the current leader's. Without a ``view`` the nodes' health is
+    asked (in parallel, no token) so a failover is followed; node 1 when no node leads."""
+    if entry_running(mesh):
+        return mesh.layout.entry_addr
+    if view is None:
+        view = gather_view(mesh.layout.nodes, mesh.client(retry=RetryPolicy(deadline=1.0)))
+    if view.leader is not None:
+        return view.leader.api_addr
+    return mesh.layout.nodes[0].api_addr
+
+
+def _node_json(n: NodeView) -> dict[str, Any]:
+    return {"name": n.name, "zone": n.zone, "api_addr": n.api_addr, "pid": n.pid, "sealed": n.sealed,
+            "leader": n.leader, "voter": n.voter, "healthy": n.healthy, "running": n.running, "error": n.error}
+
+
+def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
+    """The documented shape other tooling depends on (extra keys allowed, these never change)."""
+    leader = view.leader
+    seal = view.seal_node
+    return {
+        "healthy": view.healthy,
+        "address": addr,
+        "leader": leader.name if leader else None,
+        "nodes": [_node_json(n) for n in view.nodes],
+        "entry": {"address": mesh.layout.entry_addr if view.entry_running is not None else None,
+                  "running": view.entry_running, "routing": view.entry_routing},
+        "failure_tolerance": view.failure_tolerance,
+        "seal": mesh.spec.seal.type,
+        "seal_node": None if seal is None else {
+            "api_addr": seal.api_addr, "pid": seal.pid, "running": seal.running, "sealed": seal.sealed,
+            "healthy": view.seal_node_serving, "error": seal.error},
+        "ca_cert": str(mesh.paths.ca_cert),
+        "keeper": keeper_json(mesh),
+    }
+
+
+def _yes_no(v: bool | None) -> str:
+    return "?" if v is None else ("yes" if v else "no")
+
+
+STATUS_COLUMNS = ("node", "zone", "address", "pid", "sealed", "role", "voter", "healthy")
+
+
+def status_rows(view: MeshView) -> list[tuple[str, ...]]:
+    """The rows of the ``status`` table, one per node and one for the transit seal node (role ``seal``),
+    in ``STATUS_COLUMNS`` order; ``healthy`` is ``yes`` or ``no``. For the CLI to render."""
+    rows = []
+    for n in view.nodes:
+        role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
+        rows.append((n.name, n.zone, n.api_addr, str(n.pid or "-"), _yes_no(n.sealed), role, _yes_no(n.voter),
+                     _yes_no(n.healthy)))
+    seal = view.seal_node
+    if seal is not None:
+        role = "seal" if seal.reachable else (seal.error or "down")
+        rows.append(("seal", seal.zone, seal.api_addr, str(seal.pid or "-"), _yes_no(seal.sealed), role, "-",
+                     _yes_no(view.seal_node_serving)))
+    return rows
+
+
+def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
+    pid = keeper.keeper_pid(mesh.paths)
+    record = keeper.read_status(mesh.paths)
+    return {"enabled": mesh.spec.keeper.enabled, "running": pid is not None, "pid": pid,
+            "summary": keeper.describe(record, pid is not None),
+            **({"cycle_at": record.cycle_at, "healthy_since": record.healthy_since, "revoked": record.revoked,
+                "last_error": record.last_error, "recent": record.recent, "over_budget": record.over_budget}
+               if record else {})}
