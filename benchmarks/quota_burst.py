@@ -1,10 +1,10 @@
 """A login burst ten times over a rate-limit quota, with and without the quota, on a 3-node TLS mesh.
 
-One mesh (``up``), an identity issuer (``workload.demo.start_issuer``), a JWT mount and role applied from a
-mesh file (``reconcile.apply``). Then the same burst twice: N logins started open loop at ``factor`` times
-the quota's rate, each with the workload path's own client (``EngineClient``: 429 is retried with capped,
-jittered backoff within its 15 s deadline), first with no quota, then with ``quotas.rate_limit`` on
-``auth/jwt``. Every node's ``sys/health`` is sampled every 100 ms meanwhile.
+One mesh (``up``) with the identity issuer it runs (tokens minted with the mesh's key ring), a JWT mount and
+role applied from a mesh file (``reconcile.apply``). Then the same burst twice: N logins started open
+loop at ``factor`` times the quota's rate, each with the workload path's own client (``EngineClient``: 429
+is retried with capped, jittered backoff within its 15 s deadline), first with no quota, then with
+``quotas.rate_limit`` on ``auth/jwt``. Every node's ``sys/health`` is sampled every 100 ms meanwhile.
 
 Usage: python benchmarks/quota_burst.py [--quota 5] [--factor 10] [--logins 100]
 Prints a table; figures go into the README by hand.
@@ -15,20 +15,23 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from vaultmesh.bench.burst import BurstResult, HealthWatch, login_burst
+from vaultmesh.identity.keys import KeyRing
+from vaultmesh.identity.server import keys_dir, read_issuer_record
+from vaultmesh.identity.tokens import mint
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.reconcile.apply import apply
 from vaultmesh.reconcile.budget import explain_refusal
 from vaultmesh.spec.load import parse_spec
-from vaultmesh.workload.demo import Issuer, start_issuer
 
 AUD = "vaultmesh-burst"
 
 
-def mesh_file(issuer: Issuer, quota: float | None) -> str:
+def mesh_file(quota: float | None) -> str:
     text = f"""\
 policies:
   burst: 'path "secret/data/burst/*" {{ capabilities = ["read"] }}'
@@ -36,9 +39,9 @@ auth:
   jwt:
     type: jwt
     config:
-      oidc_discovery_url: "{issuer.url}"
+      oidc_discovery_url: "{{{{vaultmesh.issuer_url}}}}"
       oidc_discovery_ca_pem: "{{{{vaultmesh.ca_pem}}}}"
-      bound_issuer: "{issuer.url}"
+      bound_issuer: "{{{{vaultmesh.issuer_url}}}}"
     roles:
       burst:
         bound_audiences: [{AUD}]
@@ -71,19 +74,21 @@ def main() -> None:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="vm-quota-burst-")) / "state"
-    issuer: Issuer | None = None
     try:
         mesh = up(root, parse_spec("nodes: 3\n"), "nodes: 3\n").mesh
-        issuer = start_issuer(root, root.parent / "issuer")
+        record = read_issuer_record(root)
+        assert record is not None, "up records the identity issuer it runs"
+        ring = KeyRing.load(keys_dir(root))
         admin = mesh.client(token=m.admin_token(mesh))
         ca = str(mesh.paths.ca_cert)
         offered = args.quota * args.factor
         rows = []
         refusal = None
         for label, quota in (("no quota", None), (f"quota {args.quota:g}/s on auth/jwt", args.quota)):
-            spec = parse_spec(mesh_file(issuer, quota), source="burst.yaml")
+            spec = parse_spec(mesh_file(quota), source="burst.yaml")
             apply(mesh, admin, spec, base_dir=root.parent, prune=True)
-            jwts = [issuer.token(f"burst-{i}", audience=AUD, claims={"team": "burst"}) for i in range(args.logins)]
+            jwts = [mint(ring, issuer=record.issuer, workload=f"burst-{i}", audience=AUD, ttl=600, now=time.time(),
+                         claims={"team": "burst"}) for i in range(args.logins)]
             with HealthWatch(mesh.node_addrs, ca, interval=0.1) as watch:
                 result = login_burst(mesh.node_addrs, ca, mount="jwt", role="burst", jwts=jwts, rate=offered,
                                      watch=watch)
@@ -100,8 +105,6 @@ def main() -> None:
         if refusal:
             print(f"\nA login that gave up: {refusal}")
     finally:
-        if issuer is not None:
-            issuer.stop()
         if m.exists(root):
             down(root)
         shutil.rmtree(root.parent, ignore_errors=True)

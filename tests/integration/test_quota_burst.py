@@ -7,8 +7,7 @@ token or in a refusal naming the quota, while every node stays unsealed with one
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -20,9 +19,9 @@ from vaultmesh.reconcile.budget import breaches, budgets, count_leases, explain_
 from vaultmesh.reconcile.plan import Delete
 from vaultmesh.spec.load import parse_spec
 from vaultmesh.spec.models import MeshSpec
-from vaultmesh.workload.demo import Issuer, start_issuer
 
 from .conftest import MeshHandle
+from .workloads import MeshIssuer, mesh_issuer
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +30,9 @@ QUOTA_RATE = 5
 """Logins per second the burst's quota allows; the burst is ten times that, all at once."""
 
 
-def mesh_file(issuer: Issuer, quotas: str = "", *, budget: int = 100) -> str:
-    """A JWT mount trusting ``issuer`` with one role, ``burst``, and the given ``quotas.rate_limit`` lines."""
+def mesh_file(quotas: str = "", *, budget: int = 100) -> str:
+    """A JWT mount trusting the mesh's identity issuer with one role, ``burst``, and the given
+    ``quotas.rate_limit`` lines."""
     text = f"""\
 policies:
   burst: 'path "secret/data/burst/*" {{ capabilities = ["read"] }}'
@@ -40,9 +40,9 @@ auth:
   jwt:
     type: jwt
     config:
-      oidc_discovery_url: "{issuer.url}"
+      oidc_discovery_url: "{{{{vaultmesh.issuer_url}}}}"
       oidc_discovery_ca_pem: "{{{{vaultmesh.ca_pem}}}}"
-      bound_issuer: "{issuer.url}"
+      bound_issuer: "{{{{vaultmesh.issuer_url}}}}"
     roles:
       burst:
         bound_audiences: [{AUD}]
@@ -73,27 +73,23 @@ def quota(admin: EngineClient, name: str) -> dict | None:
     return None if data is None else data["data"]
 
 
-def jwts(issuer: Issuer, n: int) -> list[str]:
+def jwts(issuer: MeshIssuer, n: int) -> list[str]:
     return [issuer.token(f"burst-{i}", audience=AUD, claims={"team": "burst"}) for i in range(n)]
 
 
 @pytest.fixture
-def quota_mesh(make_mesh: Callable[..., MeshHandle], tmp_path: Path) -> Iterator[tuple[MeshHandle, Issuer]]:
+def quota_mesh(make_mesh: Callable[..., MeshHandle]) -> tuple[MeshHandle, MeshIssuer]:
     handle = make_mesh("")
-    issuer = start_issuer(handle.dir, tmp_path / "issuer")
-    try:
-        yield handle, issuer
-    finally:
-        issuer.stop()
+    return handle, mesh_issuer(handle)
 
 
 def test_a_quota_is_applied_read_back_put_back_replaced_and_pruned(
-        quota_mesh: tuple[MeshHandle, Issuer]) -> None:
-    handle, issuer = quota_mesh
+        quota_mesh: tuple[MeshHandle, MeshIssuer]) -> None:
+    handle, _ = quota_mesh
     admin = handle.client()
     both = ("    jwt-login: {path: auth/jwt, rate: 50}\n"
             "    deploy: {path: auth/ci/, rate: 20, role: deploy, block_interval: 2s}\n")
-    spec, done = applied(handle, admin, mesh_file(issuer, both))
+    spec, done = applied(handle, admin, mesh_file(both))
     assert {"create sys/quotas/rate-limit/jwt-login", "create sys/quotas/rate-limit/deploy"} <= set(done)
     assert done.index("create sys/auth/jwt") < done.index("create sys/quotas/rate-limit/jwt-login")
     got = quota(admin, "deploy")
@@ -105,18 +101,18 @@ def test_a_quota_is_applied_read_back_put_back_replaced_and_pruned(
     # drift is seen and put back
     admin.write("sys/quotas/rate-limit/jwt-login", {"path": "auth/jwt", "rate": 999})
     assert pending(handle, admin, spec) == ["update sys/quotas/rate-limit/jwt-login"]
-    applied(handle, admin, mesh_file(issuer, both))
+    applied(handle, admin, mesh_file(both))
     assert (quota(admin, "jwt-login") or {})["rate"] == 50
 
     # OpenBao ignores an empty role on a write: clearing it deletes and creates the quota again
     cleared = both.replace(", role: deploy", "").replace("auth/ci/,", "auth/ci/login,")
-    spec, done = applied(handle, admin, mesh_file(issuer, cleared))
+    spec, done = applied(handle, admin, mesh_file(cleared))
     assert done == ["delete sys/quotas/rate-limit/deploy", "create sys/quotas/rate-limit/deploy"]
     got = quota(admin, "deploy") or {}
     assert (got.get("role"), got.get("path")) == ("", "auth/ci/login")
 
     # a quota the file no longer declares is listed, and deleted only with --prune
-    only = mesh_file(issuer, "    deploy: {path: auth/ci/login, rate: 20, block_interval: 2s}\n")
+    only = mesh_file("    deploy: {path: auth/ci/login, rate: 20, block_interval: 2s}\n")
     spec = parse_spec(only)
     plan, _ = make_plan(handle.mesh, admin, spec, base_dir=handle.dir.parent)
     prunes = [a.key.id for a in plan.actions if isinstance(a, Delete) and a.prune]
@@ -126,10 +122,10 @@ def test_a_quota_is_applied_read_back_put_back_replaced_and_pruned(
     assert quota(admin, "jwt-login") is None
 
 
-def test_token_budgets_are_counted_from_the_lease_table(quota_mesh: tuple[MeshHandle, Issuer]) -> None:
+def test_token_budgets_are_counted_from_the_lease_table(quota_mesh: tuple[MeshHandle, MeshIssuer]) -> None:
     handle, issuer = quota_mesh
     admin = handle.client()
-    spec, _ = applied(handle, admin, mesh_file(issuer, budget=3))
+    spec, _ = applied(handle, admin, mesh_file(budget=3))
     (budget,) = budgets(spec)
     assert count_leases(admin, budget) == 0
     result = login_burst(handle.addrs, handle.ca, mount="jwt", role="burst", jwts=jwts(issuer, 4), revoke=False)
@@ -155,10 +151,10 @@ def assert_clear(result: BurstResult, spec: MeshSpec) -> None:
 
 
 def test_a_burst_ten_times_over_the_quota_is_refused_retried_and_the_mesh_stays_healthy(
-        quota_mesh: tuple[MeshHandle, Issuer]) -> None:
+        quota_mesh: tuple[MeshHandle, MeshIssuer]) -> None:
     handle, issuer = quota_mesh
     admin = handle.client()
-    spec, _ = applied(handle, admin, mesh_file(issuer, f"    jwt-login: {{path: auth/jwt, rate: {QUOTA_RATE}}}\n"))
+    spec, _ = applied(handle, admin, mesh_file(f"    jwt-login: {{path: auth/jwt, rate: {QUOTA_RATE}}}\n"))
     tokens = jwts(issuer, 10 * QUOTA_RATE)
 
     with HealthWatch(handle.addrs, handle.ca, interval=0.1) as watch:

@@ -1,7 +1,7 @@
 """`vaultmesh run` sends its login and reads ahead of the session (cold start, issue 9): what is read ahead and
 never taken is revoked like the rest, so a run that fails leaves no lease, token or PostgreSQL role.
 
-Mounts of this module's own (jwt-ahead/, secret-ahead/, db-ahead/) on the shared mesh.
+Mounts of this module's own (jwt-ahead/, secret-ahead/, db-ahead/) on the shared mesh, from ``meshes/workload.yaml``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,15 @@ import psycopg
 import pytest
 
 from vaultmesh.engine.client import EngineClient
-from vaultmesh.workload.demo import Issuer, WorkloadMounts, configure, start_issuer
 from vaultmesh.workload.reap import find_workload_tokens
 
 from .conftest import MeshHandle
+from .workloads import SHORT_TTLS, MeshIssuer, apply_file, mesh_issuer
 
 pytestmark = pytest.mark.integration
 
-AUTH, KV, DB, AUD = "jwt-ahead", "secret-ahead", "db-ahead", "vaultmesh-ahead"
-MOUNTS = WorkloadMounts(auth=AUTH, kv=KV, db=DB, role="batch", db_role="jobs-ro", policy="ahead-batch",
-                        audience=AUD, token_ttl="1m", token_max_ttl="10m", db_ttl="1m", db_max_ttl="10m")
+NAME = "ahead"
+AUTH, KV, DB, AUD = f"jwt-{NAME}", f"secret-{NAME}", f"db-{NAME}", f"vaultmesh-{NAME}"
 RUN = [sys.executable, "-m", "vaultmesh.workload.cli", "run"]
 
 
@@ -35,7 +34,7 @@ RUN = [sys.executable, "-m", "vaultmesh.workload.cli", "run"]
 class Env:
     mesh: MeshHandle
     admin: EngineClient
-    issuer: Issuer
+    issuer: MeshIssuer
     pg_dsn: str
     tmp: Path
 
@@ -60,13 +59,11 @@ class Env:
 @pytest.fixture(scope="module")
 def ahead(shared_mesh: MeshHandle, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("ahead")
-    issuer = start_issuer(shared_mesh.dir, tmp / "issuer")
     admin = shared_mesh.client()
     try:
-        configure(admin, issuer, postgres_dsn, MOUNTS)
-        yield Env(shared_mesh, admin, issuer, postgres_dsn, tmp)
+        apply_file(shared_mesh, admin, "workload", pg_dsn=postgres_dsn, name=NAME, **SHORT_TTLS)
+        yield Env(shared_mesh, admin, mesh_issuer(shared_mesh), postgres_dsn, tmp)
     finally:
-        issuer.stop()
         admin.close()
 
 

@@ -1,7 +1,7 @@
 """`vaultmesh run` and the SDK against a real mesh and a real PostgreSQL.
 
-The mesh is configured here by hand (``vaultmesh.workload.demo.configure``) on mounts of this module's own
-(jwt-wl/, secret-wl/, db-wl/) until mesh-as-code declares the same. ``run`` is always a real subprocess.
+The mesh is configured by applying ``meshes/workload.yaml`` (mounts of this module's own: jwt-wl/, secret-wl/,
+db-wl/), trusting the identity issuer ``up`` runs. ``run`` is always a real subprocess.
 """
 
 from __future__ import annotations
@@ -31,22 +31,20 @@ from vaultmesh.errors import EngineError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.tokens import mint
 from vaultmesh.runtime.local import read_pid
-from vaultmesh.workload.demo import Issuer, WorkloadMounts, configure, start_issuer
 from vaultmesh.workload.reap import find_workload_tokens, may_lookup_accessors
 
 from .conftest import MeshHandle
+from .workloads import SHORT_TTLS, MeshIssuer, apply_file, mesh_issuer
 
 pytestmark = pytest.mark.integration
 
-AUTH, KV, DB, AUD = "jwt-wl", "secret-wl", "db-wl", "vaultmesh-wl"
+NAME = "wl"
+AUTH, KV, DB, AUD = f"jwt-{NAME}", f"secret-{NAME}", f"db-{NAME}", f"vaultmesh-{NAME}"
 RUN = [sys.executable, "-m", "vaultmesh.workload.cli", "run"]
-BATCH = WorkloadMounts(auth=AUTH, kv=KV, db=DB, role="batch", db_role="jobs-ro", policy="wl-batch", audience=AUD,
-                       token_ttl="1m", token_max_ttl="10m", db_ttl="1m", db_max_ttl="10m")
-SHORT = WorkloadMounts(auth=AUTH, kv=KV, db=DB, role="short", db_role="jobs-short", policy="wl-short", audience=AUD,
-                       token_ttl="2s", token_max_ttl="4s", db_ttl="3s", db_max_ttl="5s")
-FAILOVER = WorkloadMounts(auth=AUTH, kv=KV, db=DB, role="short", db_role="jobs-short", policy="wl-short",
-                          audience=AUD, token_ttl="9s", token_max_ttl="60s", db_ttl="9s", db_max_ttl="12s")
-"""TTLs a few times longer than a leader election (~2 s), so a renewal that falls into one still succeeds."""
+FAILOVER_TTLS = {"short_token_ttl": "9s", "short_token_max_ttl": "60s", "short_db_ttl": "9s",
+                 "short_db_max_ttl": "12s"}
+"""Role "short" with TTLs a few times longer than a leader election (~2 s), so a renewal that falls into one
+still succeeds."""
 PG_SECRETS = ["--secret", f"API_TOKEN=kv:{KV}/jobs/nightly#api_token",
               "--secret", f"PGUSER=db:{DB}/creds/jobs-ro#username",
               "--secret", f"PGPASSWORD=db:{DB}/creds/jobs-ro#password",
@@ -113,7 +111,7 @@ time.sleep(30)
 class WorkloadEnv:
     mesh: MeshHandle
     admin: EngineClient
-    issuer: Issuer
+    issuer: MeshIssuer
     pg_dsn: str
     tmp: Path
 
@@ -165,14 +163,11 @@ class WorkloadEnv:
 @pytest.fixture(scope="module")
 def wl(shared_mesh: MeshHandle, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkloadEnv]:
     tmp = tmp_path_factory.mktemp("workload")
-    issuer = start_issuer(shared_mesh.dir, tmp / "issuer")
     admin = shared_mesh.client()
     try:
-        configure(admin, issuer, postgres_dsn, BATCH)
-        configure(admin, issuer, postgres_dsn, SHORT)
-        yield WorkloadEnv(shared_mesh, admin, issuer, postgres_dsn, tmp)
+        apply_file(shared_mesh, admin, "workload", pg_dsn=postgres_dsn, name=NAME, **SHORT_TTLS)
+        yield WorkloadEnv(shared_mesh, admin, mesh_issuer(shared_mesh), postgres_dsn, tmp)
     finally:
-        issuer.stop()
         admin.close()
 
 
@@ -296,11 +291,13 @@ def test_the_leader_is_killed_mid_job_and_renewal_goes_on_on_the_new_one(
         make_mesh: Callable[..., MeshHandle], wl: WorkloadEnv) -> None:
     mesh = make_mesh()
     admin = mesh.client()
-    configure(admin, wl.issuer, wl.pg_dsn, FAILOVER)
+    apply_file(mesh, admin, "workload", pg_dsn=wl.pg_dsn, name=NAME, **FAILOVER_TTLS)
     name, runtmp, progress = wl.workload("failover"), wl.runtmp(), wl.tmp / "failover-progress"
     env = wl.env(runtmp, BAO_CACERT=mesh.ca)
-    args = [*wl.args(name, role="short", addrs=mesh.addrs), "-v", *SHORT_SECRETS, "--on-change", "signal:HUP", "--",
-            sys.executable, wl.script("child_loop.py", CHILD_LOOP), str(progress), "16"]
+    identity = wl.identity(name, mesh_issuer(mesh).token(name, audience=AUD))  # that mesh's own issuer
+    args = [*wl.args(name, role="short", identity=identity, addrs=mesh.addrs), "-v", *SHORT_SECRETS,
+            "--on-change", "signal:HUP", "--", sys.executable, wl.script("child_loop.py", CHILD_LOOP),
+            str(progress), "16"]
     with started(args, env) as proc:
         eventually(lambda: progress.exists() and progress.read_text().count(" ok ") >= 4, timeout=20)
         leader = admin.read("sys/leader")["leader_address"]  # type: ignore[index]
