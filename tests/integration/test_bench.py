@@ -11,8 +11,12 @@ from click.testing import CliRunner
 from vaultmesh.bench.model import BenchConfig
 from vaultmesh.bench.report import error_total, overall
 from vaultmesh.bench.runner import bench_mesh
+from vaultmesh.bench.targets import SEED_ENV, admin_client, bench_mesh_file, setup_targets
 from vaultmesh.cli.bench import bench
 from vaultmesh.cli.main import Ctx
+from vaultmesh.reconcile.apply import apply, make_plan
+from vaultmesh.reconcile.plan import Delete
+from vaultmesh.spec.load import parse_spec
 
 from .conftest import MeshHandle
 
@@ -58,3 +62,22 @@ def test_cli_reports_and_writes_json_and_plot(shared_mesh: MeshHandle, postgres_
     doc = json.loads(out.read_text())
     assert len([r for r in doc["samples"] if r[0] == "workload"]) == 20
     assert "<svg" in page.read_text()
+
+
+def test_the_benchs_objects_come_from_its_own_file_and_no_other_file_offers_to_prune_them(
+        shared_mesh: MeshHandle, postgres_dsn: str) -> None:
+    mesh = shared_mesh.mesh
+    admin = admin_client(mesh)
+    try:
+        targets = setup_targets(mesh, client=admin)
+        assert targets.auth_mount.startswith("vaultmesh-bench")
+        # the bench's file is in place: applying it again changes nothing
+        again = apply(mesh, admin, parse_spec(bench_mesh_file()), base_dir=shared_mesh.dir, env=SEED_ENV,
+                      partial=True)
+        assert again.performed == ()
+        # a user's file that declares none of it: its plan lists no bench object for pruning
+        plan, _ = make_plan(mesh, admin, parse_spec("version: 1\n"), base_dir=shared_mesh.dir)
+        prunes = [a.key.id for a in plan.actions if isinstance(a, Delete) and a.prune]
+        assert not [p for p in prunes if "bench" in p], prunes
+    finally:
+        admin.close()
