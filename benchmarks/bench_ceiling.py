@@ -1,6 +1,6 @@
 """Cross-check of the raw ceiling: `wrk` and `vaultmesh bench kv-read --raw` side by side, same mesh, same request.
 
-Both send GET /v1/bench-kv/data/app/config with a bench workload's token to the entry, over kept-alive TLS
+Both send GET /v1/vaultmesh-bench-kv/data/app/config with a bench workload's token to the entry, over kept-alive TLS
 connections, for the same duration and connection count; the workload path (EngineClient) runs the same load too.
 If --raw reaches what wrk reaches, the bench's ceiling measures the mesh, not the client.
 
