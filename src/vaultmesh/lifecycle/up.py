@@ -98,10 +98,14 @@ def _converge(ex: _Executor, t0: float, timeout: float, created: bool) -> UpResu
         view = ex.observe()
         decision = d.decide(view, shamir=ex.mesh.spec.seal.type == "shamir",
                             recorded_initialized=ex.mesh.initialized, entry_wanted=ex.want_entry)
+        restarts = [s.name for s in decision.steps if isinstance(s, d.Restart)]
+        sentences = [ex.restart(restarts)] if restarts else []
         for step in decision.steps:
             if isinstance(step, d.Ready):
                 return UpResult(ex.mesh, view, created, time.monotonic() - t0, tuple(ex.started))
-            sentence = ex.perform(step)
+            if not isinstance(step, d.Restart):
+                sentences.append(ex.perform(step))
+        for sentence in sentences:
             if sentence and sentence != said:
                 ex.progress(sentence)
                 said = sentence
@@ -170,12 +174,7 @@ class _Executor:
                 self.started[name] = time.monotonic()
                 return f"started {name} ({node.zone}) on {node.api_addr} (pid {pid})"
             case d.Restart(name=name):
-                self.restarted.add(name)
-                node = layout.node(name)
-                stop_processes([processes.node_process(node).pid(adopt=True)], timeout=10)
-                processes.start_node(node, self.engine)
-                return (f"restarted {name}: it joined Raft; a restart unseals it now instead of on OpenBao's next "
-                        "5 s retry")
+                return self.restart([name])
             case d.StartEntry():
                 pid = processes.start_entry(layout)
                 self.started["entry"] = time.monotonic()
@@ -210,6 +209,18 @@ class _Executor:
                 failed = self.node_layout(node)
                 raise RuntimeFailure(_failed_node_message(failed, reason) if failed else reason)
         return None
+
+    def restart(self, names: list[str]) -> str:
+        """Restart these nodes together (each stop takes about a second); say what was done."""
+        self.restarted.update(names)
+        nodes = [self.mesh.layout.node(name) for name in names]
+        stop_processes([processes.node_process(n).pid(adopt=True) for n in nodes], timeout=10)
+        for node in nodes:
+            processes.wait_ports_free(node)
+            processes.start_node(node, self.engine)
+        they = "it" if len(names) == 1 else "they"
+        return (f"restarted {', '.join(names)}: {they} joined Raft; a restart unseals {they.replace('they', 'them')} "
+                "now instead of on OpenBao's next 5 s retry")
 
     def _seal_ready(self) -> bool:
         """The transit seal node serves encrypt for our key with the mesh's seal token."""

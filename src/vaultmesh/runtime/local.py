@@ -151,7 +151,8 @@ def start_process(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: P
 
 def _gone(proc: psutil.Process) -> bool:
     """The process has exited: no such pid, or a zombie its parent has not reaped yet (a daemon's parent is
-    init, which may reap only every few seconds: waiting for the pid to vanish cost ~2 s per process)."""
+    init, which may reap only every few seconds: waiting for the pid to vanish cost ~2 s per process) whose
+    threads have all exited too (until the last one has, its files, and so its ports, stay open)."""
     try:
         if proc.status() != psutil.STATUS_ZOMBIE:
             return False
@@ -159,6 +160,11 @@ def _gone(proc: psutil.Process) -> bool:
         return True
     except psutil.AccessDenied:
         return False
+    try:
+        if len(os.listdir(f"/proc/{proc.pid}/task")) > 1:
+            return False
+    except OSError:
+        return True
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(proc.pid, os.WNOHANG)  # our own child: reap it
     return True

@@ -19,9 +19,11 @@ from vaultmesh.runtime.local import (
     KMS_ENV,
     check_ports_free,
     find_pid,
+    port_holder,
     start_process,
     stop_processes,
     tracked_pid,
+    wait_until,
 )
 
 Progress = Callable[[str], None]
@@ -108,6 +110,14 @@ def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = No
         check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
     return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
                          log_file=node.log_file, pid_file=node.pid_file, env=env, inherit=KMS_ENV)
+
+
+def wait_ports_free(node: NodeLayout, timeout: float = 5.0) -> bool:
+    """Wait until a just-stopped node's ports can be bound again (a netns node's are its own)."""
+    if node.netns:
+        return True
+    return bool(wait_until(lambda: port_holder(node.api_port) is None and port_holder(node.cluster_port) is None,
+                           timeout=timeout, interval=0.05))
 
 
 def start_entry(layout: MeshLayout) -> int:
