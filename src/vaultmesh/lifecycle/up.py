@@ -19,7 +19,7 @@ from typing import Any
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
 from vaultmesh.fsutil import read_json, write_atomic, write_json
-from vaultmesh.layout import NodeLayout
+from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
 from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
@@ -52,7 +52,7 @@ class UpResult:
     started: tuple[str, ...]
 
 
-def issuer_pid_file(layout: Any) -> Path:
+def issuer_pid_file(layout: MeshLayout) -> Path:
     return processes.issuer_process(layout.paths).pid_file
 
 
