@@ -101,15 +101,15 @@ def test_progress_lines_are_never_wrapped_when_stderr_is_not_a_tty(capsys: pytes
 
 
 def _fake_status(monkeypatch: pytest.MonkeyPatch, addr: str) -> None:
-    import vaultmesh.lifecycle.up as up
+    import vaultmesh.lifecycle.status as status
 
     node = SimpleNamespace(name="node-1", zone="zone-a", api_addr=addr, pid=4242, sealed=False, leader=True,
                            reachable=True, error=None, voter=True, healthy=True)
-    view = SimpleNamespace(nodes=[node])
+    view = SimpleNamespace(nodes=[node], seal_node=None)
     mesh = SimpleNamespace(spec=SimpleNamespace(name="vaultmesh"))
-    monkeypatch.setattr(up, "status", lambda root: (mesh, view, addr))
-    monkeypatch.setattr(up, "status_json", lambda m, v, a: {"healthy": True, "address": a,
-                                                            "keeper": {"summary": "running"}})
+    monkeypatch.setattr(status, "status", lambda root: (mesh, view, addr))
+    monkeypatch.setattr(status, "status_json", lambda m, v, a: {"healthy": True, "address": a,
+                                                                "keeper": {"summary": "running"}})
 
 
 def test_status_does_not_cut_the_address_column_when_not_a_tty(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -79,3 +79,15 @@ def test_stopping_nothing_does_nothing() -> None:
     from vaultmesh.runtime.local import stop_processes
 
     assert stop_processes([None]) == []
+
+
+def test_kept_ports_are_picked_below_the_ephemeral_range_so_no_outgoing_connection_takes_them() -> None:
+    import random
+
+    from vaultmesh.runtime.local import LOWEST_PORT, free_ports, listening_range
+
+    assert listening_range((32768, 60999)) == range(LOWEST_PORT, 32768)
+    assert len(listening_range((1024, 60999))) == 0  # no room: the OS picks (below)
+    ports = free_ports(9, rng=random.Random(7))
+    assert len(set(ports)) == 9
+    assert all(p in listening_range() for p in ports) or len(listening_range()) < 72

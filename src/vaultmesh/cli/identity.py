@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import os
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
 from vaultmesh.cli.common import Ctx, handle_errors, mesh_options, pass_ctx
-from vaultmesh.errors import RuntimeFailure, VaultmeshError
+from vaultmesh.errors import VaultmeshError
 from vaultmesh.identity.keys import KeyRing, write_private_file
 from vaultmesh.identity.server import (
-    IssuerRecord,
-    IssuerServer,
     issuer_record_path,
     keys_dir,
     read_issuer_record,
-    write_issuer_record,
 )
 from vaultmesh.identity.tokens import mint, parse_duration
 
@@ -54,17 +44,6 @@ def identity() -> None:
     Kubernetes service-account tokens or SPIFFE JWT-SVIDs."""
 
 
-def _check_tls_pair(certfile: Path, keyfile: Path) -> None:
-    import ssl
-
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(certfile), str(keyfile))
-    except (OSError, ssl.SSLError) as err:
-        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or "not a certificate and key pair"
-        raise VaultmeshError(f"cannot serve TLS with --cert {certfile} and --key {keyfile}: {reason}",
-                             hint="pass the PEM certificate and its private key") from None
-
-
 @identity.command("serve")
 @mesh_options()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -82,35 +61,10 @@ def _check_tls_pair(certfile: Path, keyfile: Path) -> None:
 def serve(ctx: Ctx, host: str, port: int | None, certfile: Path, keyfile: Path,
           max_token_ttl: float) -> None:
     """Serve the issuer in the foreground until interrupted (Ctrl-C or SIGTERM)."""
-    state_dir = ctx.dir
-    _check_tls_pair(certfile, keyfile)  # before anything is written: a bad --cert leaves no key ring
-    now = time.time()
-    ring = KeyRing.load_or_create(keys_dir(state_dir), now)
-    previous = read_issuer_record(state_dir)
-    if previous is not None and previous.pid is not None and _alive(previous.pid):
-        raise RuntimeFailure(
-            f"an identity issuer is already running for {state_dir} (pid {previous.pid}, "
-            f"{previous.issuer})",
-            hint=f"stop it first, or delete {issuer_record_path(state_dir)} if that pid is not vaultmesh",
-        )
-    if port is None:
-        port = previous.port if previous is not None else 0
-    ring.prune(now, max_token_ttl)
-    server = IssuerServer(ring, certfile=certfile, keyfile=keyfile, host=host, port=port,
-                          max_token_ttl=max_token_ttl)
-    server.listen()
-    record = IssuerRecord(issuer=server.issuer_url, host=host, port=server.port,
-                          max_token_ttl=max_token_ttl, certfile=str(certfile.resolve()), pid=os.getpid())
-    write_issuer_record(state_dir, record)
-    click.echo(f"identity issuer listening at {server.issuer_url} (pid {os.getpid()})")
-    try:
-        with _sigterm_as_interrupt():
-            server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        write_issuer_record(state_dir, dataclasses.replace(record, pid=None))
+    from vaultmesh.identity.service import serve_issuer
+
+    serve_issuer(ctx.dir, certfile=certfile, keyfile=keyfile, host=host, port=port, max_token_ttl=max_token_ttl,
+                 announce=click.echo)
 
 
 @identity.command("issue")
@@ -197,28 +151,3 @@ def _parse_claims(pairs: tuple[str, ...]) -> dict[str, str]:
     return claims
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt while serving, so the record is cleaned up either way."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

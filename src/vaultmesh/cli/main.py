@@ -70,8 +70,9 @@ def up(ctx: Ctx, file_: Path | None, timeout: float) -> None:
     from vaultmesh.lifecycle.up import address
 
     leader = result.view.leader
+    via = "entry" if result.view.entry_running else "leader address (no entry runs)"
     console.print(f"[bold green]healthy[/] in {result.seconds:.1f} s: {len(result.view.nodes)} voters, leader "
-                  f"{leader.name if leader else '?'}; entry {address(result.mesh, result.view)}")
+                  f"{leader.name if leader else '?'}; {via} {address(result.mesh, result.view)}")
     console.print(f'use it: eval "$(vaultmesh --dir {shlex.quote(str(ctx.dir))} env)"', markup=False)
 
 
@@ -83,7 +84,7 @@ def down(ctx: Ctx) -> None:
     """Stop every process of the mesh; keep its data."""
     from vaultmesh.lifecycle.up import down as do_down
 
-    stopped = do_down(ctx.dir)
+    stopped = do_down(ctx.dir, progress=lambda line: click.echo(f"  {line}", err=True))
     click.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
@@ -99,7 +100,7 @@ def destroy(ctx: Ctx, yes: bool) -> None:
     if not yes:
         raise VaultmeshError(f"destroy deletes {ctx.dir} with all secrets in it; nothing was done",
                              hint="add --yes to confirm")
-    do_destroy(ctx.dir)
+    do_destroy(ctx.dir, progress=lambda line: click.echo(f"  {line}", err=True))
     click.echo(f"destroyed {ctx.dir}")
 
 
@@ -110,8 +111,8 @@ def destroy(ctx: Ctx, yes: bool) -> None:
 @handle_errors
 def status(ctx: Ctx, as_json: bool) -> None:
     """Show every node: process, seal, Raft role, health."""
-    from vaultmesh.lifecycle.up import status as do_status
-    from vaultmesh.lifecycle.up import status_json
+    from vaultmesh.lifecycle.status import STATUS_COLUMNS, status_json, status_rows
+    from vaultmesh.lifecycle.status import status as do_status
 
     mesh, view, addr = do_status(ctx.dir)
     doc = status_json(mesh, view, addr)
@@ -122,16 +123,10 @@ def status(ctx: Ctx, as_json: bool) -> None:
 
         table = Table(title=f"mesh {mesh.spec.name}: {'healthy' if doc['healthy'] else 'NOT healthy'} "
                             f"at {addr}")
-        for col in ("node", "zone", "address", "pid", "sealed", "role", "voter", "healthy"):
+        for col in STATUS_COLUMNS:
             table.add_column(col)
-
-        def yn(v: bool | None) -> str:
-            return "?" if v is None else ("yes" if v else "no")
-
-        for n in view.nodes:
-            role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
-            table.add_row(n.name, n.zone, n.api_addr, str(n.pid or "-"), yn(n.sealed), role, yn(n.voter),
-                          "[green]yes[/]" if n.healthy else "[red]no[/]")
+        for *cells, healthy in status_rows(view):
+            table.add_row(*cells, "[green]yes[/]" if healthy == "yes" else "[red]no[/]")
         console = out_console()
         console.print(table)
         console.print(f"keeper: {doc['keeper']['summary']}", soft_wrap=True)

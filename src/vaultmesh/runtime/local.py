@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -209,13 +210,49 @@ def kill_process(pid: int, sig: int = signal.SIGKILL) -> None:
         os.kill(pid, sig)
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports free right now (the OS picks them)."""
-    socks, ports = [], []
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+LOWEST_PORT = 10000
+
+
+def listening_range(ephemeral: tuple[int, int] | None = None) -> range:
+    """Where a mesh's kept ports are picked: below the ephemeral range the kernel gives outgoing connections
+    (``ip_local_port_range``, 32768-60999 by default), so that a client connection's source port cannot take the
+    port of a node that is down for a moment (seen here: `up` after `down` refused with "port in use"). Pure
+    given ``ephemeral``; falls back to the OS's own pick when the range leaves no room."""
+    low, _ = ephemeral if ephemeral is not None else _ephemeral_range()
+    return range(LOWEST_PORT, max(LOWEST_PORT, low))
+
+
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(count):
+        with open(EPHEMERAL_RANGE_FILE) as f:
+            low, high = (int(x) for x in f.read().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int, host: str = "127.0.0.1", *, rng: random.Random | None = None) -> list[int]:
+    """``count`` distinct ports free right now, picked at random below the ephemeral range (``listening_range``);
+    the OS's pick where that range is too small."""
+    candidates = listening_range()
+    pick = rng or random.SystemRandom()
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        tries = 0
+        while len(ports) < count:
             s = socket.socket()
-            s.bind((host, 0))
+            tries += 1
+            port = pick.choice(candidates) if len(candidates) >= 8 * count and tries < 50 * count else 0
+            if port in ports:
+                s.close()
+                continue
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
             socks.append(s)
             ports.append(s.getsockname()[1])
     finally:
