@@ -18,6 +18,7 @@ import hvac
 import psutil
 import pytest
 
+from vaultmesh.engine.admin import retry_while_upgrading
 from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.runtime.local import pid_alive, wait_until
@@ -148,7 +149,8 @@ def test_down_stops_everything_and_up_restores_data(make_mesh) -> None:  # type:
     handle: MeshHandle = make_mesh()
     client = handle.client()
     client.write("sys/mounts/kv-keep", {"type": "kv", "options": {"version": "2"}})
-    client.write("kv-keep/data/app", {"data": {"color": "blue"}})
+    # a new KV v2 mount refuses writes for a moment while it upgrades itself
+    retry_while_upgrading(lambda: client.write("kv-keep/data/app", {"data": {"color": "blue"}}))
     pids = handle.pids()
     stopped = down(handle.dir)
     assert set(stopped) >= {"node-1", "node-2", "node-3"}

@@ -194,10 +194,8 @@ def kill_pid(pid: int) -> None:
 def test_child_uses_its_dynamic_postgres_credentials_and_all_is_revoked_when_it_exits(wl: WorkloadEnv) -> None:
     name, runtmp, out = wl.workload(), wl.runtmp(), wl.tmp / "pg-out.json"
     before = wl.leases()
-    t0 = time.monotonic()
     proc = subprocess.run([*wl.args(name), *PG_SECRETS, "--", sys.executable, wl.script("child_pg.py", CHILD_PG),
                            str(out), "7"], env=wl.env(runtmp), capture_output=True, text=True, timeout=60)
-    elapsed = time.monotonic() - t0
     assert proc.returncode == 7, proc.stderr  # the child's exit code
     assert proc.stderr == ""
     seen = json.loads(out.read_text())
@@ -209,7 +207,6 @@ def test_child_uses_its_dynamic_postgres_credentials_and_all_is_revoked_when_it_
     assert wl.leases() <= before
     assert wl.tokens(name) == []
     assert not Path(seen["dir"]).exists() and list(runtmp.iterdir()) == []
-    assert elapsed < 10
 
 
 def test_a_response_wrapped_secret_is_unwrapped_and_stdin_stdout_pass_through(wl: WorkloadEnv) -> None:
