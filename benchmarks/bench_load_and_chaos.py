@@ -21,7 +21,7 @@ from vaultmesh.bench.plot import render_html
 from vaultmesh.bench.report import error_total, overall, to_json
 from vaultmesh.bench.runner import bench_mesh
 from vaultmesh.bench.stats import summarize
-from vaultmesh.chaos.plan import FaultPlan
+from vaultmesh.chaos.plan import Fault
 from vaultmesh.chaos.run import render_chaos, run_chaos
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import down, up
@@ -52,7 +52,7 @@ def rollouts(mesh: m.Mesh, counts: list[int], out: Path) -> list[str]:
     return rows
 
 
-def chaos(mesh: m.Mesh, plans: list[FaultPlan], load: BenchConfig, out: Path) -> list[str]:
+def chaos(mesh: m.Mesh, plans: list[Fault], load: BenchConfig, out: Path) -> list[str]:
     rows = ["| fault | writes back after | longest write gap | client-visible errors | acked writes lost | "
             "minority acks | healed | healthy after lift |", "|---|---|---|---|---|---|---|---|"]
     for plan in plans:
@@ -89,9 +89,9 @@ def main() -> None:
         tables = rollouts(mesh, [int(c) for c in args.counts.split(",") if c], out)
         if not args.skip_chaos:
             load = BenchConfig(scenario="steady", op="workload", rate=20.0, duration=12.0, hold=1.0, concurrency=32)
-            plans = [FaultPlan("kill-leader", at=4.0), FaultPlan("kill-node", at=4.0),
-                     FaultPlan("stop-zone", at=4.0, lift_after=5.0, signal="stop"),
-                     FaultPlan("lose-quorum", at=4.0, lift_after=4.0)]
+            plans = [Fault("kill-leader", at=4.0), Fault("kill-node", at=4.0),
+                     Fault("stop-zone", at=4.0, lift_after=5.0, signal="stop"),
+                     Fault("lose-quorum", at=4.0, lift_after=4.0)]
             tables += ["", *chaos(mesh, plans, load, out)]
             why = netns.unavailable()
             if why:
@@ -101,7 +101,7 @@ def main() -> None:
                 roots.append(nroot)
                 text = "runtime: netns\n"
                 nmesh = up(nroot, parse_spec(text, source="bench"), text).mesh
-                tables += chaos(nmesh, [FaultPlan("partition-zone", at=4.0, lift_after=5.0)], load, out)[2:]
+                tables += chaos(nmesh, [Fault("partition-zone", at=4.0, lift_after=5.0)], load, out)[2:]
         print("\n" + "\n".join(tables))
         print(f"\nraw results and plots: {out}")
     finally:

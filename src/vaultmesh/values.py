@@ -2,7 +2,7 @@
 
 ``import dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``): ~10 ms of the run path's
 start-up on a 2-core machine, spent before ``vaultmesh run`` can send its login. The few classes on that path
-(``RetryPolicy``, ``Response``, ``Ahead``, ``Source``, ``Target``, ``SecretsPlan``) derive from ``Value``
+(``RetryPolicy``, ``Response``, ``Ahead``, ``Source``, ``Target``, ``Delivery``) derive from ``Value``
 instead: fields are ``__slots__``, set once in ``__init__`` with ``_set``; equality, hash and repr are over the
 fields, as a frozen dataclass's are.
 """

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vaultmesh.bench.model import BenchConfig
-from vaultmesh.chaos.plan import FaultPlan
+from vaultmesh.chaos.plan import Fault
 from vaultmesh.chaos.run import render_chaos, run_chaos
 from vaultmesh.runtime import netns
 
@@ -22,7 +22,7 @@ LOAD = BenchConfig(scenario="steady", op="workload", rate=20.0, duration=6.0, ho
 def test_leader_kill_under_load_loses_no_acknowledged_write(make_mesh: Callable[..., MeshHandle],
                                                              postgres_dsn: str) -> None:
     handle = make_mesh()
-    result = run_chaos(handle.mesh, FaultPlan("kill-leader", at=2.0), LOAD)
+    result = run_chaos(handle.mesh, Fault("kill-leader", at=2.0), LOAD)
     report = render_chaos(result)
     assert result.t_inject is not None, report
     assert result.leader_before and result.leader_after and result.leader_after != result.leader_before, report
@@ -52,7 +52,7 @@ def netns_mesh(make_mesh: Callable[..., MeshHandle]) -> Iterator[MeshHandle]:
 def test_partitioned_minority_refuses_writes_and_the_mesh_heals(netns_mesh: MeshHandle) -> None:
     assert all(n.netns for n in netns_mesh.mesh.layout.nodes)
     load = BenchConfig(scenario="steady", op="workload", rate=20.0, duration=8.0, hold=0.5, concurrency=8)
-    result = run_chaos(netns_mesh.mesh, FaultPlan("partition-zone", at=2.0, lift_after=4.0), load)
+    result = run_chaos(netns_mesh.mesh, Fault("partition-zone", at=2.0, lift_after=4.0), load)
     report = render_chaos(result)
     assert result.minority_attempts and result.minority_acked == 0, report
     assert result.lost == [], report

@@ -4,35 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-from vaultmesh.chaos.plan import Attempt, FaultPlan, lost_writes, recovery
+from vaultmesh.chaos.plan import Attempt, Fault, lost_writes, recovery
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.runtime.netns import choose_octet
 
 
 def test_kill_faults_heal_with_up_others_by_themselves() -> None:
-    assert FaultPlan("kill-leader").kills
-    assert FaultPlan("lose-quorum").kills
-    assert FaultPlan("stop-zone", signal="kill").kills
-    assert not FaultPlan("stop-zone", signal="stop").kills
-    assert not FaultPlan("partition-zone").kills
-    assert "vaultmesh up" in FaultPlan("kill-node").heal_how
-    assert "automatic" in FaultPlan("partition-zone").heal_how
+    assert Fault("kill-leader").kills
+    assert Fault("lose-quorum").kills
+    assert Fault("stop-zone", signal="kill").kills
+    assert not Fault("stop-zone", signal="stop").kills
+    assert not Fault("partition-zone").kills
+    assert "vaultmesh up" in Fault("kill-node").heal_how
+    assert "automatic" in Fault("partition-zone").heal_how
 
 
 def test_steps_inject_then_lift() -> None:
-    assert FaultPlan("stop-zone", at=2.0, lift_after=3.0).steps() == [(2.0, "inject"), (5.0, "lift")]
-    assert FaultPlan("kill-leader", at=1.0).steps() == [(1.0, "inject")]
+    assert Fault("stop-zone", at=2.0, lift_after=3.0).steps() == [(2.0, "inject"), (5.0, "lift")]
+    assert Fault("kill-leader", at=1.0).steps() == [(1.0, "inject")]
 
 
 def test_partition_needs_namespaces() -> None:
-    assert FaultPlan("partition-zone").needs_netns
-    assert not FaultPlan("kill-leader").needs_netns
+    assert Fault("partition-zone").needs_netns
+    assert not Fault("kill-leader").needs_netns
 
 
-@pytest.mark.parametrize("plan", [FaultPlan("nope"), FaultPlan("kill-leader", at=20.0),
-                                  FaultPlan("kill-leader", lift_after=0.0), FaultPlan("stop-zone",
+@pytest.mark.parametrize("plan", [Fault("nope"), Fault("kill-leader", at=20.0),
+                                  Fault("kill-leader", lift_after=0.0), Fault("stop-zone",
                                                                                       signal="hup")])  # type: ignore[arg-type]
-def test_bad_plans_are_refused(plan: FaultPlan) -> None:
+def test_bad_plans_are_refused(plan: Fault) -> None:
     with pytest.raises(VaultmeshError):
         plan.check(10.0)
 

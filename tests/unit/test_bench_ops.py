@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from vaultmesh.bench.ops import SINGLE_OPS, Held, PathOps, RawError, RawOps, Sampler
+from vaultmesh.bench.ops import SINGLE_OPS, Holding, PathOps, RawError, RawOps, Sampler
 from vaultmesh.errors import EngineError, Unavailable
 
 Row = tuple[str, float, float, float, str | None]
@@ -118,7 +118,7 @@ def test_a_failed_revoke_is_recorded_not_raised() -> None:
             raise Unavailable("no node answered within 15 s")
 
     rec = Recorder()
-    path_ops().revoke(Held(1, "tok", None, Session()), 0.0, rec)  # type: ignore[arg-type]
+    path_ops().revoke(Holding(1, "tok", None, Session()), 0.0, rec)  # type: ignore[arg-type]
     assert rec.errors == [("revoke", "unavailable")]
 
 
@@ -127,7 +127,7 @@ def test_a_raw_revoke_that_fails_is_recorded_not_raised() -> None:
         raise RawError("http-403")
 
     rec = Recorder()
-    raw_ops(refused).revoke(Held(1, "tok", "lease"), 0.0, rec)
+    raw_ops(refused).revoke(Holding(1, "tok", "lease"), 0.0, rec)
     assert rec.errors == [("revoke", "http-403")]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vaultmesh.bench.model import MAX_COUNT, BenchConfig, check_loopback
-from vaultmesh.bench.runner import plan_workers
+from vaultmesh.bench.runner import share_work
 from vaultmesh.bench.schedule import rollout_offsets, split, split_count, steady_offsets
 from vaultmesh.bench.targets import Targets
 from vaultmesh.errors import VaultmeshError
@@ -48,7 +48,7 @@ def test_split_count_shares_a_budget() -> None:
 
 
 def test_workers_get_their_share_of_jobs_and_threads() -> None:
-    plans = plan_workers(BenchConfig(scenario="rollout", count=10, window=1.0, concurrency=32, processes=2),
+    plans = share_work(BenchConfig(scenario="rollout", count=10, window=1.0, concurrency=32, processes=2),
                          TARGETS)
     assert [len(p.jobs) for p in plans] == [5, 5]
     assert [p.threads for p in plans] == [16, 16]
@@ -56,7 +56,7 @@ def test_workers_get_their_share_of_jobs_and_threads() -> None:
 
 
 def test_closed_loop_workers_share_the_request_budget() -> None:
-    plans = plan_workers(BenchConfig(scenario="kv-read", count=11, processes=2), TARGETS)
+    plans = share_work(BenchConfig(scenario="kv-read", count=11, processes=2), TARGETS)
     assert [p.budget for p in plans] == [6, 5]
     assert all(not p.jobs for p in plans)
 

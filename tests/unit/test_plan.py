@@ -27,7 +27,7 @@ from vaultmesh.reconcile.resources import (
     PHASES,
     Resource,
     ResourceKey,
-    Secret,
+    Sensitive,
     desired_resources,
     secret_values,
 )
@@ -395,7 +395,7 @@ def test_a_rotated_root_password_is_not_sent_again_when_the_file_changes() -> No
 
 
 def test_secret_objects_never_show_their_value() -> None:
-    secret = Secret("env:PW", "ab" * 32, PASSWORD)
+    secret = Sensitive("env:PW", "ab" * 32, PASSWORD)
     assert PASSWORD not in repr(secret) + str(secret)
     assert secret.reveal() == PASSWORD
 

@@ -21,7 +21,7 @@ from vaultmesh.workload.book import (
     RevokeLease,
     RevokeToken,
     SleepUntil,
-    Step,
+    Stage,
     Timing,
 )
 
@@ -207,9 +207,9 @@ def test_an_answer_for_a_step_the_credential_has_left_changes_nothing() -> None:
 
 
 def test_table_has_an_entry_for_every_outcome_of_every_step() -> None:
-    assert {s for s, _ in NEXT_STEP} == set(Step)
-    assert NEXT_STEP[(Step.RENEW, "failed_permanent")] is Step.REPLACE
-    assert NEXT_STEP[(Step.REPLACE, "replaced")] is Step.RENEW
+    assert {s for s, _ in NEXT_STEP} == set(Stage)
+    assert NEXT_STEP[(Stage.RENEW, "failed_permanent")] is Stage.REPLACE
+    assert NEXT_STEP[(Stage.REPLACE, "replaced")] is Stage.RENEW
 
 
 # -- re-login ------------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ SINGLE_OPS: tuple[str, ...] = tuple(op for op in OPS if op != WORKLOAD)
 
 
 @dataclass
-class Held:
+class Holding:
     """A workload holding its secrets until it revokes them."""
 
     seq: int
@@ -148,7 +148,7 @@ class PathOps(Sampler):
             raise EngineError(404, ["not found"], method="GET", path="/" + path)
         return data
 
-    def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
+    def start(self, seq: int, t_sched: float, rec: Rec) -> Holding | None:
         """Mint, log in, read KV, get database creds, through a workload Session; records each phase and the
         whole (``workload``)."""
         t = self.t
@@ -169,9 +169,9 @@ class PathOps(Sampler):
         t_end = self.clock()
         rec(SECRETS, t_login, t_login, t_end, None)
         rec(WORKLOAD, t_sched, t_sched, t_end, None)
-        return Held(seq, session.token or "", None, session)
+        return Holding(seq, session.token or "", None, session)
 
-    def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
+    def revoke(self, held: Holding, t_sched: float, rec: Rec) -> None:
         """Close the session: revoke every lease, then the token."""
         if held.session is not None:
             self._sample(rec, "revoke", self.clock(), held.session.close)
@@ -282,12 +282,12 @@ class RawOps(Sampler):
     def kind(self, err: Exception) -> str:
         return err.kind if isinstance(err, RawError) else error_kind(err)
 
-    def start(self, seq: int, t_sched: float, rec: Rec) -> Held | None:
-        held: Held | None = None
+    def start(self, seq: int, t_sched: float, rec: Rec) -> Holding | None:
+        held: Holding | None = None
         try:
             t_login = self.clock()
             token = self._timed(rec, "login", t_login, lambda: self._do_login(seq))
-            held = Held(seq, token, None)
+            held = Holding(seq, token, None)
             self._timed(rec, "kv", self.clock(), lambda: self._call("GET", self._kv, None, token))
             if self.t.database:
                 data = self._timed(rec, "db", self.clock(), lambda: self._call("GET", self._creds, None, token))
@@ -302,7 +302,7 @@ class RawOps(Sampler):
         rec(WORKLOAD, t_sched, t_sched, t_end, None)
         return held
 
-    def revoke(self, held: Held, t_sched: float, rec: Rec) -> None:
+    def revoke(self, held: Holding, t_sched: float, rec: Rec) -> None:
         def go() -> None:
             if held.lease_id:
                 self._call("PUT", "/v1/sys/leases/revoke", json.dumps({"lease_id": held.lease_id}).encode(),

@@ -29,7 +29,7 @@ from typing import Any
 
 from vaultmesh.bench import schedule
 from vaultmesh.bench.model import WORKLOAD, BenchConfig, BenchResult, Event, Sample, check_loopback
-from vaultmesh.bench.ops import Held, PathOps, RawOps, identity_token
+from vaultmesh.bench.ops import Holding, PathOps, RawOps, identity_token
 from vaultmesh.bench.targets import (
     Targets,
     admin_client,
@@ -52,7 +52,7 @@ READY_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True)
-class WorkerPlan:
+class WorkerShare:
     index: int
     processes: int
     config: BenchConfig
@@ -70,7 +70,7 @@ HEARTBEAT = 5.0
 reads, as ``vaultmesh run`` does), so a hold longer than the reaper's threshold is not taken for abandoned."""
 
 
-def _hold(agenda: _Agenda, now: float, release: float, seq: int, held: Held) -> None:
+def _hold(agenda: _Agenda, now: float, release: float, seq: int, held: Holding) -> None:
     """Put a held workload back on the agenda: its revocation at ``release``, or its next heartbeat first."""
     if held.session is not None and release - now > HEARTBEAT:
         agenda.push(now + HEARTBEAT, seq, "keep", (held, release))
@@ -119,7 +119,7 @@ class _Agenda:
                     self.cond.wait(0.5)
 
 
-def _worker_main(plan: WorkerPlan, ready_q: Any, go: Any, t0_val: Any, done_val: Any, result_q: Any) -> None:
+def _worker_main(plan: WorkerShare, ready_q: Any, go: Any, t0_val: Any, done_val: Any, result_q: Any) -> None:
     cfg, t = plan.config, plan.targets
     base = [0.0]
 
@@ -192,7 +192,7 @@ def _worker_main(plan: WorkerPlan, ready_q: Any, go: Any, t0_val: Any, done_val:
                             held.session.step()  # renews the token when its heartbeat is due
                         _hold(agenda, clock(), release, seq, held)
                     elif kind == "revoke":
-                        assert isinstance(payload, Held)
+                        assert isinstance(payload, Holding)
                         o.revoke(payload, due, rec)
                         bump()
                         agenda.finish()
@@ -232,7 +232,7 @@ def _worker_main(plan: WorkerPlan, ready_q: Any, go: Any, t0_val: Any, done_val:
     result_q.put((plan.index, flat, agenda.abandoned if agenda else 0))
 
 
-def plan_workers(config: BenchConfig, targets: Targets) -> list[WorkerPlan]:
+def share_work(config: BenchConfig, targets: Targets) -> list[WorkerShare]:
     """Deal the schedule (open loop) or the request budget (closed loop) to the worker processes. Pure."""
     p = config.processes
     threads = max(1, math.ceil(config.concurrency / p))
@@ -242,9 +242,9 @@ def plan_workers(config: BenchConfig, targets: Targets) -> list[WorkerPlan]:
         else:
             offsets = schedule.steady_offsets(config.rate, config.duration, limit=config.count)
         parts = schedule.split(offsets, p)
-        return [WorkerPlan(i, p, config, targets, jobs=parts[i], threads=threads) for i in range(p)]
+        return [WorkerShare(i, p, config, targets, jobs=parts[i], threads=threads) for i in range(p)]
     budgets = schedule.split_count(config.count, p) if config.count else [0] * p
-    return [WorkerPlan(i, p, config, targets, budget=budgets[i], threads=threads) for i in range(p)]
+    return [WorkerShare(i, p, config, targets, budget=budgets[i], threads=threads) for i in range(p)]
 
 
 def run_load(targets: Targets, config: BenchConfig, *, hooks: Sequence[Hook] = (),
@@ -254,7 +254,7 @@ def run_load(targets: Targets, config: BenchConfig, *, hooks: Sequence[Hook] = (
     check_loopback([targets.entry, *targets.nodes], allowed_hosts)
     if config.job_op == "db-creds" and not targets.database:
         raise VaultmeshError("db-creds needs the database target, which this mesh does not have")
-    plans = plan_workers(config, targets)
+    plans = share_work(config, targets)
     total = config.expected_jobs
     ctx = mp.get_context("spawn")
     ready_q, result_q = ctx.Queue(), ctx.Queue()

@@ -23,7 +23,7 @@ Signal = Literal["kill", "stop"]
 
 
 @dataclass(frozen=True)
-class FaultPlan:
+class Fault:
     fault: str
     at: float = 3.0
     """Seconds after the load starts when the fault is injected."""

@@ -22,7 +22,7 @@ from vaultmesh.bench.report import error_total, overall, render_text
 from vaultmesh.bench.runner import ProgressFn, bench_mesh
 from vaultmesh.bench.targets import admin_client, setup_targets
 from vaultmesh.chaos import inject as inj
-from vaultmesh.chaos.plan import QUORUM_RECOVERY, Attempt, FaultPlan, Recovery, lost_writes, recovery
+from vaultmesh.chaos.plan import QUORUM_RECOVERY, Attempt, Fault, Recovery, lost_writes, recovery
 from vaultmesh.chaos.probe import WriteProbe, readable
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.layout import NodeLayout
@@ -33,7 +33,7 @@ HEAL_TIMEOUT = 120.0
 
 @dataclass
 class ChaosResult:
-    plan: FaultPlan
+    plan: Fault
     bench: BenchResult
     leader_before: str | None = None
     leader_after: str | None = None
@@ -69,10 +69,10 @@ class ChaosResult:
         return ok
 
 
-class _Fault:
+class _Injector:
     """The injection and lifting of one plan on one mesh (runs in the bench's hook thread)."""
 
-    def __init__(self, mesh: m.Mesh, plan: FaultPlan, result: ChaosResult, probe: WriteProbe,
+    def __init__(self, mesh: m.Mesh, plan: Fault, result: ChaosResult, probe: WriteProbe,
                  admin_token: str, minority_prefix: str) -> None:
         self.mesh, self.plan, self.result, self.probe = mesh, plan, result, probe
         self.admin_token, self.minority_prefix = admin_token, minority_prefix
@@ -165,7 +165,7 @@ class _Fault:
                 self.record(Event(self.now(), "links mended", ", ".join(n.name for n in self.nodes)))
 
 
-def run_chaos(mesh: m.Mesh, plan: FaultPlan, config: BenchConfig, *, progress: ProgressFn | None = None) -> ChaosResult:
+def run_chaos(mesh: m.Mesh, plan: Fault, config: BenchConfig, *, progress: ProgressFn | None = None) -> ChaosResult:
     """Run ``config`` against ``mesh`` with ``plan``'s fault; heal; verify; return the figures."""
     config.check()
     plan.check(config.schedule_span)
@@ -173,7 +173,7 @@ def run_chaos(mesh: m.Mesh, plan: FaultPlan, config: BenchConfig, *, progress: P
         raise VaultmeshError(f"{plan.fault} needs nodes on separate hosts",
                              hint="create the mesh with `runtime: netns` in its mesh file (root and iproute2)")
     if plan.loses_quorum and plan.lift_after is None:
-        plan = FaultPlan(**{**plan.__dict__, "lift_after": 5.0})
+        plan = Fault(**{**plan.__dict__, "lift_after": 5.0})
     admin = admin_client(mesh)
     targets = setup_targets(mesh, client=admin)
     run_id = f"{int(time.time() * 1000):x}"
@@ -181,7 +181,7 @@ def run_chaos(mesh: m.Mesh, plan: FaultPlan, config: BenchConfig, *, progress: P
     probe = WriteProbe(mesh.layout.entry_addr, str(mesh.paths.ca_cert), str(admin.token), prefix)
     dummy = BenchResult(config, [])
     result = ChaosResult(plan, dummy, heal_how=plan.heal_how)
-    fault = _Fault(mesh, plan, result, probe, str(admin.token), f"{prefix}-minority")
+    fault = _Injector(mesh, plan, result, probe, str(admin.token), f"{prefix}-minority")
     try:
         result.bench = bench_mesh(mesh, config, hooks=[fault.hook], progress=progress, targets=targets)
     finally:

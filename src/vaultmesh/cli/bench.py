@@ -200,14 +200,14 @@ def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float,
     """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
     until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
     refused writes, and how the mesh healed."""
-    from vaultmesh.chaos.plan import FaultPlan
+    from vaultmesh.chaos.plan import Fault
     from vaultmesh.chaos.run import render_full, run_chaos
     from vaultmesh.lifecycle import mesh as m
 
     if scenario == "steady" and not rate:
         rate = 20.0
     cfg = _config(scenario, count, window, rate, duration, hold, concurrency, processes, op, False)
-    plan = FaultPlan(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig)  # type: ignore[arg-type]
+    plan = Fault(fault=fault, at=at, lift_after=lift_after, target=target, signal=sig)  # type: ignore[arg-type]
     mesh = m.open_mesh(ctx.dir)
     with _progress(f"{scenario} + {fault}") as progress:
         result = run_chaos(mesh, plan, cfg, progress=progress)

@@ -34,7 +34,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and dataclasses stay off the import path of ``run``'s login (see the module doc)
     from typing import Any, Literal, Protocol
 
-    Outcome = Literal["ok", "retry", "fail"]
+    Handling = Literal["ok", "retry", "fail"]
 
 
 def require_https(addrs: Iterable[str], source: str = "the address") -> None:
@@ -79,7 +79,7 @@ class RetryPolicy(Value):
         return rng() * min(self.cap, self.base * (2 ** min(attempt, 16)))
 
 
-def classify(status: int | None) -> Outcome:
+def classify(status: int | None) -> Handling:
     """``None`` means the connection failed."""
     if status is None or status in RETRY_STATUSES:
         return "retry"

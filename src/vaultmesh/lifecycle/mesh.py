@@ -134,7 +134,7 @@ def entry_wanted(spec: MeshSpec) -> bool:
     return found
 
 
-def plan_ports(spec: MeshSpec) -> list[int]:
+def pick_ports(spec: MeshSpec) -> list[int]:
     n = 2 * spec.nodes + 1 + (2 if spec.seal.type == "transit" else 0)
     if spec.ports.base is not None:
         ports = list(range(spec.ports.base, spec.ports.base + n))
@@ -167,7 +167,7 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     that the next ``up`` completes.
     """
     paths = StatePaths(root)
-    ports = plan_ports(spec)
+    ports = pick_ports(spec)
     netns_rec = None
     if spec.runtime == "netns":
         from vaultmesh.runtime import netns

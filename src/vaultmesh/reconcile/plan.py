@@ -42,7 +42,7 @@ from vaultmesh.reconcile.resources import (
     Loc,
     Resource,
     ResourceKey,
-    Secret,
+    Sensitive,
     canonical_json,
     resource_order,
 )
@@ -218,7 +218,7 @@ def _same(field: str, desired: Any, observed: Any) -> bool:
 
 def _show(value: Any) -> Any:
     """Display-safe value: Secrets as ``(sensitive) <8 hex>``."""
-    if isinstance(value, Secret):
+    if isinstance(value, Sensitive):
         return str(value)
     if isinstance(value, dict):
         return {k: _show(v) for k, v in value.items()}
@@ -421,7 +421,7 @@ class Request:
 
 
 def _reveal(value: Any) -> Any:
-    if isinstance(value, Secret):
+    if isinstance(value, Sensitive):
         return value.reveal()
     if isinstance(value, Mapping):
         return {k: _reveal(v) for k, v in value.items()}

@@ -353,7 +353,7 @@ def throwaway_server(engine_path: str) -> Iterator[EngineClient]:
 
 def throwaway_resources(spec: ResourcesSpec, *, ca_pem: str, public_pem: str) -> list[Resource]:
     """What goes into the throwaway server: the file's objects minus ``SKIPPED_KINDS``, with JWT mounts
-    trusting ``public_pem`` for ``TEST_ISSUER``. Secret references get dummy values (never read)."""
+    trusting ``public_pem`` for ``TEST_ISSUER``. Sensitive references get dummy values (never read)."""
     dummies = {ref: "vaultmesh-policytest" for _, ref in secret_refs(spec)}
     desired = desired_resources(spec, secrets=dummies, hash_key=secrets.token_bytes(32),
                                 placeholders={"issuer_url": TEST_ISSUER, "ca_pem": ca_pem})

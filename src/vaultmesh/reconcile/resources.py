@@ -7,7 +7,7 @@ request is sent to): the path it is read from, written to and deleted at, e.g. `
 seconds, and only the fields the file declares (plus a few always-managed ones, such as a role's
 ``token_policies``), because only those are compared with what the server answers.
 
-Secret values (database passwords, KV seeds, ...) are :class:`Secret` objects inside the body: their
+Sensitive values (database passwords, KV seeds, ...) are :class:`Sensitive` objects inside the body: their
 ``repr`` and ``str`` never show the value, and they carry a keyed digest used to detect changes, since the
 server never returns them (see ``plan.py`` for how digests are compared with ``applied.json``).
 
@@ -102,7 +102,7 @@ def canonical_json(value: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, Secret):
+    if isinstance(value, Sensitive):
         return {"sensitive": value.digest}
     raise TypeError(f"cannot encode {type(value).__name__}")
 
@@ -120,7 +120,7 @@ def digest(hash_key: bytes, value: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Secret:
+class Sensitive:
     """A secret value in a body. Never printed: ``str`` is ``(sensitive) <8 hex of its digest>``."""
 
     origin: str
@@ -136,10 +136,10 @@ class Secret:
         return f"(sensitive) {self.digest[:8]}"
 
     def __repr__(self) -> str:
-        return f"Secret({self.origin}, {self.digest[:8]})"
+        return f"Sensitive({self.origin}, {self.digest[:8]})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other.digest == self.digest
+        return isinstance(other, Sensitive) and other.digest == self.digest
 
     def __hash__(self) -> int:
         return hash(self.digest)
@@ -269,12 +269,12 @@ class _Builder:
         self.placeholders = placeholders
         self.out: list[Resource] = []
 
-    def secret(self, ref: SecretRef | None, loc: Loc) -> Secret | None:
+    def secret(self, ref: SecretRef | None, loc: Loc) -> Sensitive | None:
         if ref is None:
             return None
         if ref in self.secrets:
             value = self.secrets[ref]
-            return Secret(ref.describe(), digest(self.hash_key, value), value)
+            return Sensitive(ref.describe(), digest(self.hash_key, value), value)
         if ref.optional:
             return None
         raise SpecError(f"the secret from {ref.describe()} was not resolved", field=field_path(loc),
@@ -292,9 +292,9 @@ class _Builder:
             depends_on: Iterable[ResourceKey] = (), after_create: tuple[str, ...] = (),
             pending: frozenset[str] = frozenset()) -> ResourceKey:
         write_only = frozenset(f for f in write_only if f in body)
-        sensitive = frozenset(k for k, v in body.items() if isinstance(v, Secret))
+        sensitive = frozenset(k for k, v in body.items() if isinstance(v, Sensitive))
         write_only |= sensitive
-        digests = {f: body[f].digest if isinstance(body[f], Secret) else digest(self.hash_key, body[f])
+        digests = {f: body[f].digest if isinstance(body[f], Sensitive) else digest(self.hash_key, body[f])
                    for f in write_only}
         deps = tuple(dict.fromkeys(depends_on))
         r = Resource(kind=kind, namespace=ns, path=path, body=dict(body), mount=mount, name=name,

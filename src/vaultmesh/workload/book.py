@@ -73,7 +73,7 @@ class Timing:
     jitter), under the 5 s the workload contract promises; 0.5 req/s per watched secret."""
 
 
-class Step(StrEnum):
+class Stage(StrEnum):
     RENEW = "renew"
     REPLACE = "replace"
 
@@ -81,14 +81,14 @@ class Step(StrEnum):
 Outcome = Literal["renewed", "capped", "not_renewable", "failed_temporary", "failed_permanent", "replaced",
                   "replace_failed"]
 
-NEXT_STEP: dict[tuple[Step, Outcome], Step] = {
-    (Step.RENEW, "renewed"): Step.RENEW,
-    (Step.RENEW, "capped"): Step.REPLACE,
-    (Step.RENEW, "not_renewable"): Step.REPLACE,
-    (Step.RENEW, "failed_temporary"): Step.RENEW,
-    (Step.RENEW, "failed_permanent"): Step.REPLACE,
-    (Step.REPLACE, "replaced"): Step.RENEW,
-    (Step.REPLACE, "replace_failed"): Step.REPLACE,
+NEXT_STEP: dict[tuple[Stage, Outcome], Stage] = {
+    (Stage.RENEW, "renewed"): Stage.RENEW,
+    (Stage.RENEW, "capped"): Stage.REPLACE,
+    (Stage.RENEW, "not_renewable"): Stage.REPLACE,
+    (Stage.RENEW, "failed_temporary"): Stage.RENEW,
+    (Stage.RENEW, "failed_permanent"): Stage.REPLACE,
+    (Stage.REPLACE, "replaced"): Stage.RENEW,
+    (Stage.REPLACE, "replace_failed"): Stage.REPLACE,
 }
 """The transition table (see the module docstring); anything not in it is a bug in the driver."""
 
@@ -142,7 +142,7 @@ class SleepUntil:
     at: float | None
 
 
-Action = RenewToken | Relogin | RenewLease | Refetch | RevokeLease | RevokeToken | Poll | Notify | SleepUntil
+Work = RenewToken | Relogin | RenewLease | Refetch | RevokeLease | RevokeToken | Poll | Notify | SleepUntil
 
 
 # -- state --------------------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class Held:
     owner: str | None = None
     """Accessor of the token the lease dies with (None: not ours, e.g. unwrapped)."""
     replaceable: bool = True
-    step: Step = Step.RENEW
+    step: Stage = Stage.RENEW
     due: float | None = None
     busy: bool = False
     failures: int = 0
@@ -210,7 +210,7 @@ class LeaseBook:
         self.retiring.append(Retiring("token", old.ident, old.expires_at))
         for lease in self.leases.values():
             if lease.owner == old.ident and lease.replaceable:
-                lease.step, lease.due, lease.failures = Step.REPLACE, now, 0
+                lease.step, lease.due, lease.failures = Stage.REPLACE, now, 0
 
     def token_renewed(self, now: float, ttl: float, renewable: bool = True) -> None:
         self._renewed(self.token, now, ttl, renewable)
@@ -245,7 +245,7 @@ class LeaseBook:
     def renew_failed(self, key: str, now: float, *, permanent: bool) -> None:
         """Renewing the token (``key="token"``) or a lease failed; permanent means it cannot be renewed."""
         held = self._get(key)
-        if held is None or self._stale(held, Step.RENEW):
+        if held is None or self._stale(held, Stage.RENEW):
             return
         if permanent or now >= held.expires_at:
             self._move(held, "failed_permanent", now)
@@ -257,7 +257,7 @@ class LeaseBook:
     def replace_failed(self, key: str, now: float) -> None:
         """Logging in again (``key="token"``) or re-reading a lease failed; try again after a backoff."""
         held = self._get(key)
-        if held is None or self._stale(held, Step.REPLACE):
+        if held is None or self._stale(held, Stage.REPLACE):
             return
         held.failures += 1
         self._move(held, "replace_failed", now + self._backoff(held.failures))
@@ -268,32 +268,32 @@ class LeaseBook:
 
     # -- decisions ----------------------------------------------------------------------------------------
 
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: float) -> list[Work]:
         """What to do now, ending with when to ask again. Actions answered here are marked in flight."""
         if self.closed:
             return [SleepUntil(None)]
         if self.closing:
             return self._close_actions()
-        actions: list[Action] = []
+        actions: list[Work] = []
         token = self.token
         if token is not None and not token.busy and token.due is not None and token.due <= now:
             token.busy = True
-            actions.append(RenewToken(token.ident) if token.step is Step.RENEW else Relogin())
-        relogging = token.ident if token is not None and token.busy and token.step is Step.REPLACE else None
+            actions.append(RenewToken(token.ident) if token.step is Stage.RENEW else Relogin())
+        relogging = token.ident if token is not None and token.busy and token.step is Stage.REPLACE else None
         for lease in self.leases.values():
             if lease.busy or lease.due is None or lease.due > now:
                 continue
             if relogging is not None and lease.owner == relogging:
                 continue  # the new login makes it due for replacement anyway
             lease.busy = True
-            actions.append(RenewLease(lease.key, lease.ident) if lease.step is Step.RENEW else Refetch(lease.key))
+            actions.append(RenewLease(lease.key, lease.ident) if lease.step is Stage.RENEW else Refetch(lease.key))
         for key, due in self.watched.items():
             if due is not None and due <= now:
                 self.watched[key] = None
                 actions.append(Poll(key))
         actions.extend(self._retire_actions(now))
         if self.changed and not any(a for a in actions if isinstance(a, Refetch | Relogin)) and \
-                not any(h.step is Step.REPLACE and h.due is not None and h.due <= now for h in self._all()):
+                not any(h.step is Stage.REPLACE and h.due is not None and h.due <= now for h in self._all()):
             actions.append(Notify(tuple(sorted(self.changed))))
             self.changed.clear()
         # Work changes the schedule (answers come back through the events): after it, ask again right away.
@@ -321,11 +321,11 @@ class LeaseBook:
     def _new(self, key: str, ident: str, now: float, ttl: float, renewable: bool, *, owner: str | None = None,
              replaceable: bool = True) -> Held:
         held = Held(key, ident, now, ttl, renewable, owner=owner, replaceable=replaceable, full_ttl=ttl)
-        self._schedule(held, Step.RENEW if renewable else Step.REPLACE, now)
+        self._schedule(held, Stage.RENEW if renewable else Stage.REPLACE, now)
         return held
 
     def _renewed(self, held: Held | None, now: float, ttl: float, renewable: bool) -> None:
-        if held is None or self._stale(held, Step.RENEW):
+        if held is None or self._stale(held, Stage.RENEW):
             return
         held.failures = 0
         if ttl <= 0 < held.full_ttl:  # renewed to nothing: it is gone, replace it
@@ -337,7 +337,7 @@ class LeaseBook:
         self._move(held, outcome, None)
 
     @staticmethod
-    def _stale(held: Held, expected: Step) -> bool:
+    def _stale(held: Held, expected: Stage) -> bool:
         """Mark ``held`` no longer in flight; True when the answer is for a step it has left meanwhile (a
         lease renewed while a new login made it due for replacement): such an answer changes nothing."""
         held.busy = False
@@ -349,10 +349,10 @@ class LeaseBook:
             self._schedule(held, step, held.granted_at)
         else:
             held.step, held.due = step, at
-        if held.step is Step.REPLACE and not held.replaceable:
+        if held.step is Stage.REPLACE and not held.replaceable:
             held.due = None  # an unwrapped lease cannot be read again: it runs out
 
-    def _schedule(self, held: Held, step: Step, start: float) -> None:
+    def _schedule(self, held: Held, step: Stage, start: float) -> None:
         held.step = step
         if held.ttl <= 0:
             held.due = None  # no expiry: nothing to renew
@@ -360,9 +360,9 @@ class LeaseBook:
         t = self.timing
         fraction = max(0.05, t.renew_fraction - t.jitter * self.rng())
         held.due = start + held.ttl * fraction
-        if held.key == TOKEN and step is Step.RENEW and t.heartbeat is not None:
+        if held.key == TOKEN and step is Stage.RENEW and t.heartbeat is not None:
             held.due = min(held.due, start + t.heartbeat)
-        if not held.replaceable and step is Step.REPLACE:
+        if not held.replaceable and step is Stage.REPLACE:
             held.due = None
 
     def _backoff(self, failures: int) -> float:
@@ -373,8 +373,8 @@ class LeaseBook:
     def _poll_interval(self) -> float:
         return self.timing.poll_every * (1 - self.timing.jitter * self.rng())
 
-    def _retire_actions(self, now: float) -> list[Action]:
-        actions: list[Action] = []
+    def _retire_actions(self, now: float) -> list[Work]:
+        actions: list[Work] = []
         current_owners = {h.owner for h in self.leases.values()}
         for r in self.retiring:
             if r.kind == "token" and r.at is None and r.ident not in current_owners:
@@ -398,8 +398,8 @@ class LeaseBook:
         times += [due for due in self.watched.values() if due is not None]
         return min(times) if times else None
 
-    def _close_actions(self) -> list[Action]:
-        actions: list[Action] = [RevokeLease(h.ident) for h in self.leases.values()]
+    def _close_actions(self) -> list[Work]:
+        actions: list[Work] = [RevokeLease(h.ident) for h in self.leases.values()]
         actions += [RevokeLease(r.ident) for r in self.retiring if r.kind == "lease"]
         actions += [RevokeToken(r.ident) for r in self.retiring if r.kind == "token"]
         if self.token is not None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # typing stays off the path to the login (see send_ahead)
 
     from vaultmesh.engine.client import EngineClient
     from vaultmesh.workload.reap import TokenInfo
-    from vaultmesh.workload.spec import SecretsPlan
+    from vaultmesh.workload.spec import Delivery
 
     Args = argparse.Namespace | SimpleNamespace
 
@@ -248,7 +248,7 @@ def _on_change_valid(text: str) -> bool:
     return how == "signal" and isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP)
 
 
-def send_ahead(client: EngineClient, plan: SecretsPlan, *, role: str, auth_mount: str, identity_path: str) -> bool:
+def send_ahead(client: EngineClient, plan: Delivery, *, role: str, auth_mount: str, identity_path: str) -> bool:
     """Log in and read every source in a thread while ``run`` imports the rest of itself; the session's own
     identical requests take the answers (``EngineClient.prefetch``). Not for a plan with wrapped secrets: the
     session checks their wrapping tokens before it logs in, and unwraps them last. True when started."""
@@ -286,9 +286,9 @@ def run_command(args: Args) -> int:
         identity_path = args.identity_file or os.environ.get(IDENTITY_ENV)
         if not identity_path:
             raise VaultmeshError(f"no identity token: pass --identity-file or set {IDENTITY_ENV}")
-        from vaultmesh.workload.spec import SecretsPlan, load_file, parse_flags
+        from vaultmesh.workload.spec import Delivery, load_file, parse_flags
 
-        plan = load_file(args.secrets) if args.secrets else SecretsPlan()
+        plan = load_file(args.secrets) if args.secrets else Delivery()
         plan = plan.merged(parse_flags(args.secret, args.secret_file))
         client = _client(args, light=True)
     except VaultmeshError as err:
@@ -307,7 +307,7 @@ def run_command(args: Args) -> int:
         client.close()
 
 
-def _supervise(args: Args, client: EngineClient, plan: SecretsPlan, command: list[str],
+def _supervise(args: Args, client: EngineClient, plan: Delivery, command: list[str],
                identity_path: str) -> int:
     from vaultmesh.workload import supervisor as sv
     from vaultmesh.workload.session import IdentityFile, Session, WorkloadTransport

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.environ import pick
-from vaultmesh.workload.spec import SecretsPlan, Target, field_text, render_template
+from vaultmesh.workload.spec import Delivery, Target, field_text, render_template
 
 Values = Mapping[str, Mapping[str, Any]]
 """Source key -> the secret's fields (KV v2: the inner ``data``; leases: ``data``)."""
@@ -35,12 +35,12 @@ def render_value(target: Target, fields: Mapping[str, Any]) -> str:
     return json.dumps(dict(fields), indent=2, sort_keys=True) + ("\n" if target.kind == "file" else "")
 
 
-def render_env(plan: SecretsPlan, values: Values) -> dict[str, str]:
+def render_env(plan: Delivery, values: Values) -> dict[str, str]:
     """Environment variables the plan delivers (without the inherited environment)."""
     return {t.name: render_value(t, values[t.source.key]) for t in plan.targets if t.kind == "env"}
 
 
-def render_files(plan: SecretsPlan, values: Values) -> dict[str, str]:
+def render_files(plan: Delivery, values: Values) -> dict[str, str]:
     """Relative file name -> content."""
     return {t.name: render_value(t, values[t.source.key]) for t in plan.targets if t.kind == "file"}
 

@@ -29,7 +29,6 @@ from vaultmesh.engine.client import (
 from vaultmesh.errors import EngineError, VaultmeshError, WorkloadError
 from vaultmesh.workload.book import (
     TOKEN,
-    Action,
     LeaseBook,
     Notify,
     Poll,
@@ -41,6 +40,7 @@ from vaultmesh.workload.book import (
     RevokeToken,
     SleepUntil,
     Timing,
+    Work,
 )
 from vaultmesh.workload.spec import Source
 
@@ -307,7 +307,7 @@ class Session:
                     return sleep.at
             return self.clock()  # pragma: no cover - a hundred rounds of due work: yield, then go on
 
-    def _do(self, action: Action) -> None:
+    def _do(self, action: Work) -> None:
         now = self.clock()
         if isinstance(action, RenewToken):
             token = self._tokens.get(action.accessor)

@@ -121,7 +121,7 @@ class Target(Value):
         return self.name if self.kind == "env" else f"file {self.name}"
 
 
-class SecretsPlan(Value):
+class Delivery(Value):
     """Every target, in declaration order; ``sources`` lists each distinct source once."""
 
     __slots__ = ("targets", "sources")  # noqa: RUF023 - the order of the fields
@@ -141,12 +141,12 @@ class SecretsPlan(Value):
     def has_files(self) -> bool:
         return any(t.kind == "file" for t in self.targets)
 
-    def merged(self, other: SecretsPlan) -> SecretsPlan:
+    def merged(self, other: Delivery) -> Delivery:
         """Both plans' targets; a target named twice is an error (flags do not silently override the file)."""
         return plan_of([*self.targets, *other.targets])
 
 
-def plan_of(targets: Iterable[Target], *, where: str | None = None) -> SecretsPlan:
+def plan_of(targets: Iterable[Target], *, where: str | None = None) -> Delivery:
     """Return a plan of ``targets``, refusing a variable or file named twice."""
     try:
         return _plan_of(targets)
@@ -154,7 +154,7 @@ def plan_of(targets: Iterable[Target], *, where: str | None = None) -> SecretsPl
         raise SpecError(bad.message, file=where, field=bad.where) from None
 
 
-def _plan_of(targets: Iterable[Target]) -> SecretsPlan:
+def _plan_of(targets: Iterable[Target]) -> Delivery:
     out: list[Target] = []
     names: set[tuple[str, str]] = set()
     for t in targets:
@@ -163,7 +163,7 @@ def _plan_of(targets: Iterable[Target]) -> SecretsPlan:
             raise _Bad(f"{what} {t.name} is declared twice", f"{'env' if t.kind == 'env' else 'files'}.{t.name}")
         names.add((t.kind, t.name))
         out.append(t)
-    return SecretsPlan(tuple(out))
+    return Delivery(tuple(out))
 
 
 # -- the compact form ---------------------------------------------------------------------------------------
@@ -204,14 +204,14 @@ def parse_flag(text: str, kind: TargetKind) -> Target:
     return Target(kind, name, source, fld)
 
 
-def parse_flags(env_flags: Iterable[str] = (), file_flags: Iterable[str] = ()) -> SecretsPlan:
+def parse_flags(env_flags: Iterable[str] = (), file_flags: Iterable[str] = ()) -> Delivery:
     return plan_of([*(parse_flag(f, "env") for f in env_flags), *(parse_flag(f, "file") for f in file_flags)])
 
 
 # -- the file -----------------------------------------------------------------------------------------------
 
 
-def parse_document(doc: Any, *, source: str = "secrets") -> SecretsPlan:
+def parse_document(doc: Any, *, source: str = "secrets") -> Delivery:
     """Turn a parsed secrets document (``{"env": {...}, "files": {...}}``) into a plan."""
     try:
         return _parse_document(doc)
@@ -219,7 +219,7 @@ def parse_document(doc: Any, *, source: str = "secrets") -> SecretsPlan:
         raise SpecError(bad.message, file=source, field=bad.where) from None
 
 
-def _parse_document(doc: Any) -> SecretsPlan:
+def _parse_document(doc: Any) -> Delivery:
     if doc is None:
         doc = {}
     if not isinstance(doc, Mapping):
@@ -244,7 +244,7 @@ def _parse_document(doc: Any) -> SecretsPlan:
     return _plan_of(targets)
 
 
-def load_file(path: str | Path) -> SecretsPlan:
+def load_file(path: str | Path) -> Delivery:
     """Read a secrets file: JSON when it ends in ``.json``, else YAML (PyYAML, imported only here).
 
     Errors name the file, and for YAML the line of the offending entry.

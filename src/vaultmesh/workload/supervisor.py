@@ -36,7 +36,7 @@ from vaultmesh.errors import VaultmeshError
 from vaultmesh.workload import child as tree
 from vaultmesh.workload.deliver import SecretsDir, child_env, default_parent, render_env, render_files
 from vaultmesh.workload.session import Renewer, Session
-from vaultmesh.workload.spec import SecretsPlan
+from vaultmesh.workload.spec import Delivery
 
 EXIT_FAILED = 125
 EXIT_CANNOT_EXECUTE = 126
@@ -74,7 +74,7 @@ class Stop(BaseException):
 
 
 class Supervisor:
-    def __init__(self, session: Session, plan: SecretsPlan, command: Sequence[str], *,
+    def __init__(self, session: Session, plan: Delivery, command: Sequence[str], *,
                  on_change: OnChange = OnChange(), stop_timeout: float = 10.0,
                  environ: Mapping[str, str] | None = None, warn: Callable[[str], None] = print,
                  pass_env: Sequence[str] = ()) -> None:
