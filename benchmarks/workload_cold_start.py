@@ -129,8 +129,8 @@ t = time.time()
 import vaultmesh.workload.cli as cli
 note("import vaultmesh.workload.cli", t)
 t = time.time()
-import vaultmesh.engine.client as ec
-note("import vaultmesh.engine.client", t)
+import vaultmesh.api.client as ec
+note("import vaultmesh.api.client", t)
 import socket, ssl, subprocess
 wrap(ec, "make_ssl_context", "TLS context")
 wrap(socket, "create_connection", "TCP connect")

@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import entry_pid_file, issuer_pid_file, up
 from vaultmesh.runtime.local import read_pid

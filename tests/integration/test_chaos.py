@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from vaultmesh.bench.model import BenchConfig
-from vaultmesh.chaos.plan import Fault
+from vaultmesh.chaos.fault import Fault
 from vaultmesh.chaos.run import render_chaos, run_chaos
 from vaultmesh.runtime import netns
 

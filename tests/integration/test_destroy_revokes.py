@@ -15,7 +15,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.lifecycle.up import destroy, down
 
 from .conftest import MeshHandle

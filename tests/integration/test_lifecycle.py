@@ -18,8 +18,8 @@ import hvac
 import psutil
 import pytest
 
-from vaultmesh.engine.admin import retry_while_upgrading
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.admin import retry_while_upgrading
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.runtime.local import pid_alive, wait_until
 

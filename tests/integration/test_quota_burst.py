@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from tests.polling import eventually
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.bench.burst import BurstResult, HealthWatch, login_burst
-from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.reconcile.apply import apply, make_plan
 from vaultmesh.reconcile.budget import breaches, budgets, count_leases, explain_refusal
 from vaultmesh.reconcile.plan import Delete

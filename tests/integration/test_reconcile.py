@@ -18,7 +18,7 @@ import hvac
 import psycopg
 import pytest
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import PermissionDenied
 from vaultmesh.fsutil import read_json
 from vaultmesh.identity.keys import KeyRing

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.workload.reap import find_workload_tokens
 
 from .conftest import MeshHandle

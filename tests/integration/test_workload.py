@@ -26,7 +26,7 @@ import pytest
 
 from tests.polling import eventually
 from vaultmesh import Workload
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import EngineError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.tokens import mint

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaultmesh.api.client import EngineClient
 from vaultmesh.bench.targets import connection_of
-from vaultmesh.engine.client import EngineClient
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record
 from vaultmesh.identity.tokens import mint

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaultmesh.chaos.plan import Attempt, Fault, lost_writes, recovery
+from vaultmesh.chaos.fault import Attempt, Fault, lost_writes, recovery
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.runtime.netns import choose_octet
 

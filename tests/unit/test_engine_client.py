@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vaultmesh.engine.client import RETRY_STATUSES, EngineClient, RetryPolicy, classify
-from vaultmesh.engine.env import export_lines, from_env
+from vaultmesh.api.client import RETRY_STATUSES, EngineClient, RetryPolicy, classify
+from vaultmesh.api.env import export_lines, from_env
 from vaultmesh.errors import EngineError, InvalidRequest, PermissionDenied, Unavailable
 
 A, B, C = "https://127.0.0.1:8200", "https://127.0.0.1:8202", "https://127.0.0.1:8204"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vaultmesh.engine.client import Ahead, EngineClient
+from vaultmesh.api.client import Ahead, EngineClient
 from vaultmesh.errors import PermissionDenied
 
 A = "https://127.0.0.1:8200"

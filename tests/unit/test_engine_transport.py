@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vaultmesh.engine.client import StdlibTransport, split_addr
+from vaultmesh.api.client import StdlibTransport, split_addr
 from vaultmesh.errors import VaultmeshError
 
 Reply = Callable[[bytes], bytes | None]

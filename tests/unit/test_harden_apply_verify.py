@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.reconcile.apply import gather, unverified
 from vaultmesh.reconcile.plan import plan_changes
 from vaultmesh.reconcile.resources import desired_resources, secret_values

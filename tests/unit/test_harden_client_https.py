@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vaultmesh.engine.client import EngineClient, make_ssl_context
+from vaultmesh.api.client import EngineClient, make_ssl_context
 from vaultmesh.errors import InsecureAddress, MissingCA
 from vaultmesh.workload.session import make_client
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vaultmesh.engine.client import decode
+from vaultmesh.api.client import decode
 from vaultmesh.errors import EngineError
 
 BODY = b'{"errors": ["1 error occurred:\\n\\t* unsupported path\\n\\n"]}'

@@ -26,7 +26,7 @@ FLOORS: dict[str, int] = {
     # the base: small modules every floor may use
     "errors": 0, "durations": 0, "environ": 0, "values": 0, "fsutil": 0, "layout": 0, "pki": 0,
     "spec": 1,
-    "engine": 2, "render": 2, "runtime": 2, "identity": 2,
+    "api": 2, "render": 2, "runtime": 2, "identity": 2,
     "lifecycle": 3,
     "reconcile": 4, "workload": 4,
     "bench": 5, "keeper": 5,

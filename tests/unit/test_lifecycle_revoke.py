@@ -7,7 +7,7 @@ import json
 import urllib.parse
 from dataclasses import dataclass, field
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import Unavailable
 from vaultmesh.lifecycle.revoke import MountOutcome, RevokeReport, lease_mounts, revoke_all, serving_nodes
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vaultmesh.engine.client import Ahead
+from vaultmesh.api.client import Ahead
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.workload import cli
 from vaultmesh.workload.spec import parse_flags

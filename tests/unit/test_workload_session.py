@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import InvalidRequest, WorkloadError
 from vaultmesh.workload.book import Timing
 from vaultmesh.workload.session import Session, WorkloadTransport

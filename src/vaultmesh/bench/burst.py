@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy, StdlibTransport, Transport, make_ssl_context
+from vaultmesh.api.client import EngineClient, RetryPolicy, StdlibTransport, Transport, make_ssl_context
 from vaultmesh.errors import VaultmeshError
 
 

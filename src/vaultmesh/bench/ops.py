@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vaultmesh.api.client import RetryPolicy, make_ssl_context
 from vaultmesh.bench.model import OPS, SECRETS, WORKLOAD, error_kind
 from vaultmesh.bench.targets import Targets
-from vaultmesh.engine.client import RetryPolicy, make_ssl_context
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.identity.tokens import mint
 from vaultmesh.workload.session import Session, make_client

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.bench.model import Counts
-from vaultmesh.engine.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, StateError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record

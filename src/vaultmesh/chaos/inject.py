@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from vaultmesh.api.client import EngineClient, make_ssl_context
 from vaultmesh.bench.model import error_kind
 from vaultmesh.bench.ops import RawConn
-from vaultmesh.chaos.plan import Attempt
-from vaultmesh.engine.client import EngineClient, make_ssl_context
+from vaultmesh.chaos.fault import Attempt
 
 INTERVAL = 0.02
 """Seconds between probe writes: 50 writes/s resolves a recovery to ~20 ms and costs the mesh little."""

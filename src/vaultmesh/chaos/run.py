@@ -22,7 +22,7 @@ from vaultmesh.bench.report import error_total, overall, render_text
 from vaultmesh.bench.runner import ProgressFn, bench_mesh
 from vaultmesh.bench.targets import admin_client, setup_targets
 from vaultmesh.chaos import inject as inj
-from vaultmesh.chaos.plan import QUORUM_RECOVERY, Attempt, Fault, Recovery, lost_writes, recovery
+from vaultmesh.chaos.fault import QUORUM_RECOVERY, Attempt, Fault, Recovery, lost_writes, recovery
 from vaultmesh.chaos.probe import WriteProbe, readable
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.layout import NodeLayout

@@ -200,7 +200,7 @@ def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float,
     """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
     until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
     refused writes, and how the mesh healed."""
-    from vaultmesh.chaos.plan import Fault
+    from vaultmesh.chaos.fault import Fault
     from vaultmesh.chaos.run import render_full, run_chaos
     from vaultmesh.lifecycle import mesh as m
 

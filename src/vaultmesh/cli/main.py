@@ -139,7 +139,7 @@ def status(ctx: Ctx, as_json: bool) -> None:
 @handle_errors
 def env(ctx: Ctx) -> None:
     """Print export lines (BAO_* and VAULT_*) for the bao/vault CLI, hvac and curl."""
-    from vaultmesh.engine.env import export_lines
+    from vaultmesh.api.env import export_lines
     from vaultmesh.lifecycle import mesh as m
     from vaultmesh.lifecycle.up import address
 

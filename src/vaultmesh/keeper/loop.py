@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from vaultmesh import __version__, pki
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, RuntimeFailure, StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
 from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
 
 Progress = Callable[[str], None]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vaultmesh.engine.client import RetryPolicy
+from vaultmesh.api.client import RetryPolicy
 from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.view import MeshView, NodeView, gather_view

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from vaultmesh.engine.client import RetryPolicy
+from vaultmesh.api.client import RetryPolicy
 from vaultmesh.errors import StateError, VaultmeshError
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle import revoke

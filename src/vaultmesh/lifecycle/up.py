@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
 from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaultmesh.engine.admin import retry_while_upgrading
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.admin import retry_while_upgrading
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import ApplyFailed, EngineError, StateError, VaultmeshError
 from vaultmesh.fsutil import read_json, write_json
 from vaultmesh.identity.server import read_issuer_record

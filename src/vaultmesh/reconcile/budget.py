@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.reconcile.resources import Loc, field_path
 from vaultmesh.spec.resources import (
     DatabaseMount,

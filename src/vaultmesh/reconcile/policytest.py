@@ -33,7 +33,7 @@ from typing import Any
 
 import jwt
 
-from vaultmesh.engine.client import EngineClient, RetryPolicy
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, PermissionDenied, VaultmeshError
 from vaultmesh.identity.keys import SigningKey, new_signing_key
 from vaultmesh.reconcile.observe import ObservedState

@@ -26,7 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing stays off the path to the login (see send_ahead)
     import argparse
 
-    from vaultmesh.engine.client import EngineClient
+    from vaultmesh.api.client import EngineClient
     from vaultmesh.workload.reap import TokenInfo
     from vaultmesh.workload.spec import Delivery
 
@@ -37,7 +37,7 @@ ROLE_ENV = "VAULTMESH_ROLE"
 
 
 def _addrs(values: Sequence[str] | None) -> list[str]:
-    from vaultmesh.engine.env import from_env
+    from vaultmesh.api.env import from_env
 
     raw = list(values or [])
     if not raw:
@@ -252,7 +252,7 @@ def send_ahead(client: EngineClient, plan: Delivery, *, role: str, auth_mount: s
     """Log in and read every source in a thread while ``run`` imports the rest of itself; the session's own
     identical requests take the answers (``EngineClient.prefetch``). Not for a plan with wrapped secrets: the
     session checks their wrapping tokens before it logs in, and unwraps them last. True when started."""
-    from vaultmesh.engine.client import Ahead
+    from vaultmesh.api.client import Ahead
 
     if any(s.kind == "unwrap" for s in plan.sources):
         return False
@@ -348,8 +348,8 @@ def _client(args: Args, token: str | None = None, *, light: bool = False) -> Eng
     """The workload's client (``session.make_client``). ``light``: without importing the session (and the lease
     book) first, for ``run``, which sends its login ahead; ``_supervise`` then wraps the transport in the
     session's ``WorkloadTransport`` before the session makes a request of its own."""
-    from vaultmesh.engine.client import EngineClient, RetryPolicy, StdlibTransport, make_ssl_context, require_https
-    from vaultmesh.engine.env import from_env
+    from vaultmesh.api.client import EngineClient, RetryPolicy, StdlibTransport, make_ssl_context, require_https
+    from vaultmesh.api.env import from_env
 
     addrs = _addrs(args.addr)
     ca_file = args.ca_cert or from_env("CACERT")
@@ -382,7 +382,7 @@ def reap_json(workload: str, found: Sequence[TokenInfo], *, dry_run: bool) -> di
 
 
 def reap_command(args: Args) -> int:
-    from vaultmesh.engine.env import from_env
+    from vaultmesh.api.env import from_env
     from vaultmesh.errors import report
     from vaultmesh.workload.reap import reap
 

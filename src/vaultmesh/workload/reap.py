@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient
+from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import EngineError, VaultmeshError
 
 

@@ -25,8 +25,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from vaultmesh.engine.client import EngineClient
-from vaultmesh.engine.env import from_env
+from vaultmesh.api.client import EngineClient
+from vaultmesh.api.env import from_env
 from vaultmesh.errors import VaultmeshError, WorkloadError
 from vaultmesh.workload.book import Timing
 from vaultmesh.workload.session import IdentityFile, Renewer, Session, make_client

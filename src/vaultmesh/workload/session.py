@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from vaultmesh.engine.client import (
+from vaultmesh.api.client import (
     EngineClient,
     Response,
     RetryPolicy,

@@ -1,16 +1,15 @@
 """One typed client for the OpenBao/Vault HTTP API, with failover across the mesh's nodes.
 
-Sync (``EngineClient``) and async (``engine.aio.AsyncEngineClient``) share the pure parts here: which
-answers are retried on another node (``classify``), how long to wait between tries (``RetryPolicy``), and
-how an answer becomes a value or an ``EngineError`` (``decode``).
+``EngineClient`` is the client; its pure parts are separate functions: which answers are retried on another
+node (``classify``), how long to wait between tries (``RetryPolicy``), and how an answer becomes a value or an
+``EngineError`` (``decode``). There is no async client: the SDK's ``async with`` runs this one in a thread.
 
 Transport: the sync client's default transport (``StdlibTransport``) speaks HTTP/1.1 itself over the standard
 library's ``ssl`` sockets, one kept-alive TLS connection per node. It does not use ``http.client``, which pulls
 in the ``email`` package (~12 ms of the ~65 ms the run path spends importing on this machine), nor httpx
 (~120 ms): ``vaultmesh run`` is started thousands of times and its start-up is the product. What it needs from
 HTTP is small: one request at a time per connection, bodies sized by ``Content-Length`` or chunked, keep-alive,
-and reconnecting once when the server closed an idle connection. ``HttpxTransport`` (control plane, tests with
-``httpx.MockTransport``) and the async client use httpx.
+and reconnecting once when the server closed an idle connection. Tests pass a ``Transport`` of their own.
 
 ``EngineClient.prefetch`` sends requests ahead of their caller in a thread (``vaultmesh run`` logs in and reads
 its secrets while it imports the rest of itself); ``request`` hands the answer to the first identical request,
