@@ -40,30 +40,15 @@ _NAME_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS-1
 _TRUST_DOMAIN_RE = re.compile(r"^[a-z0-9._-]{1,255}$")
 
 
-def mint(
-    signer: KeyRing | SigningKey,
-    *,
-    issuer: str,
-    workload: str,
-    audience: str | Sequence[str],
-    ttl: float,
-    now: float,
-    claims: Mapping[str, Any] | None = None,
-    namespace: str = "default",
-    trust_domain: str = "vaultmesh.local",
-    subject_format: SubjectFormat = "k8s",
-    jti: str | None = None,
-) -> str:
-    """Return a signed JWT for ``workload``, valid from ``now`` for ``ttl`` seconds.
+def mint(signer: KeyRing | SigningKey, **fields: Any) -> str:
+    """Return a signed JWT with the claims ``token_claims(**fields)`` (same keyword arguments): for
+    ``workload``, valid from ``now`` for ``ttl`` seconds.
 
     ``signer`` is a key ring (its active key signs) or one key. ``claims`` are added flat at the top level
     and may not name a registered claim (see ``REGISTERED_CLAIMS``).
     """
     key = signer.active if isinstance(signer, KeyRing) else signer
-    payload = token_claims(
-        issuer=issuer, workload=workload, audience=audience, ttl=ttl, now=now, claims=claims,
-        namespace=namespace, trust_domain=trust_domain, subject_format=subject_format, jti=jti,
-    )
+    payload = token_claims(**fields)
     try:
         return jwt.encode(payload, key.private_key, algorithm=key.alg, headers={"kid": key.kid})
     except TypeError as err:
