@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from vaultmesh.bench.burst import BurstResult, HealthWatch, login_burst
+from vaultmesh.bench.burst import BURST_AUDIENCE, BurstResult, HealthWatch, burst_mesh_file, login_burst
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record
 from vaultmesh.identity.tokens import mint
@@ -28,30 +28,12 @@ from vaultmesh.reconcile.apply import apply
 from vaultmesh.reconcile.budget import explain_refusal
 from vaultmesh.spec.load import parse_spec
 
-AUD = "vaultmesh-burst"
+AUD = BURST_AUDIENCE
 
 
 def mesh_file(quota: float | None) -> str:
-    text = f"""\
-policies:
-  burst: 'path "secret/data/burst/*" {{ capabilities = ["read"] }}'
-auth:
-  jwt:
-    type: jwt
-    config:
-      oidc_discovery_url: "{{{{vaultmesh.issuer_url}}}}"
-      oidc_discovery_ca_pem: "{{{{vaultmesh.ca_pem}}}}"
-      bound_issuer: "{{{{vaultmesh.issuer_url}}}}"
-    roles:
-      burst:
-        bound_audiences: [{AUD}]
-        bound_claims: {{team: burst}}
-        token_policies: [burst]
-        lease_budget: 1000
-"""
-    if quota is not None:
-        text += f"quotas:\n  rate_limit:\n    jwt-login: {{path: auth/jwt, rate: {quota:g}}}\n"
-    return text
+    quotas = f"    jwt-login: {{path: auth/jwt, rate: {quota:g}}}\n" if quota is not None else ""
+    return burst_mesh_file(quotas=quotas, budget=1000)
 
 
 def ms(seconds: float | None) -> str:

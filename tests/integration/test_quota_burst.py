@@ -13,7 +13,7 @@ import pytest
 
 from tests.polling import eventually
 from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.bench.burst import BurstResult, HealthWatch, login_burst
+from vaultmesh.bench.burst import BURST_AUDIENCE, BurstResult, HealthWatch, burst_mesh_file, login_burst
 from vaultmesh.reconcile.apply import apply, make_plan
 from vaultmesh.reconcile.budget import breaches, budgets, count_leases, explain_refusal
 from vaultmesh.reconcile.plan import Delete
@@ -25,36 +25,15 @@ from .workloads import MeshIssuer, mesh_issuer
 
 pytestmark = pytest.mark.integration
 
-AUD = "vaultmesh-burst"
+AUD = BURST_AUDIENCE
 QUOTA_RATE = 5
 """Logins per second the burst's quota allows; the burst is ten times that, all at once."""
 
 
 def mesh_file(quotas: str = "", *, budget: int = 100) -> str:
-    """A JWT mount trusting the mesh's identity issuer with one role, ``burst``, and the given
-    ``quotas.rate_limit`` lines."""
-    text = f"""\
-policies:
-  burst: 'path "secret/data/burst/*" {{ capabilities = ["read"] }}'
-auth:
-  jwt:
-    type: jwt
-    config:
-      oidc_discovery_url: "{{{{vaultmesh.issuer_url}}}}"
-      oidc_discovery_ca_pem: "{{{{vaultmesh.ca_pem}}}}"
-      bound_issuer: "{{{{vaultmesh.issuer_url}}}}"
-    roles:
-      burst:
-        bound_audiences: [{AUD}]
-        bound_claims: {{team: burst}}
-        token_policies: [burst]
-        lease_budget: {budget}
-  ci:
-    type: approle
-    roles:
-      deploy: {{token_policies: [burst]}}
-"""
-    return text + ("quotas:\n  rate_limit:\n" + quotas if quotas else "")
+    """The burst's file with an AppRole mount beside it (role quotas are tested on it) and ``quotas`` lines."""
+    return burst_mesh_file(quotas=quotas, budget=budget,
+                           extra_auth="  ci:\n    type: approle\n    roles:\n      deploy: {token_policies: [burst]}\n")
 
 
 def applied(handle: MeshHandle, admin: EngineClient, text: str, *, prune: bool = False) -> tuple[MeshSpec, list[str]]:

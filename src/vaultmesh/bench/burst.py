@@ -190,3 +190,30 @@ def _revoke_all(addrs: Sequence[str], ca_file: str | None, tokens: Sequence[str]
         for token in tokens:
             with contextlib.suppress(VaultmeshError):  # a token that expired meanwhile is gone anyway
                 client.request("POST", "auth/token/revoke-self", {}, token=token)
+
+
+BURST_AUDIENCE = "vaultmesh-burst"
+
+
+def burst_mesh_file(*, quotas: str = "", budget: int = 100, extra_auth: str = "") -> str:
+    """The burst's mesh file: a JWT mount trusting the mesh's own identity issuer with one role, ``burst``
+    (audience ``BURST_AUDIENCE``, claim team=burst, a ``lease_budget``), ``extra_auth`` lines under ``auth:``,
+    and the given ``quotas.rate_limit`` lines. Shared by the burst test and ``benchmarks/quota_burst.py``."""
+    text = f"""\
+policies:
+  burst: 'path "secret/data/burst/*" {{ capabilities = ["read"] }}'
+auth:
+  jwt:
+    type: jwt
+    config:
+      oidc_discovery_url: "{{{{vaultmesh.issuer_url}}}}"
+      oidc_discovery_ca_pem: "{{{{vaultmesh.ca_pem}}}}"
+      bound_issuer: "{{{{vaultmesh.issuer_url}}}}"
+    roles:
+      burst:
+        bound_audiences: [{BURST_AUDIENCE}]
+        bound_claims: {{team: burst}}
+        token_policies: [burst]
+        lease_budget: {budget}
+"""
+    return text + extra_auth + ("quotas:\n  rate_limit:\n" + quotas if quotas else "")
