@@ -83,3 +83,11 @@ def test_lease_times_are_read_to_the_sub_second_from_openbaos_rfc3339_with_nanos
     assert parse_time("2026-12-02T14:48:14Z") == pytest.approx(1796222894.0)
     assert parse_time(None) is None and parse_time("") is None and parse_time("soon") is None
 
+
+
+def test_a_silent_login_lease_in_a_namespace_is_revoked_there_and_named_with_it() -> None:
+    (found,) = silent_leases([LeaseInfo("auth/jwt/login/hx", NOW - 30, namespace="team-a")], now=NOW,
+                             healthy_since=0, stale_after=15)
+    assert (found.namespace, found.accessor) == ("team-a", "auth/jwt/login/hx")
+    assert found.reason == "login lease of team-a/auth/jwt never renewed"
+    assert whole_mounts(["team-a/jwt/*"], {"jwt", "team-a/jwt"}) == {"team-a/jwt"}

@@ -64,8 +64,27 @@ class Reaper:
         self.recent = [*self.recent, f"{time.strftime('%H:%M:%S')} {sentence}"][-RECENT:]
 
 
-def jwt_mounts(client: EngineClient) -> set[str]:
-    data = client.read("sys/auth") or {}
+def namespaces(client: EngineClient) -> list[str]:
+    """Every namespace's path, the root ("") first, then children (``team-a``, ``team-a/sub``)."""
+    out, todo = [""], [""]
+    while todo:
+        parent = todo.pop()
+        try:
+            children = client.list("sys/namespaces", namespace=parent or None)
+        except EngineError as err:
+            if err.status not in (400, 404, 405):  # no namespaces (an engine without them)
+                raise
+            children = []
+        for child in children:
+            full = f"{parent}/{child.strip('/')}" if parent else child.strip("/")
+            out.append(full)
+            todo.append(full)
+    return out
+
+
+def jwt_mounts(client: EngineClient, namespace: str = "") -> set[str]:
+    """The JWT/OIDC auth mounts of ``namespace``, by their path in it."""
+    data = client.read("sys/auth", namespace=namespace or None) or {}
     mounts = data.get("data") if isinstance(data.get("data"), dict) else data
     return {path.strip("/") for path, info in (mounts or {}).items()
             if isinstance(info, dict) and info.get("type") in ("jwt", "oidc")}
@@ -84,13 +103,15 @@ def parse_time(text: object) -> float | None:
     return stamp + (float(f"0.{frac}") if frac.isdigit() else 0.0)
 
 
-def login_leases(client: EngineClient, mount: str) -> list[LeaseInfo]:
-    """The login leases of ``auth/<mount>``; one that went meanwhile is skipped."""
+def login_leases(client: EngineClient, mount: str, namespace: str = "") -> list[LeaseInfo]:
+    """The login leases of ``auth/<mount>`` in ``namespace``; one that went meanwhile is skipped."""
     prefix = f"auth/{mount}/login/"
+    ns = namespace or None
     out = []
-    for key in client.list(f"sys/leases/lookup/{prefix}"):
+    for key in client.list(f"sys/leases/lookup/{prefix}", namespace=ns):
         try:
-            data = (client.write("sys/leases/lookup", {"lease_id": prefix + key}) or {}).get("data") or {}
+            data = (client.write("sys/leases/lookup", {"lease_id": prefix + key}, namespace=ns) or {}
+                    ).get("data") or {}
         except EngineError as err:
             if err.status == 400:
                 continue  # gone since the list
@@ -98,7 +119,7 @@ def login_leases(client: EngineClient, mount: str) -> list[LeaseInfo]:
         issued = parse_time(data.get("issue_time"))
         if issued is not None:
             out.append(LeaseInfo(prefix + key, issued, parse_time(data.get("last_renewal")),
-                                 bool(data.get("renewable"))))
+                                 bool(data.get("renewable")), namespace))
     return out
 
 
@@ -109,14 +130,17 @@ def reap_cycle(mesh: m.Mesh, client: EngineClient, state: Reaper, *, now: Callab
     try:
         client.token = m.admin_token(mesh, client)
         try:
-            mounts = jwt_mounts(client)
+            spaces = namespaces(client)
         except EngineError as err:
             if err.status != 403:
                 raise
             client.token = m.admin_token(mesh, client, fresh=True)  # the cached token was revoked
-            mounts = jwt_mounts(client)
-        whole = sorted(whole_mounts(settings.roles, mounts))
-        leases = [lease for mount in whole for lease in login_leases(client, mount)]
+            spaces = namespaces(client)
+        # every JWT/OIDC mount of every namespace, by its full path (team-a/jwt) -> (namespace, mount)
+        where = {(f"{ns}/{mount}" if ns else mount): (ns, mount) for ns in spaces for mount in jwt_mounts(client, ns)}
+        mounts = {full for full, (ns, _) in where.items() if not ns}  # roles watched one by one: the root's
+        leases = [lease for full in sorted(whole_mounts(settings.roles, where)) if full in where
+                  for lease in login_leases(client, where[full][1], where[full][0])]
         tokens = scan_tokens(client) if any(p != "*" and not p.endswith("/*") for p in settings.roles) else []
         leader = str((client.read("sys/leader") or {}).get("leader_address") or "")
     except VaultmeshError as err:
@@ -133,7 +157,8 @@ def reap_cycle(mesh: m.Mesh, client: EngineClient, state: Reaper, *, now: Callab
     for revoke in due:
         try:
             if revoke.lease:
-                client.write("sys/leases/revoke", {"lease_id": revoke.accessor, "sync": True})
+                client.write("sys/leases/revoke", {"lease_id": revoke.accessor, "sync": True},
+                             namespace=revoke.namespace or None)
             else:
                 client.write("auth/token/revoke-accessor", {"accessor": revoke.accessor})
         except EngineError as err:

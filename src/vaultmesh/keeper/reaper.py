@@ -41,6 +41,8 @@ class Revoke:
     reason: str
     """One sentence, no secret: which login, and how long it has been silent."""
     lease: bool = False
+    namespace: str = ""
+    """Where the lease lives ("" for the root namespace)."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +53,12 @@ class LeaseInfo:
     issued: float
     renewed: float | None = None
     renewable: bool = True
+    namespace: str = ""
 
 
 def whole_mounts(roles: Sequence[str], jwt_mounts: Iterable[str]) -> set[str]:
-    """Auth mounts watched as a whole: every role of them (``"*"`` for JWT/OIDC mounts, or ``"<mount>/*"``)."""
+    """Auth mounts watched as a whole: every role of them (``"*"`` for JWT/OIDC mounts, or ``"<mount>/*"``).
+    Mounts are named by their full path: ``team-a/jwt`` is the mount ``jwt`` of namespace ``team-a``."""
     out = {p.rpartition("/")[0].strip("/") for p in roles if p != "*" and p.endswith("/*")}
     if "*" in roles:
         out |= set(jwt_mounts)
@@ -72,8 +76,10 @@ def silent_leases(leases: Iterable[LeaseInfo], *, now: float, healthy_since: flo
         if now - max(last, healthy_since) < stale_after:
             continue
         mount = lease.lease_id.removeprefix("auth/").rpartition("/login/")[0]
+        where = f"{lease.namespace}/auth/{mount}" if lease.namespace else f"auth/{mount}"
         how = "never renewed" if lease.renewed is None else f"not renewed for {now - last:.0f} s"
-        out.append((last, Revoke(lease.lease_id, f"login lease of auth/{mount} {how}", lease=True)))
+        out.append((last, Revoke(lease.lease_id, f"login lease of {where} {how}", lease=True,
+                                 namespace=lease.namespace)))
     return [r for _, r in sorted(out, key=lambda pair: pair[0])]
 
 
