@@ -126,6 +126,11 @@ def _worker_main(plan: WorkerShare, ready_q: Any, go: Any, t0_val: Any, done_val
     def clock() -> float:
         return time.monotonic() - base[0]
 
+    def internal_row(seq: int) -> tuple[Any, ...]:
+        """A sample for a bug in this worker (the traceback's end as its error), so it is counted, not lost."""
+        now = clock()
+        return ("internal", seq, now, now, now, traceback.format_exc(limit=3)[-200:])
+
     op = cfg.job_op
     try:
         signer = load_signer(t)
@@ -215,20 +220,20 @@ def _worker_main(plan: WorkerShare, ready_q: Any, go: Any, t0_val: Any, done_val
                     o.single(op, seq, now, rec)
                     bump()
         except Exception:  # a bug in a thread must not hang the run
-            out.append(("internal", seq_now[0], clock(), clock(), clock(), traceback.format_exc(limit=3)[-200:]))
+            out.append(internal_row(seq_now[0]))
 
     threads = [threading.Thread(target=thread_main, args=(i,), daemon=True) for i in range(len(ops))]
     for th in threads:
         th.start()
     for th in threads:
         th.join(hard_end + 60)
+    closing: list[tuple[Any, ...]] = []
     for o in ops:
         try:
             o.close()  # ops.close catches the refusals it expects itself
         except Exception:  # a bug: recorded, the run's samples still go back
-            out = rows[0] if rows else []
-            out.append(("internal", 0, clock(), clock(), clock(), traceback.format_exc(limit=3)[-200:]))
-    flat = [r for out in rows for r in out]
+            closing.append(internal_row(0))
+    flat = [r for out in [*rows, closing] for r in out]
     result_q.put((plan.index, flat, agenda.abandoned if agenda else 0))
 
 
