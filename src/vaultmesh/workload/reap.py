@@ -113,6 +113,7 @@ def scan_tokens(client: EngineClient) -> list[TokenInfo]:
         raise VaultmeshError(f"cannot list token accessors: {'; '.join(err.errors)} ({err.status})",
                              hint="leases reap needs an admin token (sudo on auth/token/accessors)") from None
     found = []
+    may_lookup: bool | None = None  # asked once, at the first 403 of the scan
     for accessor in accessors:
         try:
             data = (client.write("auth/token/lookup-accessor", {"accessor": accessor}) or {}).get("data") or {}
@@ -120,7 +121,9 @@ def scan_tokens(client: EngineClient) -> list[TokenInfo]:
             # 400 "invalid accessor", or 403 "bad token" when the token was revoked between the list and the
             # lookup (the token store answers a vanished token with permission denied): gone, not an error,
             # unless this client really may not look accessors up.
-            if err.status == 400 or (err.status == 403 and may_lookup_accessors(client)):
+            if err.status == 403 and may_lookup is None:
+                may_lookup = may_lookup_accessors(client)
+            if err.status == 400 or (err.status == 403 and may_lookup):
                 continue
             raise
         found.append(TokenInfo.from_lookup(accessor, data))
