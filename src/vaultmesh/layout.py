@@ -13,7 +13,10 @@ State dir (0700 directories; secrets 0600)::
     identity/             the workload identity issuer: keys/ (its key ring), tls/{cert,key}.pem, issuer.json
                           (its URL and port, kept across restarts), serve.pid, serve.log
     reconcile/            hash.key, applied.json, audit.json, budgets.json: what ``apply`` last did
-    keeper/               keeper.pid, keeper.log, status.json (what it last did)
+    keeper/               keeper.pid, keeper.log, status.json (what it last did, its metrics address)
+    snapshots/            <stamp>-<index>.snap (OpenBao's Raft snapshot) + .snap.json (the manifest), 0600
+    drills/               last.json (the last drill's report); <stamp>/ the scratch mesh while a drill runs
+    restored-from.json    (a mesh made by ``restore --into``) the manifest of its snapshot
 
 Every path of the state dir is spelled here and nowhere else; each record has one typed reader next to its
 writer (``identity.server.read_issuer_record``, ``reconcile.state.ReconcileState``,
@@ -214,6 +217,26 @@ class StatePaths:
     def keeper_status(self) -> Path:
         """What the keeper last did (``keeper.status.KeeperStatus``), rewritten atomically every cycle."""
         return self.keeper_dir / "status.json"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Where snapshots go unless ``snapshots.dir`` says otherwise: ``<name>.snap`` + ``<name>.snap.json``."""
+        return self.root / "snapshots"
+
+    @property
+    def drills_dir(self) -> Path:
+        """Scratch meshes of restore drills (``drills/<stamp>/``, removed when the drill ends) and
+        ``drills/last.json``, the last drill's report."""
+        return self.root / "drills"
+
+    @property
+    def drill_report(self) -> Path:
+        return self.drills_dir / "last.json"
+
+    @property
+    def restored_from(self) -> Path:
+        """In a mesh made by ``restore --into``: the manifest of the snapshot it was made from."""
+        return self.root / "restored-from.json"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ lives in ``spec.resources`` and is mixed in by inheritance, so the file stays on
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
@@ -202,6 +203,51 @@ class KeeperSpec(_Model):
         return {"enabled": value} if isinstance(value, bool) else value
 
 
+class RetentionSpec(_Model):
+    """How many snapshots are kept: the newest ``count``, and none older than ``age`` (either may be absent;
+    the newest snapshot is always kept)."""
+
+    count: Annotated[int, Field(ge=1)] | None = 96
+    age: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_int(cls, value: object) -> object:
+        return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class SnapshotsSpec(_Model):
+    """Raft snapshots the keeper takes on a schedule (``vaultmesh snapshot save`` takes one by hand)."""
+
+    every: Duration | None = 900
+    """Seconds between two scheduled snapshots (``15m``); ``null``: none on a schedule."""
+    keep: RetentionSpec = RetentionSpec()
+    dir: Path | None = None
+    """Where snapshots go: default ``<state dir>/snapshots``; any other folder (a mounted volume) for an
+    off-cluster copy. Relative paths are taken from the mesh file's folder."""
+    ship: list[str] | None = None
+    """A command run with each new snapshot's path as its last argument (``["rclone", "copyto", ...]``):
+    the user's own tool ships it elsewhere; a non-zero exit is reported and retried at the next schedule."""
+
+    @model_validator(mode="after")
+    def _check(self) -> SnapshotsSpec:
+        if self.every is not None and self.every < 10:
+            raise ValueError("snapshots.every must be at least 10s")
+        if self.ship is not None and not self.ship:
+            raise ValueError("snapshots.ship: give the command as a list of words, or leave it out")
+        return self
+
+
+class DrillsSpec(_Model):
+    """Restore drills the keeper runs on a schedule (``vaultmesh drill`` runs one by hand)."""
+
+    every: Duration | None = None
+    """Seconds between two scheduled drills (``24h``); ``null`` (default): none on a schedule."""
+    isolation: bool = True
+    """The scratch mesh runs in network namespaces with no route out; ``false`` runs it on the machine's own
+    network (then it could reach the databases the snapshot's roles name)."""
+
+
 class MeshSpec(ResourcesSpec, LifecycleSpec):
     """The whole mesh file."""
 
@@ -209,6 +255,8 @@ class MeshSpec(ResourcesSpec, LifecycleSpec):
 
     keeper: KeeperSpec = KeeperSpec()
     """Not part of the mesh's shape: the keeper's settings may change on a running mesh."""
+    snapshots: SnapshotsSpec = SnapshotsSpec()
+    drills: DrillsSpec = DrillsSpec()
 
 
 def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:
