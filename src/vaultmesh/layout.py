@@ -13,7 +13,7 @@ State dir (0700 directories; secrets 0600)::
     identity/             the workload identity issuer: keys/ (its key ring), tls/{cert,key}.pem, issuer.json
                           (its URL and port, kept across restarts), serve.pid, serve.log
     reconcile/            hash.key, applied.json, audit.json, budgets.json: what ``apply`` last did
-    keeper/               keeper.pid, keeper.log, status.json (what it last did, its metrics address)
+    keeper/               keeper.pid, keeper.log, status.json (what it last did, its metrics address), tls/
     snapshots/            <stamp>-<index>.snap (OpenBao's Raft snapshot) + .snap.json (the manifest), 0600
     drills/               last.json (the last drill's report); <stamp>/ the scratch mesh while a drill runs
     restored-from.json    (a mesh made by ``restore --into``) the manifest of its snapshot
@@ -217,6 +217,15 @@ class StatePaths:
     def keeper_status(self) -> Path:
         """What the keeper last did (``keeper.status.KeeperStatus``), rewritten atomically every cycle."""
         return self.keeper_dir / "status.json"
+
+    @property
+    def keeper_cert(self) -> Path:
+        """The TLS certificate of the keeper's ``/metrics`` listener (127.0.0.1, from the mesh CA)."""
+        return self.keeper_dir / "tls" / "cert.pem"
+
+    @property
+    def keeper_key(self) -> Path:
+        return self.keeper_dir / "tls" / "key.pem"
 
     @property
     def snapshots_dir(self) -> Path:

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from vaultmesh.api.client import EngineClient
+from vaultmesh.layout import StatePaths
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import entry_pid_file, issuer_pid_file, up
 from vaultmesh.runtime.local import read_pid
@@ -111,6 +112,14 @@ def stop_state_dir(root: Path, started: Iterable[int] = ()) -> None:
     """Stop every process of the mesh in ``root`` (``started`` and all ``state_dir_pids``), by pid: SIGTERM,
     SIGKILL after a grace period."""
     root = root.resolve()
+    keeper = read_pid(StatePaths(root).keeper_pid)
+    if keeper:  # first: a keeper left running would restart the nodes stopped below
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p = psutil.Process(keeper)
+            if belongs_to(p, root):
+                p.send_signal(signal.SIGTERM)
+                if psutil.wait_procs([p], timeout=10)[1]:
+                    p.kill()
     procs = []
     for pid in set(started) | state_dir_pids(root):
         with contextlib.suppress(psutil.NoSuchProcess):

@@ -1,4 +1,9 @@
-"""The keeper's cycle (the edge): observe, decide with pure functions, act, record what was done.
+"""The keeper (the edge): observe, decide with pure functions, act, record what was done.
+
+Three things run in the keeper process: healing (``keeper.heal``, its own thread, twice a second: a dead node is
+restarted, a sealed one unsealed, the entry and the issuer restarted), the reaper below (every
+``reaper.every`` seconds), and the scheduled jobs (``keeper.jobs``: snapshots, drills). What they did is
+rewritten to ``keeper/status.json`` on every change and served on ``/metrics`` (``keeper.metrics``).
 
 One cycle of the reaper::
 
@@ -29,6 +34,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -38,11 +44,16 @@ from types import FrameType
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
+from vaultmesh.keeper import jobs
+from vaultmesh.keeper.heal import EVERY as HEAL_EVERY
+from vaultmesh.keeper.heal import Healer, heal_cycle
+from vaultmesh.keeper.metrics import serve_metrics
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.lifecycle.keeper_process import KeeperStatus, write_status
+from vaultmesh.lifecycle.keeper_process import KeeperStatus, read_status, write_status
 from vaultmesh.reconcile.budget import Budget, breaches, count_leases
 from vaultmesh.reconcile.state import ReconcileState
+from vaultmesh.runtime.local import free_ports
 from vaultmesh.workload.reap import scan_tokens
 
 RECENT = 20
@@ -59,6 +70,7 @@ class Reaper:
     recent: list[str] = field(default_factory=list)
     last_error: str | None = None
     over_budget: list[str] = field(default_factory=list)
+    cycle_at: float = 0.0
 
     def note(self, sentence: str) -> None:
         self.recent = [*self.recent, f"{time.strftime('%H:%M:%S')} {sentence}"][-RECENT:]
@@ -202,27 +214,95 @@ def watch_budgets(client: EngineClient, state: Reaper, budgets: list[Budget],
 
 def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None] = time.sleep,
           log: Callable[[str], None] = print) -> None:
-    """Cycle until ``stop()`` or until the state dir is gone (``destroy``)."""
+    """Heal (its own thread, every 0.5 s), reap, and run the scheduled jobs until ``stop()`` or until the state
+    dir is gone (``destroy``). Every change is written to ``keeper/status.json`` and served on ``/metrics``."""
     mesh = m.open_mesh(root)
     client = mesh.client(retry=RetryPolicy(deadline=3.0))
     state = Reaper()
+    healer = Healer(mesh, log)
     status = KeeperStatus(pid=os.getpid(), started=time.time())
+    guard = threading.Lock()
     every = float(mesh.spec.keeper.reaper.every)
-    log(f"keeper started for {root}: reaping every {every:g} s, tokens silent for "
-        f"{mesh.spec.keeper.reaper.stale_after} s, roles {', '.join(mesh.spec.keeper.reaper.roles) or 'none'}")
-    while not stop():
-        if not m.exists(root):
-            log("the state dir is gone: stopping")
-            return
-        t0 = time.monotonic()
-        reap_cycle(mesh, client, state, log=log)
-        if state.healthy_since is not None:
-            watch_budgets(client, state, ReconcileState(mesh.paths).budgets(), log=log)
-        status = replace(status, cycle_at=time.time(), healthy_since=state.healthy_since,
-                         last_error=state.last_error, revoked=state.revoked, recent=list(state.recent),
-                         over_budget=list(state.over_budget))
-        write_status(mesh.paths, status)
-        sleep(max(0.1, every - (time.monotonic() - t0)))
+    snapshots = jobs.snapshot_job(mesh)
+    drills = jobs.Job(mesh.spec.drills.every, time.time())
+
+    def record() -> KeeperStatus:
+        nonlocal status
+        with guard:
+            status = replace(status, cycle_at=state.cycle_at, healthy_since=state.healthy_since,
+                             last_error=state.last_error, revoked=state.revoked, recent=list(state.recent),
+                             over_budget=list(state.over_budget), restarts=healer.restarts,
+                             backing_off=healer.backing_off, healed=healer.last,
+                             snapshot=snapshots.record, drill=drills.record)
+            write_status(mesh.paths, status)
+            return status
+
+    def current() -> KeeperStatus:
+        with guard:
+            return status
+
+    cert, key = m.ensure_keeper_cert(mesh)
+    previous = read_status(mesh.paths)
+    try:
+        addr, server = serve_metrics(current, cert, key, _metrics_port(previous))
+    except OSError:
+        addr, server = serve_metrics(current, cert, key, free_ports(1)[0])
+    status = replace(status, metrics=addr)
+    log(f"keeper started for {root}: healing {'on' if mesh.spec.keeper.heal else 'off'}, reaping every "
+        f"{every:g} s (tokens silent for {mesh.spec.keeper.reaper.stale_after} s, roles "
+        f"{', '.join(mesh.spec.keeper.reaper.roles) or 'none'}), metrics on {addr}")
+
+    def heal_loop() -> None:
+        while not stop() and m.exists(root):
+            t0 = time.monotonic()
+            try:
+                if heal_cycle(healer):
+                    with guard:
+                        state.note(healer.last or "healed")
+                    record()
+            # the healer must outlive any one bad cycle (a bug included); it says why in status
+            except Exception as err:
+                healer.backing_off = f"heal cycle failed: {type(err).__name__}: {err}"
+                log(healer.backing_off)
+            sleep(max(0.05, HEAL_EVERY - (time.monotonic() - t0)))
+
+    healing = threading.Thread(target=heal_loop, name="heal", daemon=True)
+    if mesh.spec.keeper.heal:
+        healing.start()
+    next_reap = 0.0
+    try:
+        while not stop():
+            if not m.exists(root):
+                log("the state dir is gone: stopping")
+                return
+            if time.monotonic() >= next_reap:
+                t0 = time.monotonic()
+                reap_cycle(mesh, client, state, log=log)
+                if state.healthy_since is not None:
+                    watch_budgets(client, state, ReconcileState(mesh.paths).budgets(), log=log)
+                state.cycle_at = time.time()
+                next_reap = t0 + every
+                record()
+            if snapshots.due(time.time()) and state.healthy_since is not None:
+                jobs.take_snapshot(mesh, snapshots, log)
+                record()
+            if drills.due(time.time()) and state.healthy_since is not None:
+                jobs.run_drill(mesh, drills, log)
+                record()
+            sleep(min(0.5, max(0.05, next_reap - time.monotonic())))
+    finally:
+        server.shutdown()
+        if healing.is_alive():
+            healing.join(timeout=5)
+
+
+def _metrics_port(previous: KeeperStatus | None) -> int:
+    """The port the last keeper served metrics on (a scrape config stays true), else a fresh free one."""
+    if previous is not None and previous.metrics:
+        port = previous.metrics.rsplit(":", 1)[-1].split("/", 1)[0]
+        if port.isdigit():
+            return int(port)
+    return free_ports(1)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

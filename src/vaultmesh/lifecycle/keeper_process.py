@@ -37,6 +37,18 @@ class KeeperStatus:
     """The last things done, newest last (at most 20 sentences)."""
     over_budget: list[str] = field(default_factory=list)
     """One sentence per lease budget (``lease_budget`` in the mesh file) exceeded at the last cycle."""
+    restarts: int = 0
+    """Processes (nodes, entry, issuer) the keeper (re)started since it started."""
+    backing_off: str | None = None
+    """Why the keeper is not restarting something right now (a restart keeps failing); None: it is not."""
+    healed: str | None = None
+    """The last thing healing did, one sentence with its time."""
+    metrics: str | None = None
+    """The address of its ``/metrics`` endpoint (HTTPS, the mesh CA)."""
+    snapshot: dict[str, Any] | None = None
+    """The last scheduled snapshot: time, path, size, index; failures and error when the last one failed."""
+    drill: dict[str, Any] | None = None
+    """The last scheduled drill: time, ok, rto_s, rpo_s, and the failed checks' reasons."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,5 +98,6 @@ def describe(status: KeeperStatus | None, running: bool, *, now: float | None = 
     health = f"error: {status.last_error}" if status.last_error else "mesh answering"
     last = status.recent[-1] if status.recent else "nothing to do yet"
     over = f"; OVER BUDGET: {'; '.join(status.over_budget)}" if status.over_budget else ""
-    return (f"running (pid {status.pid}), last cycle {ago:.0f} s ago, {health}; revoked {status.revoked}; "
-            f"{last}{over}")
+    heal = f"; BACKING OFF: {status.backing_off}" if status.backing_off else ""
+    return (f"running (pid {status.pid}), last cycle {ago:.0f} s ago, {health}; restarted {status.restarts}, "
+            f"revoked {status.revoked}; {last}{over}{heal}")

@@ -58,16 +58,26 @@ def _lifecycle_view(spec: MeshSpec) -> dict[str, Any]:
         {k: v for k, v in spec.model_dump().items() if k in LifecycleSpec.model_fields}).model_dump()
 
 
+LOCK_WAIT = 15.0
+"""Seconds a command waits for the state lock: long enough for a keeper's heal step (a node restart, ~1 s)."""
+
+
 @contextlib.contextmanager
-def locked(root: Path) -> Iterator[None]:
-    """One vaultmesh command at a time changes a state dir."""
+def locked(root: Path, *, wait: float = LOCK_WAIT) -> Iterator[None]:
+    """One vaultmesh command (or keeper action) at a time changes a state dir; wait up to ``wait`` seconds
+    for the one holding it (the keeper passes 0: it never waits, it skips its turn)."""
     ensure_dir(root)
-    with open(os.open(root / ".lock", os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StateError(f"another vaultmesh command is working on {root}",
-                             hint="wait for it to finish") from None
+    with open(os.open(StatePaths(root).lock_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        end = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= end:
+                    raise StateError(f"another vaultmesh command is working on {root}",
+                                     hint="wait for it to finish") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
@@ -238,12 +248,20 @@ def render_configs(mesh: Mesh) -> None:
 
 def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:
     """The identity issuer's TLS certificate (127.0.0.1, localhost) from the mesh CA, made once."""
-    cert, key = mesh.paths.identity_cert, mesh.paths.identity_key
+    return _local_cert(mesh, "identity", mesh.paths.identity_cert, mesh.paths.identity_key)
+
+
+def ensure_keeper_cert(mesh: Mesh) -> tuple[Path, Path]:
+    """The keeper's ``/metrics`` TLS certificate (127.0.0.1, localhost) from the mesh CA, made once."""
+    return _local_cert(mesh, "keeper", mesh.paths.keeper_cert, mesh.paths.keeper_key)
+
+
+def _local_cert(mesh: Mesh, name: str, cert: Path, key: Path) -> tuple[Path, Path]:
     if not (cert.exists() and key.exists()):
         ensure_dir(cert.parent.parent)
         ensure_dir(cert.parent)
         ca = pki.CertPair(mesh.paths.ca_cert.read_bytes(), mesh.paths.ca_key.read_bytes())
-        pair = pki.issue_server_cert(ca, "identity", dns_names=["localhost"], ip_addresses=["127.0.0.1"],
+        pair = pki.issue_server_cert(ca, name, dns_names=["localhost"], ip_addresses=["127.0.0.1"],
                                      now=dt.datetime.now(dt.UTC), days=mesh.spec.tls.cert_days)
         write_atomic(key, pair.key_pem)
         write_atomic(cert, pair.cert_pem, mode=0o644)

@@ -84,14 +84,15 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             cert, key = m.ensure_identity_cert(mesh)
             pid = processes.start_issuer(mesh.paths, cert, key)
             progress(f"started the workload identity issuer (pid {pid})")
-        result = _converge(_Executor(mesh, engine_path, entry_wanted(mesh.spec), progress), t0, timeout, created)
+        result = _converge(Executor(mesh, engine_path, entry_wanted(mesh.spec), progress), t0, timeout, created)
         if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths, adopt=True) is None:
             pid = keeper.start_keeper(result.mesh.paths)
-            progress(f"started the keeper (pid {pid}): it reaps what workloads that are gone left behind")
+            progress(f"started the keeper (pid {pid}): it heals the mesh, reaps what gone workloads left "
+                     "behind, and takes the scheduled snapshots")
         return result
 
 
-def _converge(ex: _Executor, t0: float, timeout: float, created: bool) -> UpResult:
+def _converge(ex: Executor, t0: float, timeout: float, created: bool) -> UpResult:
     deadline = t0 + timeout
     said: str | None = None
     while True:
@@ -119,7 +120,7 @@ def _converge(ex: _Executor, t0: float, timeout: float, created: bool) -> UpResu
 
 
 @dataclass
-class _Executor:
+class Executor:
     """Performs the steps ``decide`` chose and keeps the run's facts for the next view."""
 
     mesh: m.Mesh
@@ -138,12 +139,14 @@ class _Executor:
         self.seal_client = EngineClient([layout.seal_node.api_addr], ca_file=str(self.mesh.paths.ca_cert)) \
             if layout.seal_node else None
 
-    def observe(self) -> MeshView:
+    def observe(self, *, probe_write: bool = True, adopt: bool = True) -> MeshView:
+        """The mesh as it is, with this run's facts. ``up`` probes a write and writes lost pid files back; the
+        keeper, which looks twice a second, does neither."""
         layout = self.mesh.layout
-        entry = processes.entry_process(layout).pid(adopt=True) is not None if self.want_entry else None
+        entry = processes.entry_process(layout).pid(adopt=adopt) is not None if self.want_entry else None
         facts = RunFacts(frozenset(self.started), frozenset(self.restarted), dict(self.errors))
         return gather_view(layout.nodes, self.client, seal_node=layout.seal_node, entry_running=entry,
-                           probe_write=True, entry_addr=layout.entry_addr, adopt=True,
+                           probe_write=probe_write, entry_addr=layout.entry_addr, adopt=adopt,
                            seal_probe=self._seal_ready if self.seal_client else None, run=facts)
 
     def node_layout(self, name: str | None) -> NodeLayout | None:

@@ -187,6 +187,10 @@ class KeeperSpec(_Model):
     enabled: bool = True
     """``keeper: false`` turns it off (then nothing reaps what a SIGKILLed run left: ``vaultmesh leases reap``)."""
     reaper: ReaperSpec = ReaperSpec()
+    heal: bool = True
+    """Restart a dead node (it rejoins and unseals), unseal a sealed one, restart the entry and the issuer,
+    with nobody at the keyboard. ``false``: the keeper only reaps, snapshots and drills (a test that needs a
+    node to stay dead, or an operator who wants every restart to be a human's)."""
 
     @property
     def reap_within(self) -> float | None:
