@@ -252,7 +252,7 @@ def test_a_truncated_file_names_the_byte_where_it_stops() -> None:
 
 def test_bytes_after_the_gzip_stream_are_refused() -> None:
     err = refusal(REAL + b"\0")
-    assert err.check == "gzip" and f"1 bytes follow the end of the gzip stream at byte {len(REAL)}" in str(err)
+    assert err.check == "gzip" and f"1 bytes follow the end of the stream at byte {len(REAL)}" in str(err)
 
 
 def test_a_file_that_is_not_gzip_says_so() -> None:
@@ -436,3 +436,51 @@ def test_the_manifest_key_id_is_the_one_the_node_config_renders() -> None:
     layout = build_layout("m", Path("/s"), zone_layout(spec), list(range(20000, 20010)), transit_seal=False)
     assert f'current_key_id = "{STATIC_KEY_ID}"' in render_node_config(spec, layout, layout.nodes[0],
                                                                          self_init=False)
+
+
+# -- showing and the verify command -------------------------------------------------------------------------
+
+def test_list_rows_show_time_age_index_size_sha_prefix_and_path() -> None:
+    from vaultmesh.snapshot.archive import LIST_COLUMNS, list_rows
+
+    manifest = manifest_for(REAL, time=1000.0, time_iso="1970-01-01T00:16:40+00:00", path=Path("/s/a.snap"))
+    assert LIST_COLUMNS == ("time", "age", "index", "size", "sha256", "path")
+    assert list_rows([manifest], 1000.0 + 7300) == [
+        ("1970-01-01T00:16:40+00:00", "2h", "82", "20.5 KiB", manifest.sha256[:12], "/s/a.snap")]
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+                                         (100 * 1024 * 1024, "100.0 MiB")])
+def test_sizes_are_shown_in_binary_units(n: int, text: str) -> None:
+    from vaultmesh.snapshot.archive import size_text
+
+    assert size_text(n) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(-5, "0s"), (59, "59s"), (60, "1m"), (7300, "2h"),
+                                               (200000, "2d")])
+def test_ages_are_shown_in_their_largest_unit(seconds: float, text: str) -> None:
+    from vaultmesh.snapshot.archive import age_text
+
+    assert age_text(seconds) == text
+
+
+def test_the_verify_command_needs_no_mesh(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from vaultmesh.cli.main import cli
+
+    good, bad = tmp_path / "good.snap", tmp_path / "bad.snap"
+    good.write_bytes(REAL)
+    bad.write_bytes(REAL[:-8])
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["--dir", str(tmp_path / "no-mesh"), "snapshot", "verify", str(good)])
+    assert ok.exit_code == 0 and ok.output.startswith(f"ok: {good}: index 82, term 3, {len(REAL)} bytes")
+    refused = runner.invoke(cli, ["snapshot", "verify", str(bad)])
+    assert refused.exit_code == 1 and "gzip: the stream stops early" in refused.output
+    doc = json.loads(runner.invoke(cli, ["snapshot", "verify", "--json", str(good)]).stdout)
+    assert doc["ok"] is True and doc["index"] == 82 and doc["manifest"] is False
+    result = runner.invoke(cli, ["snapshot", "verify", "--json", str(bad)])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["check"] == "gzip"

@@ -266,8 +266,8 @@ class _Inflated:
                 # inflate may still hold output it had no room for (a match cut by the last call's limit)
                 out = self.inflate.decompress(b"", CHUNK)
                 if not out and not self.inflate.eof:
-                    raise _invalid(self.source, "gzip", f"the gzip stream stops early, at byte {self.size} of the "
-                                                        "file (it is truncated)")
+                    raise _invalid(self.source, "gzip", f"the stream stops early, at byte {self.size} of the file "
+                                                        "(it is truncated)")
                 self._took(out)
                 return True
             self.sha.update(chunk)
@@ -278,8 +278,7 @@ class _Inflated:
             out = self.inflate.decompress(self.pending, CHUNK)
         except zlib.error as err:
             words = str(err).rpartition(": ")[2] or str(err)
-            what = ("not a gzip stream" if start == 0 and "header" in words
-                    else "the gzip stream is corrupt")
+            what = "not a gzip stream" if start == 0 and "header" in words else "the stream is corrupt"
             raise _invalid(self.source, "gzip", f"{what} ({words}) in bytes {start}..{self.size} of the file") \
                 from None
         self.pending = self.inflate.unconsumed_tail
@@ -323,7 +322,7 @@ class _Inflated:
             self.size += len(chunk)
             self.after += len(chunk)
         if self.after:
-            raise _invalid(self.source, "gzip", f"{self.after} bytes follow the end of the gzip stream at byte "
+            raise _invalid(self.source, "gzip", f"{self.after} bytes follow the end of the stream at byte "
                                                 f"{self.end_at} of the file")
 
 
@@ -500,3 +499,33 @@ def _check_manifest(manifest: Manifest, meta: Mapping[str, Any], stream: _Inflat
     for key, mine in (("Index", manifest.index), ("Term", manifest.term)):
         if meta[key] != mine:
             raise _invalid(source, "manifest", f"meta.json's {key} is {meta[key]}, its manifest says {mine}")
+
+
+# -- showing -------------------------------------------------------------------------------------------------
+
+LIST_COLUMNS = ("time", "age", "index", "size", "sha256", "path")
+
+
+def size_text(n: int) -> str:
+    """``26137`` -> ``25.5 KiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def age_text(seconds: float) -> str:
+    """``90`` -> ``1m``, ``7300`` -> ``2h``, ``200000`` -> ``2d``; a future time (a clock moved) is ``0s``."""
+    s = max(0, int(seconds))
+    for unit, width in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= width:
+            return f"{s // width}{unit}"
+    return f"{s}s"
+
+
+def list_rows(manifests: list[Manifest], now: float) -> list[tuple[str, ...]]:
+    """The rows of ``vaultmesh snapshot list`` (``LIST_COLUMNS``), in the order given."""
+    return [(x.time_iso, age_text(now - x.time), str(x.index), size_text(x.size), x.sha256[:12], str(x.path))
+            for x in manifests]
