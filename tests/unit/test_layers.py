@@ -24,7 +24,7 @@ def imports_of(path: Path) -> set[str]:
 
 FLOORS: dict[str, int] = {
     # the base: small modules every floor may use
-    "errors": 0, "durations": 0, "environ": 0, "values": 0, "fsutil": 0, "layout": 0, "pki": 0,
+    "errors": 0, "durations": 0, "environ": 0, "values": 0, "fsutil": 0, "layout": 0, "pki": 0, "waiting": 0,
     "spec": 1,
     "api": 2, "render": 2, "runtime": 2, "identity": 2,
     "lifecycle": 3,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vaultmesh.errors import EngineError
+from vaultmesh.waiting import wait_until
 
 
 def kv_upgrading(err: EngineError) -> bool:
@@ -14,14 +15,24 @@ def kv_upgrading(err: EngineError) -> bool:
     return err.status == 400 and "upgrad" in " ".join(err.errors)
 
 
-def retry_while_upgrading(fn: Callable[[], Any], *, timeout: float = 15.0,
+def retry_while_upgrading(fn: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.1,
+                          clock: Callable[[], float] = time.monotonic,
                           sleep: Callable[[float], None] = time.sleep) -> Any:
-    """Run ``fn`` until it stops failing with ``kv_upgrading``, for at most ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
+    """Run ``fn`` until it stops failing with ``kv_upgrading``, every ``interval`` seconds for at most ``timeout``
+    seconds (``wait_until``'s loop and clock); then the last "upgrade in progress" error is raised. Any other
+    error is raised at once."""
+    refused: list[EngineError] = []  # the last "upgrade in progress" answer
+
+    def attempt() -> tuple[Any] | None:
         try:
-            return fn()
+            return (fn(),)  # a tuple: truthy whatever fn answered (None, {}, ...)
         except EngineError as err:
-            if not kv_upgrading(err) or time.monotonic() > deadline:
+            if not kv_upgrading(err):
                 raise
-            sleep(0.1)
+            refused[:] = [err]
+            return None
+
+    done = wait_until(attempt, timeout=timeout, interval=interval, clock=clock, sleep=sleep)
+    if done is None:
+        raise refused[-1]
+    return done[0]

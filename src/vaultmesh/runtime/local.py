@@ -9,18 +9,16 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import psutil
 
 from vaultmesh.environ import pick
 from vaultmesh.errors import EngineBinaryError, RuntimeFailure
 from vaultmesh.fsutil import write_atomic
-
-T = TypeVar("T")
+from vaultmesh.waiting import wait_until as wait_until  # re-exported: the poll loop is a base module's
 
 
 @dataclass(frozen=True)
@@ -290,22 +288,6 @@ def check_ports_free(ports: Mapping[str, int]) -> None:
         if holder:
             raise RuntimeFailure(f"port {port} ({what}) is already in use by {holder}",
                                  hint="stop that process, or choose other ports (ports.base in the mesh file)")
-
-
-def wait_until(cond: Callable[[], T], *, timeout: float, interval: float = 0.1,
-               clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Poll ``cond()`` until it returns something truthy or ``timeout`` passes; returns its last value.
-
-    ``cond`` runs at once, then every ``interval`` seconds, and once more when the deadline comes (no sleep goes
-    past it). ``clock`` and ``sleep`` are injectable so a caller's own poll loop can be tested without waiting.
-    The one poll loop of the package: every "wait for X with a deadline" goes through here."""
-    deadline = clock() + timeout
-    while True:
-        result = cond()
-        now = clock()
-        if result or now >= deadline:
-            return result
-        sleep(min(interval, deadline - now))
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
