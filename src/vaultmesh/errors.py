@@ -14,7 +14,8 @@
      ├── MissingCA                 the CA file named by --ca-cert / BAO_CACERT cannot be read
      ├── WorkloadError             a workload could not get what it asked for (run, the SDK)
      ├── UnsafePlan                a plan deletes too much without --force (exit 3)
-     └── ApplyFailed               an apply action failed; what came before it is done
+     ├── ApplyFailed               an apply action failed; what came before it is done
+     └── SnapshotInvalid           a snapshot file failed an offline check (names the check and where)
 
 Every command prints ``str(err)`` on one line (``report``) and exits with ``err.exit_code``, one of
 ``EXIT_CODES``; a traceback only with ``--debug``. Messages never carry secret values. (``vaultmesh run`` is the
@@ -139,6 +140,15 @@ class UnsafePlan(VaultmeshError):
 
 class ApplyFailed(VaultmeshError):
     """An action failed; earlier ones are done, and a re-run picks up where this stopped."""
+
+
+class SnapshotInvalid(VaultmeshError):
+    """A snapshot (or its manifest) failed an offline check of ``vaultmesh.snapshot.archive``. ``check`` names
+    the check (gzip, tar, member, SHA256SUMS, meta.json, manifest); the message says where (member, offset)."""
+
+    def __init__(self, message: str, *, check: str, hint: str | None = None) -> None:
+        self.check = check
+        super().__init__(message, hint=hint)
 
 
 def report(err: VaultmeshError, *, debug: bool = False) -> int:

@@ -268,6 +268,8 @@ def test_an_unmanaged_role_is_a_prune_delete() -> None:
     ("secrets_mount", "team-a", "sys/mounts/identity"), ("secrets_mount", "", "sys/mounts/cubbyhole"),
     ("policy", "", "sys/policies/acl/default"), ("policy", "", "sys/policies/acl/root"),
     ("policy", "", "sys/policies/acl/vaultmesh-admin"), ("policy", "team-a", "sys/policies/acl/default"),
+    ("secrets_mount", "", "sys/mounts/vaultmesh-canary"), ("secrets_mount", "", "sys/mounts/vaultmesh-transit"),
+    ("transit_key", "", "vaultmesh-transit/keys/canary"),
 ])
 def test_built_in_and_bootstrap_objects_are_never_pruned(kind: str, ns: str, path: str) -> None:
     desired = build(PLATFORM)
@@ -301,6 +303,13 @@ def test_a_userpass_mount_inside_a_namespace_is_not_the_bootstrap_one() -> None:
     desired = build(PLATFORM)
     plan = replan(desired, after_apply(desired, extra=[Observed("auth_mount", "team-a", "sys/auth/userpass")]))
     assert only(plan, "sys/auth/userpass").prune
+
+
+@pytest.mark.parametrize("path", ["sys/mounts/vaultmesh-canary", "sys/mounts/vaultmesh-transit"])
+def test_a_canary_mount_inside_a_namespace_is_not_the_bootstrap_one(path: str) -> None:
+    desired = build(PLATFORM)
+    plan = replan(desired, after_apply(desired, extra=[Observed("secrets_mount", "team-a", path)]))
+    assert only(plan, path).prune
 
 
 def test_unmanaged_kv_data_and_configs_are_never_offered_for_deletion() -> None:

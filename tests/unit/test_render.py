@@ -16,7 +16,9 @@ from vaultmesh.render.entry import render_entry_config
 from vaultmesh.render.hcl import Block, render_block, render_document
 from vaultmesh.render.node import (
     ADMIN_PASSWORD_ENV,
+    ADMIN_POLICY_HCL,
     AuditDevice,
+    bootstrap_requests,
     render_node_config,
     render_seal_node_config,
 )
@@ -180,6 +182,23 @@ def test_the_admin_password_is_read_from_the_environment_never_written(monkeypat
 
 def test_self_initialisation_sets_autopilot_min_quorum_to_the_node_count():
     assert '"min_quorum" = 5' in block(config(LifecycleSpec(nodes=5), self_init=True), "initialize")
+
+
+def test_bootstrap_makes_the_snapshot_canary_mounts_and_key():
+    requests = {path: data for _, _, path, data in bootstrap_requests(LifecycleSpec())}
+    assert requests["sys/mounts/vaultmesh-canary"]["type"] == "kv"
+    assert requests["sys/mounts/vaultmesh-canary"]["options"] == {"version": "2"}
+    assert requests["sys/mounts/vaultmesh-transit"]["type"] == "transit"
+    assert "vaultmesh-transit/keys/canary" in requests
+    init = block(config(self_init=True), 'initialize "vaultmesh"')
+    assert 'path = "vaultmesh-transit/keys/canary"' in init
+
+
+def test_the_admin_policy_lets_the_keeper_write_the_canary():
+    from vaultmesh.spec.policy import parse_policy
+
+    (rule,) = parse_policy(ADMIN_POLICY_HCL)  # one glob over every path: the canary's write and encrypt too
+    assert rule.path == "*" and {"create", "update", "read"} <= set(rule.capabilities)
 
 
 # -- seals ---------------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from vaultmesh.values import Value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and dataclasses stay off the import path of ``run``'s login (see the module doc)
-    from typing import Any, Literal, Protocol
+    from typing import Any, BinaryIO, Literal, Protocol
 
     Handling = Literal["ok", "retry", "fail"]
 
@@ -675,6 +675,65 @@ class EngineClient:
             raise EngineError(resp.status, ["login answered without an auth block"], method="POST",
                               path="/" + path, node=resp.node)
         return dict(auth)
+
+    def download(self, path: str, out: BinaryIO, *, token: str | None = _MISSING,
+                 nodes: Iterable[str] | None = None, timeout: float = 60.0) -> str:
+        """GET ``/v1/<path>`` and write the body to ``out`` as it arrives, never holding it whole (a Raft snapshot
+        can be gigabytes); returns the node that sent it. Nodes are tried in turn, each on a connection of its
+        own (``timeout`` per socket read), until one answers 2xx; an error answer raises as ``request`` does. A
+        body cut off halfway raises ``Unavailable``: ``out`` then holds a part, and the caller discards it."""
+        path = path.lstrip("/")
+        head = "".join(f"{k}: {v}\r\n" for k, v in self._headers(self.token if token is _MISSING else token, None,
+                                                                  False, None, None).items())
+        ctx = make_ssl_context(self.ca_file)
+        last: dict[str, str] = {}
+        for addr in list(nodes) if nodes is not None else self.addrs:
+            scheme, host, port = split_addr(addr)
+            written = 0
+            try:
+                conn = Connection(host, port, ctx if scheme == "https" else None, timeout)
+                try:
+                    conn.sock.sendall(f"GET /v1/{path} HTTP/1.1\r\nHost: {conn.host_header}\r\nConnection: close\r\n"
+                                      f"{head}\r\n".encode("latin-1"))
+                    parts = conn._line().split(None, 2)
+                    status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+                    rh = conn._headers()
+                    chunked = "chunked" in rh.get("transfer-encoding", "").lower()
+                    if not 200 <= status < 300:
+                        body = conn._chunked() if chunked else conn.rfile.read(int(rh.get("content-length") or 0))
+                        if classify(status) != "retry":
+                            decode(status, rh, body, addr, "GET", path)  # raises for an error status
+                        last[addr] = f"answered {status}"
+                        continue
+                    left = -1 if chunked else int(rh.get("content-length", -1))  # -1: until it closes
+                    while left:
+                        size = int(conn._line().split(b";", 1)[0] or b"0", 16) if chunked else left
+                        if chunked and not size:
+                            break
+                        while size:
+                            piece = conn.rfile.read(1 << 16 if size < 0 else min(size, 1 << 16))
+                            if not piece:
+                                if size < 0:
+                                    return addr
+                                raise RemoteDisconnected("the answer stopped halfway")
+                            out.write(piece)
+                            written += len(piece)
+                            size -= len(piece) if size > 0 else 0
+                        if chunked:
+                            conn._line()  # the CRLF after a chunk
+                        else:
+                            left = 0
+                    return addr
+                finally:
+                    conn.close()
+            except (OSError, ValueError) as err:
+                if written:
+                    raise Unavailable(f"the download of /v1/{path} from {addr} stopped after {written} bytes "
+                                      f"({err})", hint="try again; check `vaultmesh status`") from None
+                last[addr] = f"connection failed ({err})"
+        raise Unavailable(f"no OpenBao node could serve GET /v1/{path} ("
+                          + "; ".join(f"{a}: {m}" for a, m in last.items()) + ")",
+                          hint="check `vaultmesh status`; `vaultmesh up` heals a stopped mesh")
 
     def close(self) -> None:
         """Revoke what was fetched ahead for nobody, then close every connection."""

@@ -46,6 +46,7 @@ from vaultmesh.reconcile.resources import (
     canonical_json,
     resource_order,
 )
+from vaultmesh.render.node import CANARY_KEY, CANARY_MOUNT, CANARY_TRANSIT
 from vaultmesh.spec.policy import fill_accessors
 from vaultmesh.spec.resources import BENCH_PREFIX, BOOTSTRAP_AUTH, BOOTSTRAP_POLICY, BUILTIN_POLICIES
 
@@ -315,7 +316,8 @@ def is_bench(key: ResourceKey) -> bool:
 
 
 def is_builtin(kind: str, key: ResourceKey) -> bool:
-    """Objects vaultmesh never prunes: OpenBao's own, what its bootstrap created at the root, and the bench's."""
+    """Objects vaultmesh never prunes: OpenBao's own, what its bootstrap created at the root (the admin login and
+    policy, the snapshot canary's mounts and key), and the bench's."""
     name = key.path.rsplit("/", 1)[-1]
     root = key.namespace == ""
     if is_bench(key) and kind in ("auth_mount", "secrets_mount", "policy"):
@@ -323,7 +325,10 @@ def is_builtin(kind: str, key: ResourceKey) -> bool:
     if kind == "auth_mount":
         return name == "token" or (root and key.path == f"sys/auth/{BOOTSTRAP_AUTH}")
     if kind == "secrets_mount":
-        return key.path in ("sys/mounts/sys", "sys/mounts/identity", "sys/mounts/cubbyhole")
+        return key.path in ("sys/mounts/sys", "sys/mounts/identity", "sys/mounts/cubbyhole") or (
+            root and key.path in (f"sys/mounts/{CANARY_MOUNT}", f"sys/mounts/{CANARY_TRANSIT}"))
+    if kind == "transit_key":
+        return root and key.path == f"{CANARY_TRANSIT}/keys/{CANARY_KEY}"
     if kind == "policy":
         return name in BUILTIN_POLICIES or (root and name == BOOTSTRAP_POLICY)
     return False

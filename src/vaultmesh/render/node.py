@@ -42,10 +42,20 @@ def _env(var: str) -> dict[str, Value]:
     return {"eval_type": "string", "eval_source": "env", "env_var": var, "require_present": True}
 
 
-def bootstrap_requests(spec: LifecycleSpec) -> list[tuple[str, str, str, dict[str, Value]]]:
-    """The self-initialisation requests: (name, operation, path, data). Run once, on node 1 only.
+CANARY_MOUNT = "vaultmesh-canary"
+"""The KV v2 mount bootstrap makes for the snapshot canary (``snapshot.save`` writes ``<mount>/data/canary``)."""
+CANARY_TRANSIT = "vaultmesh-transit"
+"""The transit mount bootstrap makes for the snapshot canary; its key ``CANARY_KEY`` encrypts the canary's nonce."""
+CANARY_KEY = "canary"
 
-    They make the admin policy and the admin userpass login, and tune autopilot for fast promotion.
+
+def bootstrap_requests(spec: LifecycleSpec) -> list[tuple[str, str, str, dict[str, Value]]]:
+    """The self-initialisation requests: (name, operation, path, data). Run once, on node 1 only (and by
+    ``up`` with the root token of a Shamir init).
+
+    They make the admin policy and the admin userpass login, tune autopilot for fast promotion, and make the
+    snapshot canary's mounts: a KV v2 mount and a transit mount with one key, where every snapshot writes a
+    nonce and its ciphertext, so a restore drill can prove that data written before a snapshot comes back.
     The internal root token that runs them is revoked by OpenBao afterwards.
     """
     ap = spec.raft.autopilot
@@ -60,6 +70,11 @@ def bootstrap_requests(spec: LifecycleSpec) -> list[tuple[str, str, str, dict[st
          {"server_stabilization_time": ap.server_stabilization_time,
           "cleanup_dead_servers": ap.cleanup_dead_servers,
           "dead_server_last_contact_threshold": "24h", "min_quorum": spec.nodes}),
+        ("canary_kv", "update", f"sys/mounts/{CANARY_MOUNT}",
+         {"type": "kv", "options": {"version": "2"}, "description": "vaultmesh snapshot canary (bootstrap)"}),
+        ("canary_transit", "update", f"sys/mounts/{CANARY_TRANSIT}",
+         {"type": "transit", "description": "vaultmesh snapshot canary (bootstrap)"}),
+        ("canary_key", "update", f"{CANARY_TRANSIT}/keys/{CANARY_KEY}", {"type": "aes256-gcm96"}),
     ]
 
 
