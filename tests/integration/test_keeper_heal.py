@@ -10,12 +10,14 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from vaultmesh.lifecycle.keeper_process import read_status
 from vaultmesh.lifecycle.status import status
 from vaultmesh.runtime.local import wait_until
+from vaultmesh.snapshot.archive import verify_file
 
 from .conftest import MeshHandle
 from .test_lifecycle import run_cli
@@ -87,3 +89,26 @@ def test_status_shows_the_keeper_and_its_metrics(shared_mesh: MeshHandle) -> Non
     assert "vaultmesh_keeper_up 1.0" in body and "vaultmesh_keeper_restarts_total" in body
     doc = json.loads(run_cli(shared_mesh.dir, "status", "--json").stdout)
     assert doc["keeper"]["running"] is True and "restarted" in doc["keeper"]["summary"]
+
+
+def test_the_keeper_takes_snapshots_on_schedule_and_exports_them(make_mesh: Callable[..., MeshHandle]) -> None:
+    """``snapshots.every``: the keeper takes one with nobody asking, keeps ``keep`` of them, and its /metrics and
+    status record say when, how big and at which Raft index."""
+    handle = make_mesh("snapshots:\n  every: 10s\n  keep: 1\nkeeper:\n  heal: false\n")
+    paths = handle.mesh.paths
+    record = wait_until(lambda: (r := read_status(paths)) is not None and r.snapshot and r.metrics and r,
+                        timeout=40)
+    assert record and record.snapshot and record.snapshot["error"] is None, record
+    taken = Path(record.snapshot["path"])
+    assert taken.parent == paths.snapshots_dir and taken.is_file() and record.snapshot["index"] > 0
+    assert verify_file(taken).index == record.snapshot["index"]
+    ctx = ssl.create_default_context(cafile=handle.ca)
+    with urllib.request.urlopen(record.metrics, context=ctx, timeout=5) as resp:
+        body = resp.read().decode()
+    size = next(line for line in body.splitlines() if line.startswith("vaultmesh_snapshot_last_size_bytes "))
+    assert float(size.split()[1]) == taken.stat().st_size
+    assert "vaultmesh_snapshot_last_success_timestamp_seconds " in body
+    second = wait_until(lambda: (r := read_status(paths)) is not None and r.snapshot
+                        and r.snapshot["path"] != str(taken) and r, timeout=30)
+    assert second, "no second scheduled snapshot"
+    assert [p.name for p in paths.snapshots_dir.glob("*.snap")] == [Path(second.snapshot["path"]).name]

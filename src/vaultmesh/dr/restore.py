@@ -130,6 +130,18 @@ def seal_refusal(*, mesh_seal: str, snapshot_seal: str | None, expected: str | N
     return None
 
 
+def seal_key_for(mesh: m.Mesh, manifest: Manifest, *, where: str, hint: str) -> bytes | None:
+    """The static seal key of ``mesh`` (None for a Shamir mesh) once ``seal_refusal`` finds it can restore the
+    snapshot of ``manifest``; else ``StateError`` with ``where: <why>`` and ``hint``, nothing written."""
+    seal = mesh.spec.seal.type
+    key = mesh.paths.static_key.read_bytes() if seal == "static" and mesh.paths.static_key.exists() else None
+    why = seal_refusal(mesh_seal=seal, snapshot_seal=manifest.seal, expected=manifest.key_fingerprint,
+                       found=fingerprint(key) if key is not None else None)
+    if why:
+        raise StateError(f"{where}: {why}", hint=hint)
+    return key
+
+
 def spec_text_with(text: str, changes: Mapping[str, Any]) -> str:
     """The mesh file ``text`` with ``changes`` set, nested mappings merged key by key (``{"entry": {"mode":
     "none"}}`` keeps the other ``entry`` keys). Unchanged text when there is nothing to change. Pure."""
@@ -451,13 +463,9 @@ def restore_into(snapshot: Path, target: Path, *, source: Path, progress: Progre
                          hint="restore into the running mesh with --force instead of --into")
     data, manifest = read_snapshot(snapshot)
     seal = src.spec.seal.type
-    key = src.paths.static_key.read_bytes() if seal == "static" and src.paths.static_key.exists() else None
-    why = seal_refusal(mesh_seal=seal, snapshot_seal=manifest.seal, expected=manifest.key_fingerprint,
-                       found=fingerprint(key) if key is not None else None)
-    if why:
-        raise StateError(f"cannot restore {snapshot}: {why}",
-                         hint=f"restore with --dir naming the mesh the snapshot was taken of, with its seal key "
-                              f"of the snapshot's time in {src.paths.static_key}")
+    key = seal_key_for(src, manifest, where=f"cannot restore {snapshot}",
+                       hint=f"restore with --dir naming the mesh the snapshot was taken of, with its seal key "
+                            f"of the snapshot's time in {src.paths.static_key}")
     engine = resolve_engine(src.engine)
     text = spec_text_with(src.paths.spec_file.read_text(), {**FRESH_PORTS, **(spec_changes or {})})
     spec_dir = Path(src.state["spec_dir"]) if src.state.get("spec_dir") else None
@@ -515,12 +523,8 @@ def restore_in_place(root: Path, snapshot: Path, *, progress: Progress = _quiet,
     mesh = m.open_mesh(root)
     data, manifest = read_snapshot(snapshot)
     seal = mesh.spec.seal.type
-    key = mesh.paths.static_key.read_bytes() if seal == "static" and mesh.paths.static_key.exists() else None
-    why = seal_refusal(mesh_seal=seal, snapshot_seal=manifest.seal, expected=manifest.key_fingerprint,
-                       found=fingerprint(key) if key is not None else None)
-    if why:
-        raise StateError(f"cannot restore {snapshot} into {root}: {why}",
-                         hint="restore a snapshot of this mesh, or put back the seal key of the snapshot's time")
+    seal_key_for(mesh, manifest, where=f"cannot restore {snapshot} into {root}",
+                 hint="restore a snapshot of this mesh, or put back the seal key of the snapshot's time")
     engine = resolve_engine(mesh.engine)
     _stop_keeper(mesh.paths)
     before = save(mesh, reason="before-restore")

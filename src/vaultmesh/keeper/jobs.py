@@ -45,10 +45,7 @@ class Job:
 
 def snapshot_job(mesh: m.Mesh, *, now: Callable[[], float] = time.time) -> Job:
     """The snapshot job, its last success taken from the newest snapshot on disk."""
-    try:
-        from vaultmesh.snapshot import save
-    except ImportError:  # TEMP until the snapshot module lands
-        return Job(None, now())
+    from vaultmesh.snapshot import save
 
     job = Job(mesh.spec.snapshots.every, now())
     try:
