@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ pytestmark = pytest.mark.integration
 VAULTMESH = [sys.executable, "-m", "vaultmesh.cli.main"]
 SEED = {"TEST_DRILL_REGION": "eu-north-1"}
 """The value of drill.yaml's KV seed (the plan check needs it to compare the seed's digest)."""
+BACKUP_LEAVES_OUT = {"nodes", "entry", "keeper", "identity", "snapshots", "drills"}
 QUIET = "snapshots:\n  every: null\n"
 """The keeper takes no snapshot of its own (the drill must find the test's)."""
 
@@ -103,11 +105,15 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
 
 @pytest.fixture(scope="module")
 def restored(source: Source, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``vaultmesh --dir SRC restore FILE --into DIR``: the restored mesh's state dir."""
+    """``vaultmesh --dir BACKUP restore FILE --into DIR``: the restored mesh's state dir. BACKUP is what survives
+    a lost machine: a copy of the source's state dir without its nodes' data, the entry, the keeper and the pid
+    files (the seal key, the admin password, mesh.yaml, state.json, PKI and records: a few KB)."""
     target = tmp_path_factory.mktemp("dr-restored") / "state"
+    backup = tmp_path_factory.mktemp("dr-backup") / "state"
+    shutil.copytree(source.handle.dir, backup,
+                    ignore=lambda folder, names: [n for n in names if n in BACKUP_LEAVES_OUT or n.endswith(".pid")])
     try:
-        proc = run_cli("--dir", str(source.handle.dir), "restore", str(source.snapshot), "--into", str(target),
-                       "--json")
+        proc = run_cli("--dir", str(backup), "restore", str(source.snapshot), "--into", str(target), "--json")
         assert proc.returncode == 0, proc.stderr
         doc = json.loads(proc.stdout)
         assert doc["dir"] == str(target) and set(doc["phases"]) == {"create", "up", "restore", "restart"}
