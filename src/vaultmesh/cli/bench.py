@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from vaultmesh.cli.common import Ctx, err_console, handle_errors, mesh_options, pass_ctx
+from vaultmesh.cli.common import Ctx, err_console, mesh_command
 from vaultmesh.errors import VaultmeshError
 
 
@@ -136,9 +136,7 @@ def _bench_command(scenario: str) -> click.Command:
     @load_options(scenario)
     @click.option("--raw", is_flag=True, help="Ceiling mode: the same requests with the least client work.")
     @click.option("--ceiling", is_flag=True, help="Run the workload path, then the raw ceiling, and compare.")
-    @mesh_options()
-    @pass_ctx
-    @handle_errors
+    @mesh_command()
     def command(ctx: Ctx, count: int | None, window: float, rate: float, duration: float, hold: float,
                 concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None,
                 raw: bool, ceiling: bool) -> None:
@@ -191,9 +189,7 @@ for _scenario in SCENARIO_HELP:
 @click.option("--target", default=None, help="Node (kill-node) or zone (stop-zone, partition-zone).")
 @click.option("--signal", "sig", type=click.Choice(["kill", "stop"]), default="kill", show_default=True,
               help="stop-zone: SIGKILL or SIGSTOP.")
-@mesh_options()
-@pass_ctx
-@handle_errors
+@mesh_command()
 def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float, rate: float, duration: float,
           hold: float, concurrency: int, processes: int, op: str, json_file: Path | None, plot_file: Path | None,
           at: float, lift_after: float | None, target: str | None, sig: str) -> None:

@@ -97,6 +97,22 @@ def mesh_options(*, engine: bool = False) -> Callable[[F], F]:
     return decorate
 
 
+def mesh_command(*, engine: bool = False) -> Callable[[F], F]:
+    """What every command that works on a mesh wears, in this order: ``mesh_options`` (``--dir``, with
+    ``engine`` ``--engine``, ``--debug``), the command's ``Ctx`` as first argument (``pass_ctx``) and the one
+    error handler (``handle_errors``)."""
+
+    def decorate(fn: F) -> F:
+        return mesh_options(engine=engine)(pass_ctx(handle_errors(fn)))
+
+    return decorate
+
+
+def json_option(help: str) -> Callable[[F], F]:
+    """``--json`` (the ``as_json`` argument): ``help`` says what the one JSON document on stdout holds."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 def pass_ctx(fn: F) -> F:
     """Pass the command's ``Ctx`` (see ``current``) as the first argument."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from vaultmesh.cli.common import Ctx, handle_errors, mesh_options, pass_ctx
+from vaultmesh.cli.common import Ctx, mesh_command
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.identity.keys import KeyRing, write_private_file
 from vaultmesh.identity.server import (
@@ -45,7 +45,6 @@ def identity() -> None:
 
 
 @identity.command("serve")
-@mesh_options()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Port to listen on; 0 picks a free one. Default: the port recorded by the last serve, "
@@ -56,8 +55,7 @@ def identity() -> None:
               help="TLS private key (PEM) for the certificate.")
 @click.option("--max-token-ttl", type=DURATION, default="1h", show_default=True,
               help="Longest lifetime of any token; retired keys stay published this long.")
-@pass_ctx
-@handle_errors
+@mesh_command()
 def serve(ctx: Ctx, host: str, port: int | None, certfile: Path, keyfile: Path,
           max_token_ttl: float) -> None:
     """Serve the issuer in the foreground until interrupted (Ctrl-C or SIGTERM)."""
@@ -68,7 +66,6 @@ def serve(ctx: Ctx, host: str, port: int | None, certfile: Path, keyfile: Path,
 
 
 @identity.command("issue")
-@mesh_options()
 @click.option("--workload", required=True, help="Workload (service account) name.")
 @click.option("--claim", "claim_pairs", multiple=True, metavar="KEY=VALUE",
               help="Extra claim (string value); repeatable.")
@@ -84,8 +81,7 @@ def serve(ctx: Ctx, host: str, port: int | None, certfile: Path, keyfile: Path,
               help="Issuer URL; default: the one recorded by `vaultmesh identity serve`.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the token to this file (mode 0600) instead of stdout.")
-@pass_ctx
-@handle_errors
+@mesh_command()
 def issue(ctx: Ctx, workload: str, claim_pairs: tuple[str, ...], ttl: float,
           audiences: tuple[str, ...], namespace: str, subject_format: str, trust_domain: str,
           issuer_url: str | None, output: Path | None) -> None:
@@ -120,11 +116,9 @@ def issue(ctx: Ctx, workload: str, claim_pairs: tuple[str, ...], ttl: float,
 
 
 @identity.command("rotate")
-@mesh_options()
 @click.option("--max-token-ttl", type=DURATION, default=None,
               help="Keep retired keys this long; default: the running issuer's --max-token-ttl, else 1h.")
-@pass_ctx
-@handle_errors
+@mesh_command()
 def rotate(ctx: Ctx, max_token_ttl: float | None) -> None:
     """Make a new signing key active; the old one stays published until its tokens have expired."""
     state_dir = ctx.dir

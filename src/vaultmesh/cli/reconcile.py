@@ -9,7 +9,16 @@ from typing import Any
 
 import click
 
-from vaultmesh.cli.common import Ctx, echo_json, err_console, errors_exit_with, handle_errors, mesh_options, pass_ctx
+from vaultmesh.cli.common import (
+    Ctx,
+    echo_json,
+    err_console,
+    errors_exit_with,
+    handle_errors,
+    json_option,
+    mesh_command,
+    pass_ctx,
+)
 from vaultmesh.errors import EXIT_FAILED
 
 FILE_OPT = click.option("-f", "--file", "file_", type=click.Path(path_type=Path), required=True,
@@ -46,13 +55,11 @@ class _PlanCommand(click.Command):
 
 @click.command(cls=_PlanCommand)
 @FILE_OPT
-@click.option("--json", "as_json", is_flag=True, help="The plan as JSON.")
+@json_option("The plan as JSON.")
 @click.option("--prune", is_flag=True, help="Include deleting what the file no longer declares.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0: no changes, 2: changes, 1: error.")
 @click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
-@mesh_options()
-@pass_ctx
-@handle_errors
+@mesh_command()
 def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: bool, verbose: bool) -> None:
     """Show what apply would change, resource by resource; secrets redacted."""
     from vaultmesh.reconcile.apply import make_plan
@@ -79,10 +86,8 @@ def plan(ctx: Ctx, file_: Path, as_json: bool, prune: bool, detailed_exitcode: b
 @click.option("--prune", is_flag=True, help="Also delete what the file no longer declares (shown by plan).")
 @click.option("--force", is_flag=True, help="Allow deleting namespaces, secrets engines, or many objects.")
 @click.option("--checksum", default=None, help="Apply only if the plan still has this checksum.")
-@click.option("--json", "as_json", is_flag=True, help="What was done, as one JSON document on stdout.")
-@mesh_options()
-@pass_ctx
-@handle_errors
+@json_option("What was done, as one JSON document on stdout.")
+@mesh_command()
 def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None, as_json: bool) -> None:
     """Converge the mesh to the file; shows each action on stderr. A second run changes nothing.
 
@@ -109,7 +114,7 @@ def apply(ctx: Ctx, file_: Path, prune: bool, force: bool, checksum: str | None,
 
 @click.command()
 @FILE_OPT
-@click.option("--json", "as_json", is_flag=True, help="The warnings as one JSON document on stdout.")
+@json_option("The warnings as one JSON document on stdout.")
 @pass_ctx
 @handle_errors
 def lint(ctx: Ctx, file_: Path, as_json: bool) -> None:
@@ -138,10 +143,8 @@ def policy() -> None:
 @policy.command("test")
 @FILE_OPT
 @click.option("--live", is_flag=True, help="Evaluate against the live mesh instead of a throwaway server.")
-@click.option("--json", "as_json", is_flag=True, help="The results as one JSON document on stdout.")
-@mesh_options(engine=True)
-@pass_ctx
-@handle_errors
+@json_option("The results as one JSON document on stdout.")
+@mesh_command(engine=True)
 def policy_test(ctx: Ctx, file_: Path, live: bool, as_json: bool) -> None:
     """Evaluate the file's expectations for real: by default in a throwaway in-memory OpenBao."""
     from vaultmesh.reconcile.policytest import run_policy_tests

@@ -13,7 +13,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from vaultmesh.cli.common import Ctx, current, echo_json, handle_errors, mesh_options, pass_ctx
+from vaultmesh.cli.common import Ctx, current, echo_json, json_option, mesh_command, mesh_options
 from vaultmesh.errors import VaultmeshError
 
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": []}
@@ -74,8 +74,9 @@ def run(args: tuple[str, ...]) -> None:
 
 
 @click.group()
+@mesh_options()
 def leases() -> None:
-    """Tokens and leases of workloads."""
+    """Tokens and leases of workloads (--dir here or after reap)."""
 
 
 @leases.command("reap")
@@ -83,10 +84,8 @@ def leases() -> None:
 @click.option("--auth-mount", default=None, help="Only tokens from this JWT auth mount (default: any).")
 @click.option("--role", default=None, help="Only tokens of this role.")
 @click.option("--dry-run", is_flag=True, help="Show what would be revoked; revoke nothing.")
-@click.option("--json", "as_json", is_flag=True, help="The tokens as one JSON document on stdout.")
-@mesh_options()
-@pass_ctx
-@handle_errors
+@json_option("The tokens as one JSON document on stdout.")
+@mesh_command()
 def leases_reap(ctx: Ctx, workload: str, auth_mount: str | None, role: str | None, dry_run: bool,
                 as_json: bool) -> None:
     """Revoke the tokens (and so the leases) a workload left behind, e.g. after `run` was SIGKILLed."""

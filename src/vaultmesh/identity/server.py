@@ -41,6 +41,9 @@ CACHE_CONTROL = "max-age=60"
 REQUEST_TIMEOUT = 10.0
 """Seconds a connection may take for its TLS handshake and request before it is dropped."""
 
+POLL_INTERVAL = 0.2
+"""Seconds between the serving loop's checks for ``stop()``: how long a stop waits at the most."""
+
 
 RECORD_VERSION = 1
 
@@ -164,28 +167,27 @@ class IssuerServer:
         if self._httpd is None:
             self._bind()
 
-    def start(self) -> None:
-        """Listen and serve from a background thread; return once the socket is listening."""
+    def _begin_serving(self) -> _HTTPServer:
+        """Listen (see ``listen``) and mark the issuer as serving; refused while it already serves."""
         if self._serving:
             raise RuntimeFailure("the identity issuer is already serving")
         self.listen()
         assert self._httpd is not None
         self._serving = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-            name="vaultmesh-identity-issuer", daemon=True,
-        )
+        return self._httpd
+
+    def start(self) -> None:
+        """Listen and serve from a background thread; return once the socket is listening."""
+        httpd = self._begin_serving()
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": POLL_INTERVAL},
+                                        name="vaultmesh-identity-issuer", daemon=True)
         self._thread.start()
 
     def serve_forever(self) -> None:
         """Listen and serve in the calling thread until ``stop()`` (from another thread) or an exception."""
-        if self._serving:
-            raise RuntimeFailure("the identity issuer is already serving")
-        self.listen()
-        assert self._httpd is not None
-        self._serving = True
+        httpd = self._begin_serving()
         try:
-            self._httpd.serve_forever(poll_interval=0.2)
+            httpd.serve_forever(poll_interval=POLL_INTERVAL)
         finally:
             self._serving = False
             self._close()

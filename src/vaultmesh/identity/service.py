@@ -28,6 +28,7 @@ from vaultmesh.identity.server import (
     read_issuer_record,
     write_issuer_record,
 )
+from vaultmesh.waiting import process_exists
 
 DEFAULT_MAX_TOKEN_TTL = 3600.0
 """The longest lifetime of any token when none is given; retired keys stay published this long."""
@@ -43,17 +44,6 @@ def check_tls_pair(certfile: Path, keyfile: Path) -> None:
                              hint="pass the PEM certificate and its private key") from None
 
 
-def alive(pid: int) -> bool:
-    """``pid`` runs and is not this process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid != os.getpid()
-
-
 def open_issuer(state_dir: Path, *, certfile: Path, keyfile: Path, host: str = "127.0.0.1",
                 port: int | None = None, max_token_ttl: float = DEFAULT_MAX_TOKEN_TTL,
                 now: float | None = None) -> tuple[IssuerServer, IssuerRecord]:
@@ -64,7 +54,8 @@ def open_issuer(state_dir: Path, *, certfile: Path, keyfile: Path, host: str = "
     now = time.time() if now is None else now
     ring = KeyRing.load_or_create(keys_dir(state_dir), now)
     previous = read_issuer_record(state_dir)
-    if previous is not None and previous.pid is not None and alive(previous.pid):
+    if (previous is not None and previous.pid is not None and previous.pid != os.getpid()
+            and process_exists(previous.pid)):
         raise RuntimeFailure(
             f"an identity issuer is already running for {state_dir} (pid {previous.pid}, {previous.issuer})",
             hint=f"stop it first, or delete {issuer_record_path(state_dir)} if that pid is not vaultmesh",

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaultmesh.waiting import process_exists
+
 PR_SET_PDEATHSIG = 1
 RECORD = ".run.json"
 DIR_PREFIX = "vaultmesh-run-"
@@ -78,13 +80,7 @@ def own_group_wanted(stdin_fd: int = 0) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_exists(pgid, group=True)
 
 
 def signal_group(pgid: int, sig: int) -> None:
