@@ -15,67 +15,70 @@ from vaultmesh.lifecycle.view import MeshView
 
 
 @dataclass(frozen=True)
-class StartSealNode:
+class _OnMesh:
+    """A step about the mesh as a whole: it carries nothing (equal to every step of its own kind)."""
+
+
+@dataclass(frozen=True)
+class _OnNode:
+    """A step about one node of the mesh, by name."""
+
+    name: str
+
+
+class StartSealNode(_OnMesh):
     """Start the transit seal node (before any mesh node: they need it to unseal)."""
 
 
-@dataclass(frozen=True)
-class StartNode:
-    name: str
+class StartNode(_OnNode):
+    """Start a mesh node's process (every start of one cycle runs in parallel)."""
 
 
-@dataclass(frozen=True)
-class StartEntry:
-    pass
+class StartEntry(_OnMesh):
+    """Start the entry (HAProxy) in front of the nodes."""
 
 
-@dataclass(frozen=True)
-class InitShamir:
+class InitShamir(_OnMesh):
     """Initialise with Shamir key shares through the API (self-initialisation needs auto-unseal)."""
 
 
-@dataclass(frozen=True)
-class Unseal:
-    name: str
+class Unseal(_OnNode):
+    """Send a sealed node the Shamir key shares."""
 
 
-@dataclass(frozen=True)
-class Login:
+class Login(_OnMesh):
     """Get an admin token (the cached one, or a userpass login)."""
 
 
-@dataclass(frozen=True)
-class MarkInitialized:
+class MarkInitialized(_OnMesh):
     """Record that the mesh is initialised and drop the self-init stanza from node 1's config."""
 
 
-@dataclass(frozen=True)
-class Restart:
+class Restart(_OnNode):
     """Restart a node that joined Raft but is still sealed. OpenBao retries unsealing with stored keys on a
     fixed 5 s timer (runUnseal in the server command); a restarted, joined node unseals in ~0.25 s. Decided
     at most once per node per run (``RunFacts.restarted``)."""
 
-    name: str
-
 
 @dataclass(frozen=True)
-class Wait:
+class _WithReason:
+    """A step that ends the cycle's work, with its reason and the node it is about (None: the whole mesh)."""
+
     reason: str
     node: str | None = None
+    """The node (``seal``, ``entry``, a node's name) whose state or log tells why."""
 
 
-@dataclass(frozen=True)
-class Ready:
-    pass
+class Wait(_WithReason):
+    """Observe again: something is under way (a node joining, an election) and needs nothing from us."""
 
 
-@dataclass(frozen=True)
-class Fail:
+class Ready(_OnMesh):
+    """The mesh is healthy: ``up`` is done."""
+
+
+class Fail(_WithReason):
     """Give up: something this run cannot mend by trying again (a process it started has died)."""
-
-    reason: str
-    node: str | None = None
-    """The node (``seal``, ``entry``) whose log tells why."""
 
 
 Step = (StartSealNode | StartNode | StartEntry | InitShamir | Unseal | Restart | Login | MarkInitialized | Wait

@@ -97,48 +97,65 @@ NEXT_STEP: dict[tuple[Stage, Outcome], Stage] = {
 
 
 @dataclass(frozen=True)
-class RenewToken:
+class _OnToken:
+    """Work on one token, named by its accessor (never by the token itself)."""
+
     accessor: str
+
+
+class RenewToken(_OnToken):
+    """Renew the token before its TTL runs out."""
 
 
 @dataclass(frozen=True)
 class Relogin:
-    pass
+    """Log in again for a new token: this one cannot be renewed further."""
+
+
+class RevokeToken(_OnToken):
+    """Revoke a replaced token after its grace, or every token on close."""
 
 
 @dataclass(frozen=True)
-class RenewLease:
+class _OnSource:
+    """Work on one source of the delivery, by its key."""
+
     key: str
+
+
+@dataclass(frozen=True)
+class RenewLease(_OnSource):
+    """Renew the source's lease before its TTL runs out."""
+
     lease_id: str
 
 
-@dataclass(frozen=True)
-class Refetch:
-    key: str
+class Refetch(_OnSource):
+    """Read the source again for a new lease: its lease cannot be renewed further."""
+
+
+class Poll(_OnSource):
+    """Read a watched secret without a lease (KV) again: has its version moved?"""
 
 
 @dataclass(frozen=True)
 class RevokeLease:
+    """Revoke a replaced lease after its grace, or on close."""
+
     lease_id: str
 
 
 @dataclass(frozen=True)
-class RevokeToken:
-    accessor: str
-
-
-@dataclass(frozen=True)
-class Poll:
-    key: str
-
-
-@dataclass(frozen=True)
 class Notify:
+    """The values of these sources changed: tell the child."""
+
     keys: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class SleepUntil:
+    """Ask again at ``at`` (None: nothing will ever be due)."""
+
     at: float | None
 
 
