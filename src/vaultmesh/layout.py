@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 STATE_FORMAT = 1
 """The newest state-dir format this vaultmesh writes and reads."""
@@ -34,6 +35,28 @@ STATE_FORMAT = 1
 ADMIN_USER = "vaultmesh-admin"
 ADMIN_POLICY = "vaultmesh-admin"
 HOST = "127.0.0.1"
+
+
+class Below:
+    """A path below another path of the same layout, computed when read: ``ca_cert = Below("root",
+    "pki/ca.pem")`` is ``self.root / "pki/ca.pem"``. The state dir's paths are this table (its tree is the
+    module docstring); no one else spells them."""
+
+    def __init__(self, base: str, relative: str) -> None:
+        self.base = base
+        self.relative = relative
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Below: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> Path: ...
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Path | Below:
+        if obj is None:
+            return self
+        base: Path = getattr(obj, self.base)
+        return base / self.relative
 
 
 @dataclass(frozen=True)
@@ -55,197 +78,90 @@ class NodeLayout:
     def cluster_addr(self) -> str:
         return f"https://{self.host}:{self.cluster_port}"
 
-    @property
-    def config_file(self) -> Path:
-        return self.dir / "config.hcl"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.dir / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.dir / "bao.log"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.dir / "bao.pid"
-
-    @property
-    def cert_file(self) -> Path:
-        return self.dir / "tls" / "cert.pem"
-
-    @property
-    def key_file(self) -> Path:
-        return self.dir / "tls" / "key.pem"
+    config_file = Below("dir", "config.hcl")
+    data_dir = Below("dir", "data")
+    log_file = Below("dir", "bao.log")
+    pid_file = Below("dir", "bao.pid")
+    cert_file = Below("dir", "tls/cert.pem")
+    key_file = Below("dir", "tls/key.pem")
 
 
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
 
-    @property
-    def state_file(self) -> Path:
-        return self.root / "state.json"
+    state_file = Below("root", "state.json")
+    spec_file = Below("root", "mesh.yaml")
 
-    @property
-    def spec_file(self) -> Path:
-        return self.root / "mesh.yaml"
+    ca_cert = Below("root", "pki/ca.pem")
+    ca_key = Below("root", "pki/ca-key.pem")
 
-    @property
-    def ca_cert(self) -> Path:
-        return self.root / "pki" / "ca.pem"
+    static_key = Below("root", "seal/static.key")
+    seal_node_dir = Below("root", "seal/node")
+    seal_token = Below("root", "seal/transit-token")
+    shamir_keys = Below("root", "seal/shamir-keys.json")
 
-    @property
-    def ca_key(self) -> Path:
-        return self.root / "pki" / "ca-key.pem"
+    nodes_dir = Below("root", "nodes")
+    entry_dir = Below("root", "entry")
 
-    @property
-    def static_key(self) -> Path:
-        return self.root / "seal" / "static.key"
+    admin_password = Below("root", "admin/password")
+    admin_token = Below("root", "admin/token")
+    admin_password_handed = Below("root", "admin/password.handed")
+    """Present while the admin password in the file is the one node 1 was started with (in its
+    environment, for self-initialisation): the first login rotates it, so that copy is worthless."""
 
-    @property
-    def seal_node_dir(self) -> Path:
-        return self.root / "seal" / "node"
+    admin_password_next = Below("root", "admin/password.next")
+    """The rotated password between writing it to OpenBao and to ``admin_password``."""
 
-    @property
-    def seal_token(self) -> Path:
-        return self.root / "seal" / "transit-token"
+    lock_file = Below("root", ".lock")
 
-    @property
-    def shamir_keys(self) -> Path:
-        return self.root / "seal" / "shamir-keys.json"
+    identity_dir = Below("root", "identity")
+    identity_keys = Below("identity_dir", "keys")
+    """The issuer's key ring directory (``identity.keys.KeyRing``)."""
 
-    @property
-    def nodes_dir(self) -> Path:
-        return self.root / "nodes"
+    issuer_record = Below("identity_dir", "issuer.json")
+    """``issuer.json``: the running issuer's URL and port (``identity.server.IssuerRecord``)."""
 
-    @property
-    def entry_dir(self) -> Path:
-        return self.root / "entry"
+    identity_cert = Below("identity_dir", "tls/cert.pem")
+    identity_key = Below("identity_dir", "tls/key.pem")
+    issuer_pid = Below("identity_dir", "serve.pid")
+    issuer_log = Below("identity_dir", "serve.log")
 
-    @property
-    def admin_password(self) -> Path:
-        return self.root / "admin" / "password"
+    reconcile_dir = Below("root", "reconcile")
+    reconcile_hash_key = Below("reconcile_dir", "hash.key")
+    """The HMAC key of write-only field fingerprints (``reconcile.state.ReconcileState.hash_key``)."""
 
-    @property
-    def admin_token(self) -> Path:
-        return self.root / "admin" / "token"
+    reconcile_applied = Below("reconcile_dir", "applied.json")
+    """Fingerprints of what ``apply`` wrote and read back (``ReconcileState.previous_hashes``)."""
 
-    @property
-    def admin_password_handed(self) -> Path:
-        """Present while the admin password in the file is the one node 1 was started with (in its
-        environment, for self-initialisation): the first login rotates it, so that copy is worthless."""
-        return self.root / "admin" / "password.handed"
+    reconcile_audit = Below("reconcile_dir", "audit.json")
+    """The audit devices the last ``apply`` declared (read by ``lifecycle.mesh.declared_audit``)."""
 
-    @property
-    def admin_password_next(self) -> Path:
-        """The rotated password between writing it to OpenBao and to ``admin_password``."""
-        return self.root / "admin" / "password.next"
+    reconcile_budgets = Below("reconcile_dir", "budgets.json")
+    """The lease budgets of the file last applied (``ReconcileState.budgets``)."""
 
-    @property
-    def lock_file(self) -> Path:
-        return self.root / ".lock"
+    keeper_dir = Below("root", "keeper")
+    keeper_pid = Below("keeper_dir", "keeper.pid")
+    keeper_log = Below("keeper_dir", "keeper.log")
+    keeper_status = Below("keeper_dir", "status.json")
+    """What the keeper last did (``keeper.status.KeeperStatus``), rewritten atomically every cycle."""
 
-    @property
-    def identity_dir(self) -> Path:
-        return self.root / "identity"
+    keeper_cert = Below("keeper_dir", "tls/cert.pem")
+    """The TLS certificate of the keeper's ``/metrics`` listener (127.0.0.1, from the mesh CA)."""
 
-    @property
-    def identity_keys(self) -> Path:
-        """The issuer's key ring directory (``identity.keys.KeyRing``)."""
-        return self.identity_dir / "keys"
+    keeper_key = Below("keeper_dir", "tls/key.pem")
 
-    @property
-    def issuer_record(self) -> Path:
-        """``issuer.json``: the running issuer's URL and port (``identity.server.IssuerRecord``)."""
-        return self.identity_dir / "issuer.json"
+    snapshots_dir = Below("root", "snapshots")
+    """Where snapshots go unless ``snapshots.dir`` says otherwise: ``<name>.snap`` + ``<name>.snap.json``."""
 
-    @property
-    def identity_cert(self) -> Path:
-        return self.identity_dir / "tls" / "cert.pem"
+    drills_dir = Below("root", "drills")
+    """Scratch meshes of restore drills (``drills/<stamp>/``, removed when the drill ends) and
+    ``drills/last.json``, the last drill's report."""
 
-    @property
-    def identity_key(self) -> Path:
-        return self.identity_dir / "tls" / "key.pem"
+    drill_report = Below("drills_dir", "last.json")
 
-    @property
-    def issuer_pid(self) -> Path:
-        return self.identity_dir / "serve.pid"
-
-    @property
-    def issuer_log(self) -> Path:
-        return self.identity_dir / "serve.log"
-
-    @property
-    def reconcile_dir(self) -> Path:
-        return self.root / "reconcile"
-
-    @property
-    def reconcile_hash_key(self) -> Path:
-        """The HMAC key of write-only field fingerprints (``reconcile.state.ReconcileState.hash_key``)."""
-        return self.reconcile_dir / "hash.key"
-
-    @property
-    def reconcile_applied(self) -> Path:
-        """Fingerprints of what ``apply`` wrote and read back (``ReconcileState.previous_hashes``)."""
-        return self.reconcile_dir / "applied.json"
-
-    @property
-    def reconcile_audit(self) -> Path:
-        """The audit devices the last ``apply`` declared (read by ``lifecycle.mesh.declared_audit``)."""
-        return self.reconcile_dir / "audit.json"
-
-    @property
-    def reconcile_budgets(self) -> Path:
-        """The lease budgets of the file last applied (``ReconcileState.budgets``)."""
-        return self.reconcile_dir / "budgets.json"
-
-    @property
-    def keeper_dir(self) -> Path:
-        return self.root / "keeper"
-
-    @property
-    def keeper_pid(self) -> Path:
-        return self.keeper_dir / "keeper.pid"
-
-    @property
-    def keeper_log(self) -> Path:
-        return self.keeper_dir / "keeper.log"
-
-    @property
-    def keeper_status(self) -> Path:
-        """What the keeper last did (``keeper.status.KeeperStatus``), rewritten atomically every cycle."""
-        return self.keeper_dir / "status.json"
-
-    @property
-    def keeper_cert(self) -> Path:
-        """The TLS certificate of the keeper's ``/metrics`` listener (127.0.0.1, from the mesh CA)."""
-        return self.keeper_dir / "tls" / "cert.pem"
-
-    @property
-    def keeper_key(self) -> Path:
-        return self.keeper_dir / "tls" / "key.pem"
-
-    @property
-    def snapshots_dir(self) -> Path:
-        """Where snapshots go unless ``snapshots.dir`` says otherwise: ``<name>.snap`` + ``<name>.snap.json``."""
-        return self.root / "snapshots"
-
-    @property
-    def drills_dir(self) -> Path:
-        """Scratch meshes of restore drills (``drills/<stamp>/``, removed when the drill ends) and
-        ``drills/last.json``, the last drill's report."""
-        return self.root / "drills"
-
-    @property
-    def drill_report(self) -> Path:
-        return self.drills_dir / "last.json"
-
-    @property
-    def restored_from(self) -> Path:
-        """In a mesh made by ``restore --into``: the manifest of the snapshot it was made from."""
-        return self.root / "restored-from.json"
+    restored_from = Below("root", "restored-from.json")
+    """In a mesh made by ``restore --into``: the manifest of the snapshot it was made from."""
 
 
 @dataclass(frozen=True)
