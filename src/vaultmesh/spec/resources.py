@@ -265,6 +265,26 @@ class AuthTune(MountTune):
 TokenType = Literal["service", "batch", "default", "default-service", "default-batch"]
 
 
+class _Typed(_Model):
+    """A secrets engine, auth method or audit device: its ``type`` (each model narrows it to its own values)
+    and a description."""
+
+    type: str
+    description: str | None = None
+
+
+class _SecretsEngine(_Typed):
+    tune: MountTune = MountTune()
+
+
+class _AuthMethod(_Typed):
+    tune: AuthTune = AuthTune()
+
+
+class _AuditDevice(_Typed):
+    local: bool = False
+
+
 class TokenFields(_Model):
     """Token settings common to every role. Unset TTLs default to ``limits``."""
 
@@ -344,10 +364,8 @@ class JwtRole(TokenFields):
         return self
 
 
-class JwtAuth(_Model):
+class JwtAuth(_AuthMethod):
     type: Literal["jwt", "oidc"]
-    description: str | None = None
-    tune: AuthTune = AuthTune()
     config: JwtConfig | None = None
     roles: dict[Name, JwtRole] = Field(default_factory=dict)
 
@@ -365,10 +383,8 @@ class AppRoleRole(TokenFields):
     secret_id_bound_cidrs: list[str] | None = None
 
 
-class AppRoleAuth(_Model):
+class AppRoleAuth(_AuthMethod):
     type: Literal["approle"]
-    description: str | None = None
-    tune: AuthTune = AuthTune()
     roles: dict[Name, AppRoleRole] = Field(default_factory=dict)
 
 
@@ -387,10 +403,8 @@ class KubernetesRole(TokenFields):
     alias_name_source: Literal["serviceaccount_uid", "serviceaccount_name"] | None = None
 
 
-class KubernetesAuth(_Model):
+class KubernetesAuth(_AuthMethod):
     type: Literal["kubernetes"]
-    description: str | None = None
-    tune: AuthTune = AuthTune()
     config: KubernetesConfig
     roles: dict[Name, KubernetesRole] = Field(default_factory=dict)
 
@@ -405,11 +419,9 @@ AuthMount = Annotated[JwtAuth | AppRoleAuth | KubernetesAuth,
 SeedPath = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")]
 
 
-class KvMount(_Model):
+class KvMount(_SecretsEngine):
     type: Literal["kv"]
     version: Literal[1, 2] = 2
-    description: str | None = None
-    tune: MountTune = MountTune()
     seed: dict[SeedPath, dict[str, SecretRef]] = Field(default_factory=dict)
     """Secrets written at apply time from env/files: written when missing or when their value changed since
     the last apply (compared by keyed hash); never read back, never deleted by vaultmesh."""
@@ -463,10 +475,8 @@ class DbRole(_Model):
     only, never sent: OpenBao has no lease-count quota; ``reconcile.budget`` watches it."""
 
 
-class DatabaseMount(_Model):
+class DatabaseMount(_SecretsEngine):
     type: Literal["database"]
-    description: str | None = None
-    tune: MountTune = MountTune()
     connections: dict[Name, DbConnection] = Field(default_factory=dict)
     roles: dict[Name, DbRole] = Field(default_factory=dict)
 
@@ -520,10 +530,8 @@ class PkiRole(_Model):
     issuer_ref: str | None = None
 
 
-class PkiMount(_Model):
+class PkiMount(_SecretsEngine):
     type: Literal["pki"]
-    description: str | None = None
-    tune: MountTune = MountTune()
     root: PkiRoot | None = None
     urls: PkiUrls | None = None
     roles: dict[Name, PkiRole] = Field(default_factory=dict)
@@ -539,10 +547,8 @@ class TransitKey(_Model):
     auto_rotate_period: Duration | None = None
 
 
-class TransitMount(_Model):
+class TransitMount(_SecretsEngine):
     type: Literal["transit"]
-    description: str | None = None
-    tune: MountTune = MountTune()
     keys: dict[Name, TransitKey] = Field(default_factory=dict)
 
 
@@ -597,24 +603,18 @@ class SyslogAuditOptions(_AuditOptions):
     tag: str | None = None
 
 
-class FileAudit(_Model):
+class FileAudit(_AuditDevice):
     type: Literal["file"]
-    description: str | None = None
-    local: bool = False
     options: FileAuditOptions
 
 
-class SocketAudit(_Model):
+class SocketAudit(_AuditDevice):
     type: Literal["socket"]
-    description: str | None = None
-    local: bool = False
     options: SocketAuditOptions
 
 
-class SyslogAudit(_Model):
+class SyslogAudit(_AuditDevice):
     type: Literal["syslog"]
-    description: str | None = None
-    local: bool = False
     options: SyslogAuditOptions = SyslogAuditOptions()
 
 
