@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from vaultmesh.reconcile.resources import Resource, ResourceKey, iter_namespaces
+from vaultmesh.reconcile.resources import MeshObject, Resource, ResourceKey, iter_namespaces
 from vaultmesh.spec.types import parse_ttl
 
 Response = Mapping[str, Any] | None
@@ -65,17 +65,10 @@ class Read:
 
 
 @dataclass(frozen=True)
-class Observed:
+class Observed(MeshObject):
     """One object found on the server, its body normalised (empty for objects only listed, not read)."""
 
-    kind: str
-    namespace: str
-    path: str
     body: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> ResourceKey:
-        return ResourceKey(self.namespace, self.path)
 
 
 @dataclass(frozen=True)

@@ -146,12 +146,23 @@ class Sensitive:
 
 
 @dataclass(frozen=True)
-class Resource:
-    """One object the mesh should hold. ``body`` must not be mutated."""
+class MeshObject:
+    """An object of the mesh by kind and place: one it should hold (``Resource``) or one found on the server
+    (``observe.Observed``); both are compared by ``key``."""
 
     kind: str
     namespace: str
     path: str
+
+    @property
+    def key(self) -> ResourceKey:
+        return ResourceKey(self.namespace, self.path)
+
+
+@dataclass(frozen=True)
+class Resource(MeshObject):
+    """One object the mesh should hold. ``body`` must not be mutated."""
+
     body: Mapping[str, Any]
     mount: str = ""
     """The mount this object lives in (for mounts: their own path)."""
@@ -171,10 +182,6 @@ class Resource:
     """Where the object is declared in the mesh file (for messages and lint lines)."""
     pending_accessors: frozenset[str] = frozenset()
     """Policies only: mounts whose accessor must be filled in (``hcl.fill_accessors``) once they exist."""
-
-    @property
-    def key(self) -> ResourceKey:
-        return ResourceKey(self.namespace, self.path)
 
     @property
     def phase(self) -> int:
