@@ -321,6 +321,64 @@ def test_dir_before_run_without_a_mesh_is_runs_failure(tmp_path: Path) -> None:
     assert result.output.startswith(f"vaultmesh run: no mesh in {tmp_path / 'none'}")
 
 
+def test_dir_after_run_gives_run_the_meshs_addresses_and_ca(monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    mesh = _fake_mesh(monkeypatch, tmp_path)
+    seen = _capture_run(monkeypatch)
+
+    result = CliRunner().invoke(cli, ["run", "--role", "batch", "--dir", str(tmp_path), "--", "./job", "--dir",
+                                      "x"])
+
+    assert result.exit_code == 0, result.output
+    assert mesh.opened == [tmp_path]
+    assert seen == [["run", "--addr", "https://127.0.0.1:40001,https://127.0.0.1:40003", "--ca-cert",
+                     str(tmp_path / "pki" / "ca.pem"), "--role", "batch", "--", "./job", "--dir", "x"]]
+
+
+def test_dir_after_run_wins_over_the_one_before(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    mesh = _fake_mesh(monkeypatch, tmp_path)
+    _capture_run(monkeypatch)
+
+    CliRunner().invoke(cli, ["--dir", str(tmp_path / "other"), "run", f"--dir={tmp_path}", "--", "./job"])
+
+    assert mesh.opened == [tmp_path]
+
+
+def test_dir_after_run_goes_to_the_click_cli_from_the_entry_point() -> None:
+    code = ("import sys; sys.argv = ['vaultmesh', 'run', '--role', 'batch', '--dir', '/nonexistent/d', '--', "
+            "'true']; from vaultmesh.cli.entry import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert proc.returncode == 125
+    assert "no mesh in /nonexistent/d" in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "values", "rest"), [
+    (["--dir", "D", "--", "job"], ["D"], ["--", "job"]),
+    (["--role", "batch", "--dir=D", "job", "--dir", "E"], ["D"], ["--role", "batch", "job", "--dir", "E"]),
+    (["--role", "--dir", "job"], [], ["--role", "--dir", "job"]),  # --dir is --role's value
+    (["-v", "--dir", "D", "--dir", "E", "job"], ["D", "E"], ["-v", "job"]),
+    (["--dir"], [], ["--dir"]),  # no value: argparse says so
+    (["job", "--dir", "D"], [], ["job", "--dir", "D"]),
+])
+def test_split_option_reads_only_runs_own_arguments(argv: list[str], values: list[str], rest: list[str]) -> None:
+    from vaultmesh.workload.cli import split_option
+
+    assert split_option(argv, "--dir") == (values, rest)
+
+
+def test_leases_takes_the_dir_before_its_subcommand_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import vaultmesh.workload.reap as rp
+
+    mesh = _fake_mesh(monkeypatch, tmp_path)
+    monkeypatch.setattr(rp, "reap", lambda client, workload, **kw: TOKENS)
+
+    result = CliRunner().invoke(cli, ["leases", "--dir", str(tmp_path), "reap", "--workload", "nightly"])
+
+    assert result.exit_code == 0, result.output
+    assert mesh.opened == [tmp_path]
+
+
 def test_dir_before_run_goes_to_the_click_cli_from_the_entry_point() -> None:
     code = ("import sys; sys.argv = ['vaultmesh', '--dir', '/nonexistent/d', 'run', '--', 'true']; "
             "from vaultmesh.cli.entry import main; main()")

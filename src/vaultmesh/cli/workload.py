@@ -3,12 +3,14 @@
 ``run`` is also reachable without click: the ``vaultmesh`` entry point (``cli/entry.py``) hands
 ``vaultmesh run ...`` straight to the argparse path in ``workload/cli.py``, and ``vaultmesh-run`` is that path
 alone. This command exists so ``vaultmesh --help`` lists it, ``python -m vaultmesh.cli.main run`` works, and
-``vaultmesh --dir D run ...`` (which the entry point leaves to click) reaches the mesh in D.
+``vaultmesh --dir D run ...`` and ``vaultmesh run --dir D ...`` (both of which the entry point leaves to click)
+reach the mesh in D.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -19,17 +21,14 @@ from vaultmesh.errors import VaultmeshError
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False, "help_option_names": []}
 
 
-def _given(args: tuple[str, ...], option: str) -> bool:
+def _given(args: list[str], option: str) -> bool:
     """Whether ``run``'s own arguments (those before its command) name ``option``."""
-    for arg in args:
-        if arg == "--" or not arg.startswith("-"):
-            return False
-        if arg == option or arg.startswith(option + "="):
-            return True
-    return False
+    from vaultmesh.workload.cli import split_option
+
+    return bool(split_option(args, option)[0])
 
 
-def _from_state_dir(ctx: Ctx, args: tuple[str, ...]) -> list[str]:
+def _from_state_dir(ctx: Ctx, args: list[str]) -> list[str]:
     """``--addr`` (every node) and ``--ca-cert`` of the mesh in ``ctx.dir``, for those ``run`` was not given:
     a ``--dir`` typed before ``run`` names the mesh to run against. (``run`` itself reads no state dir: it
     needs only the addresses, the CA and the workload's identity, and a workload should run as a user that
@@ -57,20 +56,23 @@ class _RunCommand(click.Command):
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(args: tuple[str, ...]) -> None:
     """Run a command with secrets from the mesh; revoke them when it exits (`vaultmesh run --help`)."""
-    from vaultmesh.workload.cli import EXIT_FAILED
+    from vaultmesh.workload.cli import DIR_OPTION, EXIT_FAILED, split_option
     from vaultmesh.workload.cli import main as workload_main
 
     ctx = click.get_current_context()
-    args = ctx.meta.get("vaultmesh.run_args", args)
+    dirs, own = split_option(ctx.meta.get("vaultmesh.run_args", args), DIR_OPTION)
+    if dirs:  # vaultmesh run --dir D
+        current(ctx).dir = Path(dirs[-1]).absolute()
     root = ctx.find_root()
+    before = root.command is not ctx.command and root.get_parameter_source("dir_") is ParameterSource.COMMANDLINE
     extra: list[str] = []
-    if root.command is not ctx.command and root.get_parameter_source("dir_") is ParameterSource.COMMANDLINE:
+    if dirs or before:
         try:
-            extra = _from_state_dir(current(ctx), args)
+            extra = _from_state_dir(current(ctx), own)
         except VaultmeshError as err:  # run's own failures are 125, in run's words
             print(f"vaultmesh run: {err}", file=sys.stderr, flush=True)
             sys.exit(EXIT_FAILED)
-    sys.exit(workload_main(["run", *extra, *args]))
+    sys.exit(workload_main(["run", *extra, *own]))
 
 
 @click.group()

@@ -110,6 +110,7 @@ secrets: --secrets FILE (YAML or .json) and/or --secret NAME=SOURCE (environment
          kv:<mount>/<path>#field | db:<mount>/creds/<role>#field | read:<path>#field |
          unwrap:env:<VAR>#field | unwrap:file:<path>#field   (no #field: the whole secret as JSON)
 exit codes: the command's own; 125 when run failed; 126 not executable; 127 not found.
+vaultmesh run --dir D (or vaultmesh --dir D run): --addr and --ca-cert from the mesh in state dir D.
 """
 
 
@@ -144,6 +145,30 @@ _RUN_VALUES = {"--role": "role", "--identity-file": "identity_file", "--auth-mou
 _RUN_LISTS = {"--secret": "secret", "--secret-file": "secret_file", "--pass-env": "pass_env", "--addr": "addr"}
 _RUN_FLAGS = {"-v": "verbose", "--verbose": "verbose"}
 _RUN_DURATIONS = frozenset({"stop_timeout", "deadline"})
+DIR_OPTION = "--dir"
+"""``vaultmesh run --dir D``: the click CLI's, not argparse's (the entry point hands such a ``run`` to click,
+which gives ``run`` the ``--addr`` and ``--ca-cert`` of the mesh in D)."""
+_TAKES_VALUE = frozenset({*_RUN_VALUES, *_RUN_LISTS, DIR_OPTION})
+
+
+def split_option(argv: Sequence[str], option: str) -> tuple[list[str], list[str]]:
+    """The values ``option`` has among ``run``'s own arguments (those before its command; ``--dir D`` or
+    ``--dir=D``), and the arguments without it. Pure: an option's value is never taken for the command."""
+    values: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--" or tok == "-" or not tok.startswith("-"):
+            break
+        name, eq, inline = tok.partition("=")
+        width = 2 if name in _TAKES_VALUE and not eq and i + 1 < len(argv) else 1
+        if name == option and (eq or width == 2):
+            values.append(inline if eq else argv[i + 1])
+        else:
+            rest += argv[i:i + width]
+        i += width
+    return values, rest + list(argv[i:])
 
 
 def fast_run_args(argv: Sequence[str]) -> SimpleNamespace | None:
