@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from vaultmesh import waiting
-from vaultmesh.api.admin import retry_while_upgrading
+from vaultmesh.api.admin import kv_upgrading, retry_while_upgrading
 from vaultmesh.errors import EngineError, InvalidRequest
 from vaultmesh.runtime import local
 
@@ -94,6 +94,35 @@ def test_any_other_error_is_raised_at_once() -> None:
         retry_while_upgrading(fn, clock=t.clock, sleep=t.sleep)
     assert info.value is denied
     assert (calls[0], t.sleeps) == (1, [])
+
+
+@pytest.mark.parametrize("words", [
+    "Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and "
+    "will resume service shortly.",
+    "Waiting for the primary to upgrade from non-versioned to versioned data. This backend will be unavailable "
+    "for a brief period and will resume service when the primary is finished.",
+    "UPGRADING FROM NON-VERSIONED TO VERSIONED DATA.",
+])
+def test_both_of_openbaos_upgrading_answers_are_recognised_in_any_case(words: str) -> None:
+    assert kv_upgrading(InvalidRequest(400, ["1 error occurred:", words]))
+
+
+@pytest.mark.parametrize(("status", "words"), [
+    (400, "invalid upgrade path"),
+    (400, "no handler for route"),
+    (500, "Upgrading from non-versioned to versioned data."),
+])
+def test_other_answers_are_not_the_upgrade(status: int, words: str) -> None:
+    assert not kv_upgrading(EngineError.from_status(status, [words]))
+
+
+def test_the_usual_upgrading_answer_is_waited_out() -> None:
+    t = FakeTime()
+    usual = InvalidRequest(400, ["Upgrading from non-versioned to versioned data. This backend will be "
+                                 "unavailable for a brief period and will resume service shortly."])
+    fn, calls = failing(2, err=usual)
+    assert retry_while_upgrading(fn, interval=0.1, clock=t.clock, sleep=t.sleep) == "written"
+    assert calls[0] == 3
 
 
 def test_process_exists() -> None:

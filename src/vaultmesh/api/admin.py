@@ -9,10 +9,17 @@ from typing import Any
 from vaultmesh.errors import EngineError
 from vaultmesh.waiting import wait_until
 
+KV_UPGRADING = "non-versioned to versioned data"
+"""What both of OpenBao's answers (its KV plugin's ``upgradeCheck``, 2.7.2) say, compared case-insensitively:
+"Upgrading from non-versioned to versioned data. This backend will be unavailable for a brief period and will
+resume service shortly." and, on a standby, "Waiting for the primary to upgrade from non-versioned to versioned
+data. ..."."""
+
 
 def kv_upgrading(err: EngineError) -> bool:
-    """A new KV v2 mount refuses reads and writes for a moment while it sets itself up ("upgrade in progress")."""
-    return err.status == 400 and "upgrad" in " ".join(err.errors)
+    """A new KV v2 mount refuses reads and writes for a moment while it sets itself up: a 400 saying so
+    (``KV_UPGRADING``), in any case."""
+    return err.status == 400 and any(KV_UPGRADING in e.casefold() for e in err.errors)
 
 
 def retry_while_upgrading(fn: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.1,
