@@ -120,12 +120,21 @@ def _netns_of(state: dict[str, Any]) -> tuple[str, int] | None:
 
 
 def check_same_lifecycle(mesh: Mesh, spec: MeshSpec) -> None:
-    """``up -f`` on an existing mesh must not silently change its name or its shape."""
+    """``up -f`` on an existing mesh must not silently change its name or its shape.
+
+    The name is refused apart from the shape, saying why: it is not only a label here. OpenBao stores the
+    ``cluster_name`` it is initialised with and ignores the config's afterwards (its ``sys/health`` and the
+    ``cluster`` label of its metrics keep it) and the mesh CA's subject carries it: a renamed file would make
+    vaultmesh and OpenBao disagree on the mesh's name."""
     old, new = _lifecycle_view(mesh.spec), _lifecycle_view(spec)
     if old["name"] != new["name"]:
-        raise StateError(f"the mesh in {mesh.paths.root} is named {old['name']!r} and the file names it "
-                         f"{new['name']!r}; a mesh keeps the name it was created with (its CA carries it)",
-                         hint=f"set name: {old['name']} in the file, or use another --dir for a new mesh")
+        names = f"names it {new['name']!r}" if "name" in spec.model_fields_set else \
+            f"names none (so {new['name']!r}, the default)"
+        raise StateError(f"the mesh in {mesh.paths.root} is named {old['name']!r} and the file {names}; a mesh "
+                         "keeps the name it was created with (OpenBao stored it as its cluster name, the CA "
+                         "carries it)",
+                         hint=f"set name: {old['name']} in the file; for a mesh named {new['name']}, make a new "
+                              f"one: vaultmesh --dir NEW up -f FILE, then vaultmesh --dir NEW apply -f FILE")
     changed = sorted(k for k in old if old[k] != new[k])
     if changed:
         raise StateError(f"the mesh in {mesh.paths.root} was created with different {', '.join(changed)}",
