@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -131,12 +132,23 @@ def daemon_env(environ: Mapping[str, str], extra: Mapping[str, str] | None = Non
     return env
 
 
+def no_core_dumps() -> None:
+    """Core dumps off (soft and hard limit 0) for this process and so for every daemon it starts: a node's,
+    the issuer's or the keeper's memory holds unsealed keys, signing keys and tokens, and a core file would
+    write them to disk (systemd's ``LimitCORE=0``). Set on ourselves rather than in the child (``preexec_fn`` is
+    unsafe in a process with threads, as the keeper is); vaultmesh's own processes hold secrets too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if (soft, hard) != (0, 0):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 def start_process(argv: Sequence[str], *, cwd: Path, log_file: Path, pid_file: Path,
                   env: Mapping[str, str] | None = None, inherit: Sequence[str] = ()) -> int:
     """Start a detached process (own session, survives the CLI), output appended to ``log_file``; its
     environment is ``daemon_env`` of ours plus ``env``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     full_env = daemon_env(os.environ, env, inherit=inherit)
+    no_core_dumps()
     with open(log_file, "ab") as log:
         os.chmod(log_file, 0o600)
         try:
