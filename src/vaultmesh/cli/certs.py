@@ -1,0 +1,45 @@
+"""`vaultmesh certs status|rotate`: every certificate the mesh serves or trusts, and renewing the leaves in place."""
+
+from __future__ import annotations
+
+import click
+
+from vaultmesh.cli.common import Ctx, echo_json, json_option, mesh_command, out_console
+
+
+@click.group("certs")
+def certs() -> None:
+    """The mesh's certificates: what each listener serves."""
+
+
+@certs.command("status")
+@json_option('{"certificates": [{"name", "address", "serial", "issuer", "not_after", "days_left", "source"}, '
+             '...]} on stdout.')
+@mesh_command()
+def status(ctx: Ctx, as_json: bool) -> None:
+    """Each certificate as its listener serves it (a TLS handshake verified with the mesh CA): the nodes, the
+    transit seal node, the entry, the identity issuer, the keeper's /metrics, and the CA. A listener that does
+    not answer is shown from its file, with why."""
+    from vaultmesh.certs.probe import now_utc, observe
+    from vaultmesh.certs.report import COLUMNS, due, soonest, table_rows
+    from vaultmesh.lifecycle import mesh as m
+
+    mesh = m.open_mesh(ctx.dir)
+    rows = observe(mesh)
+    now = now_utc()
+    if as_json:
+        echo_json({"certificates": [r.to_json(now) for r in rows]})
+        return
+    from rich.table import Table
+
+    table = Table(title=f"certificates of mesh {mesh.spec.name}")
+    for col in COLUMNS:
+        table.add_column(col, justify="right" if col == "days left" else "left")
+    for row in table_rows(rows, now):
+        table.add_row(*row)
+    out_console().print(table)
+    first = soonest(rows)
+    if first is not None and first.facts is not None:
+        when = "due for renewal" if first.name != "ca" and due(first.facts, now) else "soonest to expire"
+        click.echo(f"{when}: {first.name}, {first.facts.days_left(now):.0f} days left "
+                   f"({first.facts.not_after:%Y-%m-%d})")
