@@ -296,6 +296,29 @@ def mark_initialized(mesh: Mesh) -> Mesh:
     return mesh
 
 
+def node_engine(paths: StatePaths, name: str) -> str | None:
+    """The engine binary a node was last moved to (``state.json`` ``node_engines``, written by ``upgrade``);
+    None: the mesh's own. Read from disk each time: an upgrade in another process may have moved it."""
+    try:
+        engines = read_json(paths.state_file).get("node_engines") or {}
+    except (OSError, ValueError):
+        return None
+    found = engines.get(name)
+    return str(found) if found else None
+
+
+def record_engine(mesh: Mesh, engine: str, *, node: str | None = None) -> Mesh:
+    """Record in ``state.json`` the engine binary ``node`` now runs (``node`` None: the whole mesh's, once every
+    node runs it; the per-node records stay, so a heal never starts a node on an older binary)."""
+    state = read_json(mesh.paths.state_file)
+    if node is None:
+        state["engine"] = engine
+    else:
+        state["node_engines"] = {**(state.get("node_engines") or {}), node: engine}
+    write_json(mesh.paths.state_file, state)
+    return replace(mesh, state=state, engine=state.get("engine"))
+
+
 def destroy(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=False)
 
@@ -358,7 +381,9 @@ __all__ = [
     "exists",
     "locked",
     "mark_initialized",
+    "node_engine",
     "open_mesh",
+    "record_engine",
     "render_configs",
     "rotate_admin_password",
 ]

@@ -43,7 +43,8 @@ def address(mesh: m.Mesh, view: MeshView | None) -> str:
 
 def _node_json(n: NodeView) -> dict[str, Any]:
     return {"name": n.name, "zone": n.zone, "api_addr": n.api_addr, "pid": n.pid, "sealed": n.sealed,
-            "leader": n.leader, "voter": n.voter, "healthy": n.healthy, "running": n.running, "error": n.error}
+            "leader": n.leader, "voter": n.voter, "healthy": n.healthy, "running": n.running, "error": n.error,
+            "version": n.version}
 
 
 def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
@@ -76,10 +77,14 @@ STATUS_COLUMNS = ("node", "zone", "address", "pid", "sealed", "role", "voter", "
 
 def status_rows(view: MeshView) -> list[tuple[str, ...]]:
     """The rows of the ``status`` table, one per node and one for the transit seal node (role ``seal``),
-    in ``STATUS_COLUMNS`` order; ``healthy`` is ``yes`` or ``no``. For the CLI to render."""
+    in ``STATUS_COLUMNS`` order; ``healthy`` is ``yes`` or ``no``; a node that answers shows its engine version
+    with its role (``leader 2.7.2``). For the CLI to render."""
     rows = []
     for n in view.nodes:
         role = "leader" if n.leader else ("standby" if n.reachable else (n.error or "down"))
+        version = getattr(n, "version", None)  # duck-typed views (tests, older callers) may lack it
+        if n.reachable and version:
+            role += f" {version}"
         rows.append((n.name, n.zone, n.api_addr, str(n.pid or "-"), _yes_no(n.sealed), role, _yes_no(n.voter),
                      _yes_no(n.healthy)))
     seal = view.seal_node

@@ -149,6 +149,10 @@ class Executor:
                            probe_write=probe_write, entry_addr=layout.entry_addr, adopt=adopt,
                            seal_probe=self._seal_ready if self.seal_client else None, run=facts)
 
+    def engine_for(self, name: str) -> str:
+        """The binary a node starts on: the one ``upgrade`` moved it to, else the mesh's."""
+        return m.node_engine(self.mesh.paths, name) or self.engine
+
     def node_layout(self, name: str | None) -> NodeLayout | None:
         layout = self.mesh.layout
         if name == "seal":
@@ -173,7 +177,7 @@ class Executor:
                 if not mesh.initialized and name == layout.nodes[0].name:
                     env = {ADMIN_PASSWORD_ENV: mesh.paths.admin_password.read_text().strip()}
                     write_atomic(mesh.paths.admin_password_handed, b"")  # the first login rotates it
-                pid = processes.start_node(node, self.engine, env)
+                pid = processes.start_node(node, self.engine_for(name), env)
                 self.started[name] = time.monotonic()
                 return f"started {name} ({node.zone}) on {node.api_addr} (pid {pid})"
             case d.Restart(name=name):
@@ -220,7 +224,7 @@ class Executor:
         stop_processes([processes.node_process(n).pid(adopt=True) for n in nodes], timeout=10)
         for node in nodes:
             processes.wait_ports_free(node)
-            processes.start_node(node, self.engine)
+            processes.start_node(node, self.engine_for(node.name))
         they = "it" if len(names) == 1 else "they"
         return (f"restarted {', '.join(names)}: {they} joined Raft; a restart unseals {they.replace('they', 'them')} "
                 "now instead of on OpenBao's next 5 s retry")

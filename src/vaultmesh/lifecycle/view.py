@@ -29,6 +29,8 @@ class NodeView:
     """From the leader's Raft configuration (None when unknown: no token or no leader)."""
     autopilot_healthy: bool | None = None
     error: str | None = None
+    version: str | None = None
+    """The engine version the node reports in its health (None: not answering)."""
 
     @property
     def leader(self) -> bool:
@@ -106,7 +108,7 @@ def observe_node(node: NodeLayout, client: EngineClient, *, adopt: bool = False)
     except OSError as err:
         return replace(view, error=f"not answering ({err})")
     return replace(view, reachable=True, initialized=bool(h.get("initialized")), sealed=bool(h.get("sealed")),
-                   standby=bool(h.get("standby")))
+                   standby=bool(h.get("standby")), version=h.get("version") or None)
 
 
 def _raft_facts(client: EngineClient) -> tuple[dict[str, bool], dict[str, Any] | None]:
