@@ -205,6 +205,18 @@ class IssuerServer:
             self._thread = None
         self._close()
 
+    def reload_tls(self) -> None:
+        """Serve the pair now in the certificate and key files to every new handshake (``certs rotate`` sends
+        SIGHUP); connections already open keep theirs. A pair that does not load raises and the old one stays."""
+        httpd = self._httpd
+        if httpd is None:
+            return
+        try:
+            httpd.socket.context.load_cert_chain(certfile=self._certfile, keyfile=self._keyfile)  # type: ignore[attr-defined]
+        except (OSError, ssl.SSLError) as err:
+            raise VaultmeshError(f"cannot load the identity issuer's new TLS certificate {self._certfile} / key "
+                                 f"{self._keyfile}: {err}", hint="the old one is still served") from None
+
     def __enter__(self) -> IssuerServer:
         self.start()
         return self

@@ -81,13 +81,35 @@ def serve_issuer(state_dir: Path, *, certfile: Path, keyfile: Path, host: str = 
                                  max_token_ttl=max_token_ttl)
     announce(f"identity issuer listening at {server.issuer_url} (pid {os.getpid()})")
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), sighup_reloads_tls(server, announce):
             server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
         write_issuer_record(state_dir, dataclasses.replace(record, pid=None))
+
+
+@contextlib.contextmanager
+def sighup_reloads_tls(server: IssuerServer, announce: Callable[[str], None]) -> Iterator[None]:
+    """While serving, SIGHUP has the issuer load its certificate and key files again (``certs rotate``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            server.reload_tls()
+        except VaultmeshError as err:
+            announce(str(err))
+            return
+        announce("identity issuer: TLS certificate reloaded")
+
+    previous = signal.signal(signal.SIGHUP, reload)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 @contextlib.contextmanager

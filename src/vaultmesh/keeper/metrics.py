@@ -14,6 +14,11 @@ Prometheus scrapes are the same numbers::
     vaultmesh_snapshot_last_index, vaultmesh_snapshot_failures_total
     vaultmesh_drill_last_timestamp_seconds, vaultmesh_drill_last_ok, vaultmesh_drill_last_rto_seconds,
     vaultmesh_drill_last_rpo_seconds
+    vaultmesh_certificate_expiry_timestamp_seconds{cert="node-1"|"seal"|"entry"|"identity"|"keeper"|"ca"}
+                                                       when each certificate ends, as its listener serves it
+                                                       (its file when the listener is down)
+
+The listener's TLS pair is re-read by ``reload_tls`` (the keeper calls it on SIGHUP, after ``certs rotate``).
 """
 
 from __future__ import annotations
@@ -28,9 +33,13 @@ from prometheus_client.exposition import start_http_server
 
 from vaultmesh.lifecycle.keeper_process import KeeperStatus
 
+CERT_EXPIRY = "vaultmesh_certificate_expiry_timestamp_seconds"
+"""The expiry gauge's name (alert rules are written against it): one series per certificate, label ``cert``."""
 
-def families(status: KeeperStatus) -> list[Metric]:
-    """The metric families of one record. Pure."""
+
+def families(status: KeeperStatus, certificates: dict[str, float] | None = None) -> list[Metric]:
+    """The metric families of one record and the certificates' not-after times (``cert`` -> Unix seconds).
+    Pure."""
     def gauge(name: str, doc: str, value: float | None) -> Metric | None:
         if value is None:
             return None
@@ -67,21 +76,41 @@ def families(status: KeeperStatus) -> list[Metric]:
         gauge("vaultmesh_drill_last_rto_seconds", "The last drill's recovery time.", drill.get("rto_s")),
         gauge("vaultmesh_drill_last_rpo_seconds", "The last drill's snapshot age.", drill.get("rpo_s")),
     ]
+    if certificates:
+        expiry = GaugeMetricFamily(CERT_EXPIRY, "When the certificate ends (not after), as its listener serves it.",
+                                   labels=["cert"])
+        for name, when in sorted(certificates.items()):
+            expiry.add_metric([name], float(when))
+        out.append(expiry)
     return [f for f in out if f is not None]
 
 
+def _none() -> dict[str, float]:
+    return {}
+
+
 class _Collector:
-    def __init__(self, record: Callable[[], KeeperStatus]) -> None:
+    def __init__(self, record: Callable[[], KeeperStatus],
+                 certificates: Callable[[], dict[str, float]] = _none) -> None:
         self.record = record
+        self.certificates = certificates
 
     def collect(self) -> Iterator[Metric]:
-        yield from families(self.record())
+        yield from families(self.record(), self.certificates())
 
 
-def serve_metrics(record: Callable[[], KeeperStatus], cert: Path, key: Path, port: int) -> tuple[str, Any]:
-    """Listen on 127.0.0.1:``port`` (0: any free one) over TLS; returns the address and the server."""
+def serve_metrics(record: Callable[[], KeeperStatus], cert: Path, key: Path, port: int,
+                  certificates: Callable[[], dict[str, float]] = _none) -> tuple[str, Any]:
+    """Listen on 127.0.0.1:``port`` (0: any free one) over TLS; returns the address and the server.
+    ``certificates``: the expiry gauge's values at scrape time."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(record))  # type: ignore[arg-type]
+    registry.register(_Collector(record, certificates))  # type: ignore[arg-type]
     server, _ = start_http_server(port, addr="127.0.0.1", registry=registry, certfile=str(cert),
                                   keyfile=str(key))
     return f"https://127.0.0.1:{server.server_port}/metrics", server
+
+
+def reload_tls(server: Any, cert: Path, key: Path) -> None:
+    """Have the listening ``server`` use the pair now in ``cert``/``key`` for every new handshake (connections
+    already open keep theirs). Raises OSError or ssl.SSLError when the pair cannot be loaded; the old one stays."""
+    server.socket.context.load_cert_chain(certfile=str(cert), keyfile=str(key))
