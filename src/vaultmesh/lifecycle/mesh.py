@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import fcntl
 import os
+import re
 import secrets
 import shutil
 import time
@@ -120,26 +121,47 @@ def _netns_of(state: dict[str, Any]) -> tuple[str, int] | None:
 
 
 def check_same_lifecycle(mesh: Mesh, spec: MeshSpec) -> None:
-    """``up -f`` on an existing mesh must not silently change its name or its shape.
-
-    The name is refused apart from the shape, saying why: it is not only a label here. OpenBao stores the
-    ``cluster_name`` it is initialised with and ignores the config's afterwards (its ``sys/health`` and the
-    ``cluster`` label of its metrics keep it) and the mesh CA's subject carries it: a renamed file would make
-    vaultmesh and OpenBao disagree on the mesh's name."""
+    """``up -f`` on an existing mesh must not silently change its shape. Its name may change (``rename``): a
+    label, which OpenBao takes from each node's config when the node starts."""
     old, new = _lifecycle_view(mesh.spec), _lifecycle_view(spec)
-    if old["name"] != new["name"]:
-        names = f"names it {new['name']!r}" if "name" in spec.model_fields_set else \
-            f"names none (so {new['name']!r}, the default)"
-        raise StateError(f"the mesh in {mesh.paths.root} is named {old['name']!r} and the file {names}; a mesh "
-                         "keeps the name it was created with (OpenBao stored it as its cluster name, the CA "
-                         "carries it)",
-                         hint=f"set name: {old['name']} in the file; for a mesh named {new['name']}, make a new "
-                              f"one: vaultmesh --dir NEW up -f FILE, then vaultmesh --dir NEW apply -f FILE")
-    changed = sorted(k for k in old if old[k] != new[k])
+    changed = sorted(k for k in old if k != "name" and old[k] != new[k])
     if changed:
         raise StateError(f"the mesh in {mesh.paths.root} was created with different {', '.join(changed)}",
                          hint="changing the shape of an existing mesh is not supported yet; use another --dir "
                               "or `vaultmesh destroy --yes` first")
+
+
+def new_name(mesh: Mesh, spec: MeshSpec) -> str | None:
+    """The name ``spec`` gives the mesh when it is another than the mesh's; None when the file keeps it or
+    names none (a file without ``name`` never renames a mesh to the default)."""
+    if "name" not in spec.model_fields_set or spec.name == mesh.spec.name:
+        return None
+    return spec.name
+
+
+_NAME_LINE = re.compile(r"^name:[^\n]*$", re.M)
+
+
+def renamed_text(text: str, name: str) -> str:
+    """The mesh file ``text`` naming the mesh ``name``: its top-level ``name:`` line replaced, or one put first;
+    every other line kept as it was (comments too). Pure."""
+    line = f"name: {name}"
+    return _NAME_LINE.sub(line, text, count=1) if _NAME_LINE.search(text) else f"{line}\n{text}"
+
+
+def rename(mesh: Mesh, name: str) -> Mesh:
+    """Give the mesh ``name``: its mesh file and ``state.json`` record it, and every node config rendered from
+    here on carries it as ``cluster_name`` (a node reports it, in ``sys/health`` and its metrics' ``cluster``
+    label, from its next start). The CA keeps the subject it was made with."""
+    paths = mesh.paths
+    text = renamed_text(paths.spec_file.read_text(), name)
+    spec_dir = Path(mesh.state["spec_dir"]) if mesh.state.get("spec_dir") else paths.root
+    if parse_spec(text, source=str(paths.spec_file), base_dir=spec_dir).name != name:
+        raise StateError(f"cannot rename the mesh in {paths.root}: {paths.spec_file} has no top-level name line",
+                         hint=f"add name: {name} to {paths.spec_file}")
+    write_atomic(paths.spec_file, text.encode())
+    write_json(paths.state_file, {**read_json(paths.state_file), "name": name})
+    return open_mesh(paths.root)
 
 
 def entry_wanted(spec: MeshSpec) -> bool:
@@ -381,9 +403,11 @@ __all__ = [
     "exists",
     "locked",
     "mark_initialized",
+    "new_name",
     "node_engine",
     "open_mesh",
     "record_engine",
+    "rename",
     "render_configs",
     "rotate_admin_password",
 ]

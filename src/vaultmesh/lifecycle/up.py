@@ -68,6 +68,12 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             mesh = m.open_mesh(root)
             if spec is not None and spec_text:
                 m.check_same_lifecycle(mesh, spec)
+                name = m.new_name(mesh, spec)
+                if name is not None:
+                    was = mesh.spec.name
+                    mesh = m.rename(mesh, name)
+                    progress(f"renamed the mesh {was} -> {name}: each node reports the new name from its next "
+                             "start (the CA keeps its subject)")
         else:
             spec = spec or MeshSpec()
             engine = resolve_engine(engine_override)
