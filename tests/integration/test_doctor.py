@@ -1,0 +1,72 @@
+"""`vaultmesh doctor` on a real mesh: a fresh default mesh has no failed check (only the documented single-host
+warnings), and breaking the mesh's files on purpose turns the checks that watch them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import pytest
+
+from vaultmesh.snapshot import save as snap
+
+from .conftest import MeshHandle
+from .test_lifecycle import run_cli
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_WARNINGS = {"nodes.hosts", "seal.auto", "auth.roles", "audit.second", "monitoring.alerts",
+                     "snapshots.recent", "drill.passed", "load.tested"}
+"""A default mesh on one machine: one host, a static key beside the data, no workload roles yet, one audit
+file, no Prometheus, no snapshot or drill yet, no load test."""
+
+
+def doctor(handle: MeshHandle) -> tuple[int, dict[str, dict[str, str]]]:
+    proc = run_cli(handle.dir, "doctor", "--json", check=False)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode, {c["id"]: c for c in json.loads(proc.stdout)["checks"]}
+
+
+def test_doctor_passes_a_fresh_mesh_and_fails_what_is_broken(make_mesh: Callable[..., MeshHandle]) -> None:
+    handle = make_mesh()
+    code, checks = doctor(handle)
+    assert len(checks) >= 15
+    assert code == 0 and [i for i, c in checks.items() if c["status"] == "fail"] == []
+    assert {i for i, c in checks.items() if c["status"] == "warn"} <= EXPECTED_WARNINGS
+    assert checks["core.dumps"]["status"] == "pass" and checks["tokens.root"]["status"] == "pass"
+    assert checks["versions.match"]["status"] == "pass" and checks["nodes.healthy"]["status"] == "pass"
+
+    # a snapshot: the check passes; the newest damaged: a fail naming the offline check
+    manifest = snap.save(handle.mesh)
+    assert manifest.path is not None
+    assert doctor(handle)[1]["snapshots.recent"]["status"] == "pass"
+    with open(manifest.path, "r+b") as f:
+        f.seek(manifest.size // 2)
+        byte = f.read(1)
+        f.seek(manifest.size // 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    code, checks = doctor(handle)
+    assert code == 1 and checks["snapshots.recent"]["status"] == "fail"
+    assert "offline check" in checks["snapshots.recent"]["message"]
+
+    # a secret file readable by others
+    password = handle.mesh.paths.admin_password
+    os.chmod(password, 0o644)
+    try:
+        code, checks = doctor(handle)
+        assert code == 1 and checks["files.modes"]["status"] == "fail"
+        assert str(password) in checks["files.modes"]["message"] and checks["files.modes"]["fix"]
+    finally:
+        os.chmod(password, 0o600)
+
+    # a role whose tokens live for the system default
+    admin = handle.client()
+    admin.write("sys/auth/jwt-doctor", {"type": "jwt"})
+    admin.write("auth/jwt-doctor/config", {"jwt_validation_pubkeys": [handle.mesh.paths.ca_cert.read_text()]})
+    admin.write("auth/jwt-doctor/role/forever", {"role_type": "jwt", "user_claim": "sub",
+                                                 "bound_audiences": ["x"], "token_policies": ["default"]})
+    code, checks = doctor(handle)
+    assert code == 1 and checks["tokens.ttl"]["status"] == "fail" and "jwt-doctor/role/forever" in \
+        checks["tokens.ttl"]["message"]
+    assert checks["auth.roles"]["status"] == "pass"
