@@ -1,5 +1,6 @@
-"""`vaultmesh doctor` on a real mesh: a fresh default mesh has no failed check (only the documented single-host
-warnings), and breaking the mesh's files on purpose turns the checks that watch them."""
+"""`vaultmesh doctor` and `vaultmesh audit report` on a real mesh: a fresh default mesh has no failed check (only
+the documented single-host warnings), and breaking the mesh on purpose turns the checks that watch it; the audit
+report names a workload's login and reads, what it was denied, and repeated failed logins."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Callable
 
 import pytest
 
+from vaultmesh.errors import EngineError, PermissionDenied
 from vaultmesh.snapshot import save as snap
 
 from .conftest import MeshHandle
 from .test_lifecycle import run_cli
+from .workloads import apply_file
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +73,30 @@ def test_doctor_passes_a_fresh_mesh_and_fails_what_is_broken(make_mesh: Callable
     assert code == 1 and checks["tokens.ttl"]["status"] == "fail" and "jwt-doctor/role/forever" in \
         checks["tokens.ttl"]["message"]
     assert checks["auth.roles"]["status"] == "pass"
+
+
+def test_the_audit_report_names_who_read_and_who_was_denied_what(make_mesh: Callable[..., MeshHandle]) -> None:
+    handle = make_mesh()
+    admin = handle.client()
+    apply_file(handle, admin, "drill", env={"TEST_DRILL_REGION": "eu-north-1"})
+    jwt = run_cli(handle.dir, "identity", "issue", "--workload", "audit-batch", "--audience",
+                  "vaultmesh-drill").stdout.strip()
+    anonymous = handle.mesh.client(token="")
+    token = anonymous.write("auth/jwt-drill/login", {"role": "batch", "jwt": jwt})["auth"]["client_token"]
+    workload = handle.mesh.client(token=token)
+    assert workload.read("secret-drill/data/jobs/nightly") is not None
+    with pytest.raises(PermissionDenied):
+        workload.read("sys/mounts")
+    for _ in range(3):
+        with pytest.raises(EngineError):
+            anonymous.write("auth/jwt-drill/login", {"role": "batch", "jwt": "not-a-jwt"})
+    proc = run_cli(handle.dir, "audit", "report", "--since", "10m", "--json")
+    doc = json.loads(proc.stdout)
+    who = next(i for i in doc["identities"] if "audit-batch" in i["who"])
+    assert who["role"] == "batch" and who["logins"] == 1 and who["denied"] == 1
+    assert any(d["path"] == "sys/mounts" and "audit-batch" in d["who"] for d in doc["denied"])
+    assert any(f["path"] == "auth/jwt-drill/login" and f["count"] >= 3 for f in doc["auth_failures"])
+    assert {"who": who["who"], "path": "secret-drill/data/jobs/nightly", "reads": 1} in doc["compliance"]
+    assert jwt not in proc.stdout and token not in proc.stdout  # nothing in clear
+    table = run_cli(handle.dir, "audit", "report")
+    assert "denied: 1" in table.stdout and "sys/mounts" in table.stdout
