@@ -14,7 +14,7 @@ from vaultmesh.render.node import DEFAULT_AUDIT
 
 def audit_files(mesh: m.Mesh) -> list[tuple[str, Path]]:
     """(node name, file) for every audit file of every node that exists."""
-    devices = m.declared_audit(mesh.paths.root) or [DEFAULT_AUDIT]
+    devices = [DEFAULT_AUDIT, *m.declared_audit(mesh.paths.root)]
     declared = sorted({str(d.options["file_path"]) for d in devices if d.type == "file" and d.options.get("file_path")})
     out = []
     for node in mesh.layout.nodes:
