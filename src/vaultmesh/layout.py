@@ -160,6 +160,10 @@ class StatePaths:
 
     drill_report = Below("drills_dir", "last.json")
 
+    load_record = Below("root", "bench/last.json")
+    """The last ``vaultmesh bench`` or ``chaos`` run on this mesh: when, what, and whether it passed (``doctor``
+    reads it)."""
+
     restored_from = Below("root", "restored-from.json")
     """In a mesh made by ``restore --into``: the manifest of the snapshot it was made from."""
 

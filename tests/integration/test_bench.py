@@ -62,6 +62,8 @@ def test_cli_reports_and_writes_json_and_plot(shared_mesh: MeshHandle, postgres_
     doc = json.loads(out.read_text())
     assert len([r for r in doc["samples"] if r[0] == "workload"]) == 20
     assert "<svg" in page.read_text()
+    record = json.loads(shared_mesh.mesh.paths.load_record.read_text())  # what `vaultmesh doctor` reads
+    assert record["run"] == "bench steady" and record["passed"] is True and record["errors"] == 0
 
 
 def test_the_benchs_objects_come_from_its_own_file_and_no_other_file_offers_to_prune_them(

@@ -70,6 +70,7 @@ BROKEN: list[tuple[str, dict[str, object], str]] = [
     ("drill.passed", {"drill_time": None}, "warn"),
     ("drill.passed", {"drill_time": NOW - 3 * 86400}, "warn"),
     ("load.tested", {"load_test": None}, "warn"),
+    ("load.tested", {"load_ok": False, "load_run": "bench steady"}, "warn"),
     ("files.modes", {"modes": {"/s/seal/static.key": (0o644, 0o600)}}, "fail"),
     ("files.modes", {"modes": {"/s": (0o755, 0o700)}}, "fail"),
     ("metrics.loopback", {"nodes": node(0, host="93.184.216.34")}, "fail"),

@@ -168,8 +168,19 @@ def _run_bench(ctx: Ctx, scenario: str, count: int | None, window: float, rate: 
             ceiling_result = bench_mesh(mesh, replace(cfg, raw=True), progress=progress, targets=targets)
     click.echo(render_text(result, ceiling=ceiling_result))
     _write_outputs(result, json_file, plot_file)
-    if error_total(result) or not result.returned:
+    passed = not error_total(result) and bool(result.returned)
+    _record(mesh, f"bench {scenario}" + (" --raw" if raw else ""), passed, errors=error_total(result))
+    if not passed:
         raise SystemExit(1)
+
+
+def _record(mesh: Any, run: str, passed: bool, *, errors: int) -> None:
+    """``<dir>/bench/last.json``: the last load test's outcome, for ``vaultmesh doctor``."""
+    import time
+
+    from vaultmesh.fsutil import write_json
+
+    write_json(mesh.paths.load_record, {"time": time.time(), "run": run, "passed": passed, "errors": errors})
 
 
 for _scenario in SCENARIO_HELP:
@@ -196,6 +207,7 @@ def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float,
     """Inject a fault while a bench scenario runs (default: steady workloads at 20/s for 10 s); report the time
     until writes succeed again, client-visible errors, lost acknowledged writes, whether a partitioned minority
     refused writes, and how the mesh healed."""
+    from vaultmesh.bench.report import error_total
     from vaultmesh.chaos.fault import Fault
     from vaultmesh.chaos.run import render_full, run_chaos
     from vaultmesh.lifecycle import mesh as m
@@ -209,5 +221,6 @@ def chaos(ctx: Ctx, fault: str, scenario: str, count: int | None, window: float,
         result = run_chaos(mesh, plan, cfg, progress=progress)
     click.echo(render_full(result))
     _write_outputs(result.bench, json_file, plot_file, title=f"vaultmesh chaos: {fault} under {scenario}")
+    _record(mesh, f"chaos {fault} under {scenario}", result.passed, errors=error_total(result.bench))
     if not result.passed:
         raise SystemExit(1)

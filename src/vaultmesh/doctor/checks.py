@@ -114,7 +114,9 @@ class Facts:
     drill_ok: bool | None = None
     drill_detail: str = ""
     load_test: float | None = None
-    """When the last recorded bench run passed (None: no record)."""
+    """When the last recorded ``bench`` or ``chaos`` run ended (None: no record)."""
+    load_ok: bool = True
+    load_run: str = ""
     modes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     """Path → (its mode, the most it may be) for the state dir and every secret file in it."""
 
@@ -338,7 +340,10 @@ def load_tested(f: Facts) -> Finding:
     if f.load_test is None:
         return Finding("load.tested", "warn", "no load test of this mesh is on record",
                        "vaultmesh bench steady (its verdict is recorded)")
-    return Finding("load.tested", "pass", f"a load test passed {_ago(f.now - f.load_test)}")
+    if not f.load_ok:
+        return Finding("load.tested", "warn", f"the last load test ({f.load_run}, {_ago(f.now - f.load_test)}) "
+                       "failed its verdict", "read its report; vaultmesh bench steady again once fixed")
+    return Finding("load.tested", "pass", f"the last load test ({f.load_run}) passed {_ago(f.now - f.load_test)}")
 
 
 def files_modes(f: Facts) -> Finding:

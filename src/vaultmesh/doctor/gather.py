@@ -37,6 +37,9 @@ MAX_ROLES = 200
 MAX_TOKENS = 500
 """At most this many token accessors are looked up for the root-token check (a busy mesh has many)."""
 QUICK = RetryPolicy(deadline=5.0)
+WHOLE_FILE_CODES = frozenset({"policy-unused"})
+"""Lint findings that need the whole mesh file (roles beside policies): the live policies alone would raise them
+for every policy."""
 
 
 def gather(root: Path, *, now: float | None = None) -> Facts:
@@ -54,6 +57,11 @@ def gather(root: Path, *, now: float | None = None) -> Facts:
     facts.update(_snapshots(mesh, now))
     facts.update(_drill(mesh))
     facts["modes"] = _modes(mesh.paths, mesh)
+    try:
+        record = json.loads(mesh.paths.load_record.read_text())
+        facts.update(load_test=float(record["time"]), load_ok=bool(record["passed"]), load_run=str(record["run"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     return Facts(**facts)
 
 
@@ -160,6 +168,8 @@ def _lint(client: EngineClient) -> Iterable[str]:
         yield f"the live policies could not be read as a mesh file's ({str(err).splitlines()[0]})"
         return
     for warning in lint(spec):
+        if warning.code in WHOLE_FILE_CODES:
+            continue
         yield f"{warning.where}: {warning.message} [{warning.code}]"
 
 
