@@ -63,8 +63,13 @@ def test_upgrade_starts_with_a_node_an_interrupted_run_left_stopped() -> None:
 
 
 def test_upgrade_waits_first_for_a_replaced_node_that_has_not_settled() -> None:
-    view = with_node(mesh(), "node-2", version=NEW, stable_for=0.1)
+    view = with_node(mesh(), "node-2", version=NEW, healthy=False)
     assert plan_upgrade(view, NEW).steps[0] == Step("node-2", "settle", "on-target")
+
+
+def test_a_replaced_node_lagging_the_commit_index_by_a_few_entries_is_not_waited_for_again() -> None:
+    view = with_node(mesh(), "node-2", version=NEW, applied_index=8, stable_for=0.1)
+    assert [s.action for s in plan_upgrade(view, NEW).steps] == ["replace", "step-down", "replace"]
 
 
 def test_scale_up_adds_each_node_as_a_non_voter_then_promotes_it_one_at_a_time() -> None:

