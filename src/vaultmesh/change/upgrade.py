@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +75,16 @@ class _Run:
     progress: Progress
     step_timeout: float
     leaders: list[str]
+    started: dict[str, float] = field(default_factory=dict)
+    """When this run started each node (wall clock): autopilot's ``stable_since`` may predate a restart quicker
+    than its health check, so a node's stable time counts from its start at the earliest."""
 
     def look(self) -> ChangeView:
         view = observe(self.mesh, self.client)
+        now = time.time()
+        view = replace(view, nodes=tuple(
+            replace(n, stable_for=min(n.stable_for, now - self.started[n.name])) if n.name in self.started else n
+            for n in view.nodes))
         leader = view.leader
         if leader is not None and (not self.leaders or self.leaders[-1] != leader.name):
             self.leaders.append(leader.name)
@@ -105,6 +112,7 @@ class _Run:
                 if pid is not None:
                     stop_processes([pid], timeout=processes.STOP_TIMEOUT)
                 processes.wait_ports_free(node)
+                self.started[node.name] = time.time()
                 new = processes.start_node(node, self.engine)
                 why = self.settle(step, self.step_timeout)
                 if why is not None:
