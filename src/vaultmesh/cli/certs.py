@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import click
 
-from vaultmesh.cli.common import Ctx, echo_json, json_option, mesh_command, out_console
+from vaultmesh.cli.common import Ctx, echo_json, err_console, json_option, mesh_command, out_console
 
 
 @click.group("certs")
 def certs() -> None:
-    """The mesh's certificates: what each listener serves."""
+    """The mesh's certificates: what each listener serves, and renewing them with no restart."""
+
+
+def _progress(line: str) -> None:
+    err_console().print(f"  {line}", markup=False)
 
 
 @certs.command("status")
@@ -43,3 +47,22 @@ def status(ctx: Ctx, as_json: bool) -> None:
         when = "due for renewal" if first.name != "ca" and due(first.facts, now) else "soonest to expire"
         click.echo(f"{when}: {first.name}, {first.facts.days_left(now):.0f} days left "
                    f"({first.facts.not_after:%Y-%m-%d})")
+
+
+@certs.command("rotate")
+@json_option('{"rotated": [{"name", "old_serial", "new_serial", "loaded"}, ...]} on stdout.')
+@mesh_command()
+def rotate(ctx: Ctx, as_json: bool) -> None:
+    """New leaf certificates from the mesh CA for every listener, loaded with no restart (SIGHUP) and read back
+    from each listener (a listener still serving its old one fails the command, naming it)."""
+    from vaultmesh.certs import rotate as r
+    from vaultmesh.lifecycle import mesh as m
+
+    with m.locked(ctx.dir):
+        done = r.rotate(m.open_mesh(ctx.dir), progress=(lambda _: None) if as_json else _progress)
+    if as_json:
+        echo_json({"rotated": [x.to_json() for x in done]})
+        return
+    loaded = sum(1 for x in done if x.loaded)
+    click.echo(f"renewed {len(done)} certificate{'s' if len(done) != 1 else ''}, {loaded} served now with no "
+               "restart" + ("" if loaded == len(done) else f", {len(done) - loaded} at their next start"))

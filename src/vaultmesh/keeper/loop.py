@@ -47,7 +47,7 @@ from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.keeper import jobs
 from vaultmesh.keeper.heal import EVERY as HEAL_EVERY
 from vaultmesh.keeper.heal import Healer, heal_cycle
-from vaultmesh.keeper.metrics import serve_metrics
+from vaultmesh.keeper.metrics import reload_tls, serve_metrics
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.keeper_process import KeeperStatus, read_status, write_status
@@ -248,6 +248,7 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
     except OSError:
         addr, server = serve_metrics(current, cert, key, free_ports(1)[0])
     status = replace(status, metrics=addr)
+    reload_on_sighup(server, cert, key, log)
     log(f"keeper started for {root}: healing {'on' if mesh.spec.keeper.heal else 'off'}, reaping every "
         f"{every:g} s (tokens silent for {mesh.spec.keeper.reaper.stale_after} s, roles "
         f"{', '.join(mesh.spec.keeper.reaper.roles) or 'none'}), metrics on {addr}")
@@ -296,6 +297,28 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
             healing.join(timeout=5)
 
 
+def reload_tls_pair(server: object, cert: Path, key: Path, log: Callable[[str], None]) -> None:
+    """Load the pair now in ``cert``/``key`` into the ``/metrics`` listener; a bad pair keeps the old one."""
+    try:
+        reload_tls(server, cert, key)
+    except (OSError, ValueError) as err:  # ssl.SSLError is an OSError
+        log(f"keeping the /metrics certificate: the new pair in {cert} does not load ({err})")
+        return
+    log(f"/metrics serves the certificate now in {cert}")
+
+
+def reload_on_sighup(server: object, cert: Path, key: Path, log: Callable[[str], None]) -> None:
+    """SIGHUP (``certs rotate``) reloads the ``/metrics`` TLS pair; only the main thread can take signals (a
+    keeper served from a test's thread is not told)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        reload_tls_pair(server, cert, key, log)
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
 def _metrics_port(previous: KeeperStatus | None) -> int:
     """The port the last keeper served metrics on (a scrape config stays true), else a fresh free one."""
     if previous is not None and previous.metrics:
@@ -319,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until /metrics listens (then it reloads its TLS pair)
 
     def log(line: str) -> None:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}", flush=True)
