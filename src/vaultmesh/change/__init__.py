@@ -1,2 +1,3 @@
-"""Changes to a running mesh (upgrade, scale): a pure planner of steps, each with an invariant checked after it
-(``plan``), the facts it plans from (``observe``), and the executors that do the steps (``upgrade``)."""
+"""Changes to a running mesh: a pure planner of steps, each with an invariant checked after it (``plan``: upgrade
+and scale), the facts it plans from (``observe``), and the executor of an upgrade (``upgrade``). Scaling has its
+planner only: no command runs it yet, and ``up -f`` still refuses another node count."""
