@@ -1,21 +1,28 @@
 """certs status and certs rotate on a real mesh: read from the listeners, renewed under load with no restart,
-finished after a kill."""
+resumed after a kill, and renewed by the keeper when a leaf has passed two thirds of its life."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
+from vaultmesh import pki
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.certs import probe
 from vaultmesh.errors import VaultmeshError
+from vaultmesh.fsutil import write_atomic
+from vaultmesh.lifecycle import keeper_process
 from vaultmesh.render.node import CANARY_MOUNT
 from vaultmesh.waiting import wait_until
 
@@ -157,3 +164,56 @@ def test_a_rotation_killed_midway_is_finished_by_running_it_again(mesh: MeshHand
         assert after[name] != before[name] and after[name] != middle[name], name
         f = probe.file_facts(next(t for t in probe.mesh_targets(mesh.mesh) if t.name == name).cert_file)
         assert f is not None and f.serial == after[name]  # the listener serves what its file holds
+
+
+def _plant_old_leaf(handle: MeshHandle, name: str) -> str:
+    """Give node ``name`` a valid certificate 61 days into a 90-day life (past two thirds), served now."""
+    node = handle.mesh.layout.node(name)
+    ca = pki.CertPair(handle.mesh.paths.ca_cert.read_bytes(), handle.mesh.paths.ca_key.read_bytes())
+    dns, ips = pki.node_cert_names(name)
+    pair = pki.issue_server_cert(ca, name, dns_names=dns, ip_addresses=ips,
+                                 now=dt.datetime.now(dt.UTC) - dt.timedelta(days=61), days=90)
+    write_atomic(node.key_file, pair.key_pem)
+    write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
+    pid = int(node.pid_file.read_text())
+    os.kill(pid, signal.SIGHUP)
+    serial = format(pair.cert.serial_number, "x")
+    assert wait_until(lambda: _served(handle).get(name) == serial, timeout=10)
+    return serial
+
+
+def test_the_keeper_renews_a_leaf_past_two_thirds_and_exports_its_expiry(mesh: MeshHandle) -> None:
+    old = _plant_old_leaf(mesh, "node-2")
+    # the keeper looks at the certificates when it starts (then every 5 minutes): restart it
+    pid = keeper_process.keeper_pid(mesh.mesh.paths)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: keeper_process.keeper_pid(mesh.mesh.paths) is None, timeout=15)
+    keeper_process.start_keeper(mesh.mesh.paths)
+    assert wait_until(lambda: _served(mesh).get("node-2") not in (None, old), timeout=30), \
+        mesh.mesh.paths.keeper_log.read_text()[-2000:]
+    renewed = probe.file_facts(mesh.mesh.layout.node("node-2").cert_file)
+    assert renewed is not None and renewed.days_left(dt.datetime.now(dt.UTC)) > 89
+    # the gauge: one series per certificate, the renewed one's new not-after
+    record = wait_until(lambda: keeper_process.read_status(mesh.mesh.paths), timeout=10)
+    assert record is not None and record.metrics
+    context = ssl.create_default_context(cafile=mesh.ca)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(record.metrics, context=context, timeout=5) as resp:  # type: ignore[arg-type]
+            return str(resp.read().decode())
+
+    want = f'vaultmesh_certificate_expiry_timestamp_seconds{{cert="node-2"}} {renewed.not_after.timestamp():.1f}'
+    name = want.split(" ")[0]
+
+    def scraped() -> str:
+        text = scrape()
+        return text if name in text else ""
+
+    text = wait_until(scraped, timeout=10)
+    series = {line.split(" ")[0] for line in text.splitlines()
+              if line.startswith("vaultmesh_certificate_expiry_timestamp_seconds{")}
+    assert series == {f'vaultmesh_certificate_expiry_timestamp_seconds{{cert="{n}"}}'
+                      for n in LEAVES | {"entry", "ca"}}, text
+    value = next(float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(name))
+    assert value == pytest.approx(renewed.not_after.timestamp(), abs=1)

@@ -8,8 +8,8 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from vaultmesh.keeper.heal import acting, backoff_seconds, failure
-from vaultmesh.keeper.jobs import RETRY, Job, next_run
-from vaultmesh.keeper.metrics import _Collector, families
+from vaultmesh.keeper.jobs import RETRY, Job, cert_watch, next_run
+from vaultmesh.keeper.metrics import CERT_EXPIRY, _Collector, families
 from vaultmesh.lifecycle import decide as d
 from vaultmesh.lifecycle.keeper_process import KeeperStatus, describe
 
@@ -62,3 +62,23 @@ def test_status_line_says_when_healing_backs_off() -> None:
                           backing_off="node-2 exited right after it was started (failure 3 in a row); next try in 4 s")
     line = describe(record, True, now=100)
     assert "restarted 4" in line and "BACKING OFF: node-2 exited" in line
+
+
+def test_the_expiry_gauge_has_one_series_per_certificate() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(lambda: KeeperStatus(pid=1, started=0),  # type: ignore[arg-type]
+                                 lambda: {"node-1": 1800000000.0, "entry": 1800000001.0}))
+    text = generate_latest(registry).decode()
+    assert f'{CERT_EXPIRY}{{cert="node-1"}} 1.8e+09' in text
+    assert f'{CERT_EXPIRY}{{cert="entry"}} 1.800000001e+09' in text
+    # no certificate looked at yet: no series at all, rather than a made-up zero
+    assert CERT_EXPIRY not in {f.name for f in families(KeeperStatus(pid=1, started=0), {})}
+
+
+def test_the_certificate_job_is_due_at_once_then_every_interval() -> None:
+    watch = cert_watch(every=300, now=lambda: 1000.0)
+    assert watch.job.due(1000.0) and watch.expiry == {}
+    watch.job.last_ok = 1000.0
+    assert not watch.job.due(1299.0) and watch.job.due(1300.0)
+    watch.job.last_failed = 1100.0  # a renewal that failed (a busy lock) is tried again within a minute
+    assert watch.job.due(1100.0 + RETRY)

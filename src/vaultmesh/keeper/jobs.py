@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,3 +100,59 @@ def run_drill(mesh: m.Mesh, job: Job, log: Callable[[str], None], *, now: Callab
     else:
         job.failures += 1
         log(f"DRILL FAILED: {'; '.join(job.record['failed'])}")
+
+
+CERT_CHECK_EVERY = 300.0
+"""Seconds between two looks at the mesh's certificates (a handshake to each listener): the expiry gauge is
+at most this old, and a leaf is renewed at most this long after it passes two thirds of its life (a 90-day
+certificate: day 60 of 90), which leaves a month of margin."""
+
+
+@dataclass
+class CertWatch:
+    """The certificate job's memory: its schedule (``job``) and the last expiry of each certificate, for the
+    ``vaultmesh_certificate_expiry_timestamp_seconds`` gauge."""
+
+    job: Job
+    expiry: dict[str, float]
+
+
+def cert_watch(*, every: float = CERT_CHECK_EVERY, now: Callable[[], float] = time.time) -> CertWatch:
+    """A certificate job due at once (the gauge has values from the keeper's first minute)."""
+    return CertWatch(Job(every, now() - every), {})
+
+
+def check_certificates(mesh: m.Mesh, watch: CertWatch, log: Callable[[str], None], *,
+                       now: Callable[[], float] = time.time) -> list[str]:
+    """Look at every certificate (what each listener serves), refresh the expiry gauge, and renew the leaves
+    past two thirds of their life (``certs.rotate``, under the state lock, never waited for: a busy mesh is
+    tried again at the next turn). Returns the names renewed; never raises for a failure."""
+    from vaultmesh.certs import probe, rotate
+    from vaultmesh.certs.report import due_targets
+
+    job = watch.job
+    t = now()
+    try:
+        targets = probe.mesh_targets(mesh)
+        rows = probe.observe(mesh, targets)
+        watch.expiry = {r.name: r.facts.not_after.timestamp() for r in rows if r.facts is not None}
+        files = {x.name: probe.file_facts(x.cert_file) for x in targets if x.leaf}
+        names = [x.name for x in due_targets(targets, rows, files, dt.datetime.fromtimestamp(t, dt.UTC))]
+        if names:
+            with m.locked(mesh.paths.root, wait=0):
+                done = rotate.rotate(mesh, only=names, progress=log)
+            fresh = probe.observe(mesh, targets)
+            watch.expiry = {r.name: r.facts.not_after.timestamp() for r in fresh if r.facts is not None}
+            log(f"renewed {len(done)} certificate{'s' if len(done) != 1 else ''} past two thirds of their "
+                f"life: {', '.join(x.name for x in done)}")
+        else:
+            done = []
+    except (VaultmeshError, OSError) as err:
+        job.last_failed, job.failures = t, job.failures + 1
+        reason = str(err).splitlines()[0]
+        job.record = {**(job.record or {}), "failures": job.failures, "error": reason, "failed_at": t}
+        log(f"certificate renewal failed (retried in {min(job.every or RETRY, RETRY):g} s): {reason}")
+        return []
+    job.last_ok = t
+    job.record = {"time": t, "renewed": [x.name for x in done], "failures": job.failures, "error": None}
+    return [x.name for x in done]

@@ -2,7 +2,8 @@
 
 Three things run in the keeper process: healing (``keeper.heal``, its own thread, twice a second: a dead node is
 restarted, a sealed one unsealed, the entry and the issuer restarted), the reaper below (every
-``reaper.every`` seconds), and the scheduled jobs (``keeper.jobs``: snapshots, drills). What they did is
+``reaper.every`` seconds), and the scheduled jobs (``keeper.jobs``: snapshots, drills, and every 5 minutes the
+certificates: each listener's expiry for the gauge, and renewing a leaf past two thirds of its life). What they did is
 rewritten to ``keeper/status.json`` on every change and served on ``/metrics`` (``keeper.metrics``).
 
 One cycle of the reaper::
@@ -225,6 +226,7 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
     every = float(mesh.spec.keeper.reaper.every)
     snapshots = jobs.snapshot_job(mesh)
     drills = jobs.Job(mesh.spec.drills.every, time.time())
+    certs = jobs.cert_watch()
 
     def record() -> KeeperStatus:
         nonlocal status
@@ -243,10 +245,13 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
 
     cert, key = m.ensure_keeper_cert(mesh)
     previous = read_status(mesh.paths)
+    def expiry() -> dict[str, float]:
+        return dict(certs.expiry)
+
     try:
-        addr, server = serve_metrics(current, cert, key, _metrics_port(previous))
+        addr, server = serve_metrics(current, cert, key, _metrics_port(previous), certificates=expiry)
     except OSError:
-        addr, server = serve_metrics(current, cert, key, free_ports(1)[0])
+        addr, server = serve_metrics(current, cert, key, free_ports(1)[0], certificates=expiry)
     status = replace(status, metrics=addr)
     reload_on_sighup(server, cert, key, log)
     log(f"keeper started for {root}: healing {'on' if mesh.spec.keeper.heal else 'off'}, reaping every "
@@ -289,6 +294,11 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
                 record()
             if drills.due(time.time()) and state.healthy_since is not None:
                 jobs.run_drill(mesh, drills, log)
+                record()
+            if certs.job.due(time.time()) and jobs.check_certificates(mesh, certs, log):
+                with guard:
+                    state.note(f"renewed certificates: {', '.join(certs.job.record['renewed'])}"
+                               if certs.job.record else "renewed certificates")
                 record()
             sleep(min(0.5, max(0.05, next_reap - time.monotonic())))
     finally:
