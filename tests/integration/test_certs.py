@@ -64,6 +64,12 @@ def test_status_reads_every_listener(mesh: MeshHandle) -> None:
     assert rows["node-1"]["days_left"] == pytest.approx(90, abs=1) and "CA" in rows["node-1"]["issuer"]
     # the entry passes TLS through: it serves whichever node leads
     assert rows["entry"]["serial"] in {rows[n]["serial"] for n in ("node-1", "node-2", "node-3")}
+    # `status` names the certificate that ends first
+    proc = subprocess.Popen([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(mesh.dir), "status"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "certificates: " in out and " ends first, " in out and "days; `vaultmesh certs status`" in out, out
 
 
 @dataclass

@@ -130,6 +130,10 @@ def status(ctx: Ctx, as_json: bool) -> None:
         console = out_console()
         console.print(table)
         console.print(f"keeper: {doc['keeper']['summary']}", soft_wrap=True)
+        first = (doc.get("certificates") or {}).get("soonest")
+        if first:
+            console.print(f"certificates: {first['name']} ends first, {first['not_after'][:10]} "
+                          f"({first['days_left']:.0f} days; `vaultmesh certs status`)", soft_wrap=True)
     sys.exit(0 if doc["healthy"] else 1)
 
 

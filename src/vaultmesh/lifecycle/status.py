@@ -3,10 +3,14 @@ shape. Queries only: nothing here writes to the state dir (pids are looked up, n
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from vaultmesh.api.client import RetryPolicy
+from vaultmesh.layout import MeshLayout
 from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.view import MeshView, NodeView, gather_view
@@ -65,7 +69,29 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
             "healthy": view.seal_node_serving, "error": seal.error},
         "ca_cert": str(mesh.paths.ca_cert),
         "keeper": keeper_json(mesh),
+        "certificates": {"soonest": soonest_certificate(mesh.layout)},
     }
+
+
+def soonest_certificate(layout: MeshLayout, now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """The certificate of the mesh that ends first, by its file (``certs status`` asks the listeners): name,
+    not_after (ISO 8601), days_left; None when no file can be read."""
+    paths = layout.paths
+    files = {n.name: n.cert_file for n in layout.nodes}
+    if layout.seal_node is not None:
+        files["seal"] = layout.seal_node.cert_file
+    files.update({"identity": paths.identity_cert, "keeper": paths.keeper_cert, "ca": paths.ca_cert})
+    ends = {}
+    for name, path in files.items():
+        try:
+            ends[name] = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+        except (OSError, ValueError):
+            continue
+    if not ends:
+        return None
+    name = min(ends, key=lambda k: ends[k])
+    left = (ends[name] - (now or dt.datetime.now(dt.UTC))).total_seconds() / 86400
+    return {"name": name, "not_after": ends[name].isoformat().replace("+00:00", "Z"), "days_left": round(left, 2)}
 
 
 def _yes_no(v: bool | None) -> str:
