@@ -11,7 +11,7 @@ from prometheus_client.exposition import generate_latest
 from vaultmesh.keeper.metrics import families
 from vaultmesh.lifecycle.keeper_process import KeeperStatus
 from vaultmesh.monitoring.names import (
-    FUTURE_METRICS,
+    CERT_EXPIRY,
     KNOWN_METRICS,
     OPENBAO_METRICS,
     VAULTMESH_METRICS,
@@ -44,7 +44,7 @@ def test_every_vaultmesh_name_is_what_the_keeper_exports() -> None:
 
     class Collector:
         def collect(self):  # type: ignore[no-untyped-def]
-            return families(status)
+            return families(status, {"ca": 9.0, "node-1": 8.0})
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector())  # type: ignore[arg-type]
@@ -53,8 +53,10 @@ def test_every_vaultmesh_name_is_what_the_keeper_exports() -> None:
     assert exported == VAULTMESH_METRICS
 
 
-def test_the_certificate_gauge_is_the_one_name_nobody_exports_yet() -> None:
-    assert {"vaultmesh_certificate_expiry_timestamp_seconds"} == FUTURE_METRICS
+def test_the_certificate_gauge_is_the_keepers() -> None:
+    from vaultmesh.keeper import metrics
+
+    assert metrics.CERT_EXPIRY == CERT_EXPIRY
 
 
 def test_metric_names_skips_functions_labels_durations_and_strings() -> None:

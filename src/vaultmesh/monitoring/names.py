@@ -29,9 +29,9 @@ NODE_LABEL = "node"
 ZONE_LABEL = "zone"
 
 CERT_EXPIRY = "vaultmesh_certificate_expiry_timestamp_seconds"
-"""The gauge the certificate rules read (to be exported by the keeper): the ``notAfter`` of one certificate as
-Unix seconds, labelled ``cert``: ``ca`` for the mesh CA, the node name for a node certificate, ``entry``,
-``identity`` or ``keeper`` for the others."""
+"""The gauge the certificate rules read (the keeper exports it, ``keeper.metrics.CERT_EXPIRY``): the ``notAfter``
+of one certificate as Unix seconds, labelled ``cert``: ``ca`` for the mesh CA, the node name for a node
+certificate, ``seal``, ``entry``, ``identity`` or ``keeper`` for the others."""
 CA_CERT = "ca"
 
 OPENBAO_METRICS = frozenset({
@@ -60,17 +60,14 @@ VAULTMESH_METRICS = frozenset({
     "vaultmesh_snapshot_last_success_timestamp_seconds", "vaultmesh_snapshot_last_size_bytes",
     "vaultmesh_snapshot_last_index", "vaultmesh_snapshot_failures_total",
     "vaultmesh_drill_last_timestamp_seconds", "vaultmesh_drill_last_ok", "vaultmesh_drill_last_rto_seconds",
-    "vaultmesh_drill_last_rpo_seconds",
+    "vaultmesh_drill_last_rpo_seconds", CERT_EXPIRY,
 })
 """The keeper's ``/metrics`` names (``keeper.metrics``), as exposed (counters end in ``_total``)."""
-
-FUTURE_METRICS = frozenset({CERT_EXPIRY})
-"""Names the rules are ready for before anything exports them."""
 
 PROMETHEUS_METRICS = frozenset({"up", "scrape_duration_seconds"})
 """What Prometheus itself writes for every target."""
 
-KNOWN_METRICS = OPENBAO_METRICS | VAULTMESH_METRICS | FUTURE_METRICS | PROMETHEUS_METRICS
+KNOWN_METRICS = OPENBAO_METRICS | VAULTMESH_METRICS | PROMETHEUS_METRICS
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
