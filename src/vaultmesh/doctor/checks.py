@@ -300,7 +300,7 @@ def monitoring_alerts(f: Facts) -> Finding:
     if f.monitoring:
         return Finding("monitoring.alerts", "pass", f"alert rules loaded: {f.monitoring}")
     return Finding("monitoring.alerts", "warn", "no Prometheus with alert rules for this mesh is known",
-                   "scrape /v1/sys/metrics and the keeper's /metrics, and load alert rules")
+                   "vaultmesh monitoring config and rules: load both into your Prometheus")
 
 
 def snapshots_recent(f: Facts) -> Finding:
