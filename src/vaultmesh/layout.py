@@ -160,6 +160,20 @@ class StatePaths:
 
     drill_report = Below("drills_dir", "last.json")
 
+    monitoring_dir = Below("root", "monitoring")
+    """Prometheus, run by the keeper: its config, rules, TLS, data, log and pid."""
+    prometheus_config = Below("monitoring_dir", "prometheus.yml")
+    prometheus_rules = Below("monitoring_dir", "rules.yml")
+    prometheus_web = Below("monitoring_dir", "web.yml")
+    """Prometheus's ``--web.config.file``: HTTPS with ``prometheus_cert``/``prometheus_key`` (from the mesh CA)."""
+    prometheus_cert = Below("monitoring_dir", "tls/cert.pem")
+    prometheus_key = Below("monitoring_dir", "tls/key.pem")
+    prometheus_data = Below("monitoring_dir", "data")
+    prometheus_pid = Below("monitoring_dir", "prometheus.pid")
+    prometheus_log = Below("monitoring_dir", "prometheus.log")
+    prometheus_record = Below("monitoring_dir", "prometheus.json")
+    """Its address (the port is kept across restarts) and why it does not run, when it does not."""
+
     load_record = Below("root", "bench/last.json")
     """The last ``vaultmesh bench`` or ``chaos`` run on this mesh: when, what, and whether it passed (``doctor``
     reads it)."""

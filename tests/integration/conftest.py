@@ -139,12 +139,18 @@ def stop_all(handle: MeshHandle, started: set[int]) -> None:
     stop_state_dir(handle.dir, started | set(handle.pids().values()))
 
 
+NO_MONITORING = "monitoring: none\n"
+"""Test meshes run no Prometheus unless their mesh file says ``monitoring:``."""
+
+
 @contextlib.contextmanager
 def owned_mesh(root: Path, spec_text: str = "", *, timeout: float = 120.0,
                bring_up: Callable[..., Any] = up) -> Iterator[MeshHandle]:
     """A mesh brought up in ``root``, owned from before `up` runs: on the way out every process under ``root``
     is stopped, whether `up` returned or raised."""
     seen: set[int] = set()  # the first pids: a process whose pid file a test replaced or deleted is still stopped
+    if "monitoring:" not in spec_text:  # a Prometheus per test mesh costs CPU the suite needs; asked for, it runs
+        spec_text = f"{NO_MONITORING}{spec_text}"
     try:
         spec = parse_spec(spec_text, source="test") if spec_text else None
         result = bring_up(root, spec, spec_text, timeout=timeout)

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import ssl
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from vaultmesh.errors import EngineError, PermissionDenied
 from vaultmesh.snapshot import save as snap
+from vaultmesh.waiting import wait_until
 
 from .conftest import MeshHandle
 from .test_lifecycle import run_cli
@@ -25,6 +30,10 @@ EXPECTED_WARNINGS = {"nodes.hosts", "seal.auto", "auth.roles", "audit.second", "
 file, no Prometheus, no snapshot or drill yet, no load test."""
 
 
+def status_doc(handle: MeshHandle) -> dict[str, Any]:
+    return json.loads(run_cli(handle.dir, "status", "--json", check=False).stdout)
+
+
 def doctor(handle: MeshHandle) -> tuple[int, dict[str, dict[str, str]]]:
     proc = run_cli(handle.dir, "doctor", "--json", check=False)
     assert proc.returncode in (0, 1), proc.stderr
@@ -32,13 +41,26 @@ def doctor(handle: MeshHandle) -> tuple[int, dict[str, dict[str, str]]]:
 
 
 def test_doctor_passes_a_fresh_mesh_and_fails_what_is_broken(make_mesh: Callable[..., MeshHandle]) -> None:
-    handle = make_mesh()
+    handle = make_mesh("monitoring: auto\n")  # the default: the keeper runs Prometheus where it is installed
+    prometheus = shutil.which("prometheus") is not None
+    if prometheus:  # every target up through its HTTPS API, verified with the mesh CA
+        url = wait_until(lambda: status_doc(handle)["monitoring"]["prometheus_url"], timeout=20)
+        assert url and url.startswith("https://127.0.0.1:")
+
+        def targets() -> list[dict[str, Any]] | None:
+            ctx = ssl.create_default_context(cafile=handle.ca)
+            with urllib.request.urlopen(f"{url}/api/v1/targets", context=ctx, timeout=5) as resp:
+                found = json.load(resp)["data"]["activeTargets"]
+            return found if len(found) == 5 and all(t["health"] == "up" for t in found) else None
+
+        assert wait_until(targets, timeout=30), "not every target is up"
     code, checks = doctor(handle)
     assert len(checks) >= 15
     assert code == 0 and [i for i, c in checks.items() if c["status"] == "fail"] == []
     assert {i for i, c in checks.items() if c["status"] == "warn"} <= EXPECTED_WARNINGS
     assert checks["core.dumps"]["status"] == "pass" and checks["tokens.root"]["status"] == "pass"
     assert checks["versions.match"]["status"] == "pass" and checks["nodes.healthy"]["status"] == "pass"
+    assert checks["monitoring.alerts"]["status"] == ("pass" if prometheus else "warn")
 
     # a snapshot: the check passes; the newest damaged: a fail naming the offline check
     manifest = snap.save(handle.mesh)

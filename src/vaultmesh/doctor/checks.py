@@ -298,9 +298,10 @@ def audit_second(f: Facts) -> Finding:
 
 def monitoring_alerts(f: Facts) -> Finding:
     if f.monitoring:
-        return Finding("monitoring.alerts", "pass", f"alert rules loaded: {f.monitoring}")
+        return Finding("monitoring.alerts", "pass", f"Prometheus with the mesh's alert rules: {f.monitoring}")
     return Finding("monitoring.alerts", "warn", "no Prometheus with alert rules for this mesh is known",
-                   "vaultmesh monitoring config and rules: load both into your Prometheus")
+                   "install prometheus (monitoring: auto runs it), or load `vaultmesh monitoring config` "
+                   "and `rules` into your own")
 
 
 def snapshots_recent(f: Facts) -> Finding:

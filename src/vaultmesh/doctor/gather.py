@@ -25,7 +25,7 @@ from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import StatePaths
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.keeper_process import keeper_pid
-from vaultmesh.lifecycle.status import status
+from vaultmesh.lifecycle.status import monitoring_json, status
 from vaultmesh.lifecycle.view import MeshView
 from vaultmesh.reconcile.lint import lint
 from vaultmesh.snapshot import archive, save
@@ -57,6 +57,7 @@ def gather(root: Path, *, now: float | None = None) -> Facts:
     facts.update(_snapshots(mesh, now))
     facts.update(_drill(mesh))
     facts["modes"] = _modes(mesh.paths, mesh)
+    facts["monitoring"] = monitoring_json(mesh)["prometheus_url"]
     try:
         record = json.loads(mesh.paths.load_record.read_text())
         facts.update(load_test=float(record["time"]), load_ok=bool(record["passed"]), load_run=str(record["run"]))

@@ -45,7 +45,7 @@ from types import FrameType
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
-from vaultmesh.keeper import jobs
+from vaultmesh.keeper import jobs, monitoring
 from vaultmesh.keeper.heal import EVERY as HEAL_EVERY
 from vaultmesh.keeper.heal import Healer, heal_cycle
 from vaultmesh.keeper.metrics import reload_tls, serve_metrics
@@ -276,6 +276,7 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
     if mesh.spec.keeper.heal:
         healing.start()
     next_reap = 0.0
+    prometheus = monitoring.Watch()
     try:
         while not stop():
             if not m.exists(root):
@@ -300,6 +301,7 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
                     state.note(f"renewed certificates: {', '.join(certs.job.record['renewed'])}"
                                if certs.job.record else "renewed certificates")
                 record()
+            monitoring.ensure(mesh, addr, prometheus, log)
             sleep(min(0.5, max(0.05, next_reap - time.monotonic())))
     finally:
         server.shutdown()

@@ -287,6 +287,11 @@ def ensure_keeper_cert(mesh: Mesh) -> tuple[Path, Path]:
     return _local_cert(mesh, "keeper", mesh.paths.keeper_cert, mesh.paths.keeper_key)
 
 
+def ensure_prometheus_cert(mesh: Mesh) -> tuple[Path, Path]:
+    """The TLS certificate of the Prometheus the keeper runs (127.0.0.1, localhost) from the mesh CA, made once."""
+    return _local_cert(mesh, "prometheus", mesh.paths.prometheus_cert, mesh.paths.prometheus_key)
+
+
 def _local_cert(mesh: Mesh, name: str, cert: Path, key: Path) -> tuple[Path, Path]:
     if not (cert.exists() and key.exists()):
         ensure_dir(cert.parent.parent)

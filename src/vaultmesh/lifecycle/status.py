@@ -70,7 +70,28 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
         "ca_cert": str(mesh.paths.ca_cert),
         "keeper": keeper_json(mesh),
         "certificates": {"soonest": soonest_certificate(mesh.layout)},
+        "monitoring": monitoring_json(mesh),
     }
+
+
+def monitoring_json(mesh: m.Mesh) -> dict[str, Any]:
+    """The Prometheus the keeper runs: its URL while it runs (HTTPS, the mesh CA), else why not. A query."""
+    from vaultmesh.fsutil import read_json
+    from vaultmesh.runtime.processes import prometheus_process
+
+    try:
+        record = read_json(mesh.paths.prometheus_record)
+    except (OSError, ValueError):
+        record = {}
+    running = prometheus_process(mesh.paths).pid() is not None
+    reason = record.get("reason") if isinstance(record, dict) else None
+    if mesh.spec.monitoring.mode == "none":
+        reason = "monitoring: none in the mesh file"
+    elif not mesh.spec.keeper.enabled:
+        reason = "the keeper runs Prometheus, and keeper: false"
+    return {"mode": mesh.spec.monitoring.mode, "running": running,
+            "prometheus_url": record.get("url") if running and isinstance(record, dict) else None,
+            "dashboard_url": None, "reason": None if running else reason}
 
 
 def soonest_certificate(layout: MeshLayout, now: dt.datetime | None = None) -> dict[str, Any] | None:

@@ -83,6 +83,10 @@ def keeper_process(paths: StatePaths) -> TrackedProcess:
     return TrackedProcess("keeper", paths.keeper_pid, keeper_marker(paths))
 
 
+def prometheus_process(paths: StatePaths) -> TrackedProcess:
+    return TrackedProcess("prometheus", paths.prometheus_pid, str(paths.prometheus_config))
+
+
 def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
     return TrackedProcess(name or node.name, node.pid_file, str(node.config_file))
 
@@ -90,7 +94,8 @@ def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
 def stop_order(layout: MeshLayout) -> list[list[TrackedProcess]]:
     """The mesh's processes in the waves ``down`` stops them in: what uses the nodes (keeper, entry, issuer),
     then every node, then the seal node they unseal with. The processes of a wave stop together."""
-    waves = [[keeper_process(layout.paths), entry_process(layout), issuer_process(layout.paths)],
+    waves = [[keeper_process(layout.paths), prometheus_process(layout.paths), entry_process(layout),
+              issuer_process(layout.paths)],
              [node_process(n) for n in reversed(layout.nodes)]]
     if layout.seal_node:
         waves.append([node_process(layout.seal_node, "seal")])
@@ -133,6 +138,16 @@ def start_issuer(paths: StatePaths, cert: Path, key: Path) -> int:
     return start_process([sys.executable, "-m", "vaultmesh.identity", "--dir", str(paths.root),
                           "--key", str(key), "--cert", str(cert)], cwd=paths.identity_dir,
                          log_file=paths.issuer_log, pid_file=paths.issuer_pid)
+
+
+def start_prometheus(paths: StatePaths, binary: str, port: int, retention: float) -> int:
+    """Start Prometheus on the rendered config, HTTPS on 127.0.0.1:``port`` (``prometheus_web``)."""
+    check_ports_free({"prometheus": port})
+    return start_process([binary, f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={paths.prometheus_web}",
+                          f"--storage.tsdb.path={paths.prometheus_data}",
+                          f"--storage.tsdb.retention.time={int(retention)}s",
+                          f"--config.file={paths.prometheus_config}"],
+                         cwd=paths.monitoring_dir, log_file=paths.prometheus_log, pid_file=paths.prometheus_pid)
 
 
 # -- stopping ------------------------------------------------------------------------------------------------

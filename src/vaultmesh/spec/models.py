@@ -252,6 +252,22 @@ class DrillsSpec(_Model):
     network (then it could reach the databases the snapshot's roles name)."""
 
 
+class MonitoringSpec(_Model):
+    """Prometheus, run by the keeper beside the mesh, scraping every node, the keeper and the entry with the
+    mesh's alert rules loaded."""
+
+    mode: Literal["auto", "prometheus", "none"] = "auto"
+    """``auto``: run Prometheus when the ``prometheus`` binary is installed (Debian package ``prometheus``);
+    ``prometheus``: run it, and say so in ``status`` when it cannot be; ``none``: never."""
+    retention: Duration = 86400 * 7
+    """How long Prometheus keeps samples (``7d``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: object) -> object:
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class MeshSpec(ResourcesSpec, LifecycleSpec):
     """The whole mesh file."""
 
@@ -261,6 +277,7 @@ class MeshSpec(ResourcesSpec, LifecycleSpec):
     """Not part of the mesh's shape: the keeper's settings may change on a running mesh."""
     snapshots: SnapshotsSpec = SnapshotsSpec()
     drills: DrillsSpec = DrillsSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
 
 def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:
