@@ -252,6 +252,13 @@ def cases(spec: MeshSpec) -> dict[str, Callable[[World], Case]]:
                         {k: f"{run('_', late)} {ramp(late * STEP, w.samples - late)}"}, at=at)
         return make
 
+    def keeper_restarted(w: World) -> Case:
+        k = w.on_keeper("vaultmesh_keeper_restarts_total")
+        at = 600
+        late = at // STEP - 2  # a restart a minute before the evaluation; quiet: one nine minutes before
+        return Case({k: f"{run(0, late)} {run(1, w.samples - late)}"}, [w.keeper],
+                    {k: f"{run(0, 1)} {run(1, w.samples - 1)}"}, at=at)
+
     def snapshot_failing(w: World) -> Case:
         k = w.on_keeper("vaultmesh_snapshot_failures_total")
         # quiet: a failure longer than one interval ago
@@ -273,6 +280,7 @@ def cases(spec: MeshSpec) -> dict[str, Callable[[World], Case]]:
         "VaultmeshCertificateExpiring": certs("warn"), "VaultmeshCertificateExpiryCritical": certs("crit"),
         "VaultmeshLeaseBudgetExceeded": keeper_gauge("vaultmesh_keeper_over_budget", 1, 0),
         "VaultmeshKeeperBackingOff": keeper_gauge("vaultmesh_keeper_backing_off", 1, 0),
+        "VaultmeshKeeperRestarted": keeper_restarted,
         "VaultmeshMeshNotAnswering": keeper_gauge("vaultmesh_keeper_mesh_answering", 0, 1),
         "VaultmeshSnapshotStale": stale("vaultmesh_snapshot_last_success_timestamp_seconds", snap_every, snap_at),
         "VaultmeshSnapshotMissing": missing("vaultmesh_snapshot_last_success_timestamp_seconds", snap_every,

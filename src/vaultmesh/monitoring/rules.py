@@ -258,6 +258,11 @@ def mesh_rules(spec: MeshSpec) -> list[Rule]:
                  "warning", f"the keeper of mesh {m} cannot restart something",
                  f"A restart keeps failing and the keeper waits longer between tries. `{RUNBOOK}` shows what and "
                  "why (keeper line); read that process's log.", ops),
+            Rule("VaultmeshKeeperRestarted", f"increase({keeper('vaultmesh_keeper_restarts_total')}[5m]) > 0",
+                 "0s", "warning", f"the keeper of mesh {m} restarted a process",
+                 "A node, the entry or the issuer died (or a node sealed) and the keeper brought it back in the "
+                 f"last 5 minutes: the mesh healed, but something killed it. `{RUNBOOK}` shows what was restarted "
+                 "(keeper line); read that process's log for why it died.", ops),
             Rule("VaultmeshMeshNotAnswering", f"max({keeper('vaultmesh_keeper_mesh_answering')}) == 0", "30s",
                  "critical", f"the keeper of mesh {m} sees no answering node",
                  f"The keeper's last cycle reached no node. `{RUNBOOK}`; `vaultmesh up` starts what is "
