@@ -37,6 +37,11 @@ ADMIN_POLICY = "vaultmesh-admin"
 HOST = "127.0.0.1"
 
 
+def https_url(host: str, port: int) -> str:
+    """The address of a listener of the mesh: ``https://127.0.0.1:8200`` (an IPv6 host goes in brackets)."""
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 class Below:
     """A path below another path of the same layout, computed when read: ``ca_cert = Below("root",
     "pki/ca.pem")`` is ``self.root / "pki/ca.pem"``. The state dir's paths are this table (its tree is the
@@ -72,11 +77,11 @@ class NodeLayout:
 
     @property
     def api_addr(self) -> str:
-        return f"https://{self.host}:{self.api_port}"
+        return https_url(self.host, self.api_port)
 
     @property
     def cluster_addr(self) -> str:
-        return f"https://{self.host}:{self.cluster_port}"
+        return https_url(self.host, self.cluster_port)
 
     config_file = Below("dir", "config.hcl")
     data_dir = Below("dir", "data")
@@ -194,7 +199,7 @@ class MeshLayout:
 
     @property
     def entry_addr(self) -> str:
-        return f"https://{HOST}:{self.entry_port}"
+        return https_url(HOST, self.entry_port)
 
     def node(self, name: str) -> NodeLayout:
         for n in self.nodes:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from vaultmesh.errors import RuntimeFailure, StateError, VaultmeshError
 from vaultmesh.identity.keys import KeyRing, write_private_file
 from vaultmesh.identity.tokens import DISCOVERY_PATH, JWKS_PATH, discovery_document, jwks
-from vaultmesh.layout import StatePaths
+from vaultmesh.layout import StatePaths, https_url
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +105,7 @@ def issuer_url_for(host: str, port: int) -> str:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"https://{host}:{port}"
+    return https_url(host, port)
 
 
 class IssuerServer:
