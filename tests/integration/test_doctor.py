@@ -49,8 +49,11 @@ def test_doctor_passes_a_fresh_mesh_and_fails_what_is_broken(make_mesh: Callable
 
         def targets() -> list[dict[str, Any]] | None:
             ctx = ssl.create_default_context(cafile=handle.ca)
-            with urllib.request.urlopen(f"{url}/api/v1/targets", context=ctx, timeout=5) as resp:
-                found = json.load(resp)["data"]["activeTargets"]
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/targets", context=ctx, timeout=5) as resp:
+                    found = json.load(resp)["data"]["activeTargets"]
+            except OSError:  # not listening yet (a failed TLS verification would say so at the deadline)
+                return None
             return found if len(found) == 5 and all(t["health"] == "up" for t in found) else None
 
         assert wait_until(targets, timeout=30), "not every target is up"
