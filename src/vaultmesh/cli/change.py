@@ -1,10 +1,15 @@
-"""`vaultmesh upgrade`: change a running mesh as a plan of steps, each checked against an invariant."""
+"""`vaultmesh upgrade`, `vaultmesh scale`: change a running mesh as a plan of steps, each checked against an invariant.
+Importing it gives ``up -f`` its way to change the node count (``lifecycle.up.RESCALE``)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import click
 
 from vaultmesh.cli.common import Ctx, echo_json, err_console, json_option, mesh_command
+from vaultmesh.lifecycle.mesh import Mesh, open_mesh
+from vaultmesh.lifecycle.up import RESCALE
 
 
 @click.command("upgrade")
@@ -33,3 +38,40 @@ def upgrade(ctx: Ctx, engine_path: str, allow_downgrade: bool, as_json: bool) ->
         return
     click.echo(f"upgraded to {result.target} in {result.seconds:.1f} s: {len(result.steps)} steps, leaders "
                f"{' -> '.join(result.leaders)}; snapshot {result.snapshot}")
+
+
+@click.command("scale")
+@click.option("--nodes", "nodes", required=True, type=int, help="The node count to reach: 3, 5 or 7.")
+@json_option("What was done: the node count before and after, the steps, the leaders seen, the voters at the end.")
+@mesh_command()
+def scale(ctx: Ctx, nodes: int, as_json: bool) -> None:
+    """Add or remove nodes one at a time until the mesh has --nodes voters: a new node starts, joins Raft as a
+    non-voter and is promoted by autopilot once caught up and stable; a node that goes (highest first) has the
+    leader stepped away from it, is removed from Raft, stopped and its folder deleted. Zones stay round-robin,
+    the voters never drop below a quorum of the old or new configuration, every config and the entry's backends
+    follow; the mesh file's nodes line says --nodes when done. Refuses (one line) an even count, a mesh that
+    tolerates no failure, or an unhealthy autopilot. Interrupted, it is resumed by running it again."""
+    from vaultmesh.change.scale import scale as do_scale
+
+    console = err_console()
+    result = do_scale(ctx.dir, nodes,
+                      progress=lambda line: console.print(f"  {line}", markup=False, soft_wrap=True))
+    if as_json:
+        echo_json(result.to_json())
+        return
+    if not result.steps:
+        click.echo(f"the mesh has {result.nodes} voters already; nothing to do")
+        return
+    click.echo(f"scaled {result.before} -> {result.nodes} nodes in {result.seconds:.1f} s: {len(result.steps)} "
+               f"steps; voters {', '.join(result.voters)}; leaders {' -> '.join(result.leaders)}")
+
+
+def _rescale(mesh: Mesh, n: int, progress: Callable[[str], None]) -> Mesh:
+    """``up -f`` with another ``nodes``: the same path as ``vaultmesh scale`` (the caller holds the lock)."""
+    from vaultmesh.change.scale import scale_locked
+
+    scale_locked(mesh, n, progress=progress)
+    return open_mesh(mesh.paths.root)
+
+
+RESCALE.append(_rescale)

@@ -155,7 +155,7 @@ def env(ctx: Ctx) -> None:
 
 for command in (identity.identity, reconcile.plan, reconcile.apply, reconcile.lint, reconcile.policy,
                 bench.bench, bench.chaos, workload.run, workload.leases, snapshot.snapshot, dr.restore,
-                dr.drill, monitoring.monitoring, certs.certs, doctor.doctor, change.upgrade,
+                dr.drill, monitoring.monitoring, certs.certs, doctor.doctor, change.upgrade, change.scale,
                 audit.audit):
     cli.add_command(command)
 

@@ -21,7 +21,7 @@ from vaultmesh import __version__, pki
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, RuntimeFailure, StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
-from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, StatePaths, build_layout
+from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, NodeLayout, StatePaths, build_layout
 from vaultmesh.render.entry import render_entry_config
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_node_config, render_seal_node_config
 from vaultmesh.runtime.local import check_ports_free, free_ports
@@ -109,9 +109,89 @@ def open_mesh(root: Path) -> Mesh:
     except FileNotFoundError:
         raise StateError(f"{paths.spec_file} is missing", hint="restore it, or destroy and recreate") from None
     spec = parse_spec(text, source=str(paths.spec_file), base_dir=Path(state.get("spec_dir") or root))
+    count = node_count(state["ports"], transit_seal=spec.seal.type == "transit")
+    if count != spec.nodes:  # a scale part-way (or done, before the mesh file said so): the ports say how many
+        spec = spec.model_copy(update={"nodes": count})
     layout = build_layout(spec.name, root, zone_layout(spec), state["ports"],
                           transit_seal=spec.seal.type == "transit", netns=_netns_of(state))
     return Mesh(spec, layout, state.get("engine"), bool(state.get("initialized")), state)
+
+
+def node_count(ports: list[int], *, transit_seal: bool) -> int:
+    """How many nodes a ``state.json`` ports list lays out: api and cluster per node, the entry, then the seal
+    node's two when the seal is transit."""
+    return (len(ports) - 1 - (2 if transit_seal else 0)) // 2
+
+
+def resized_ports(ports: list[int], old: int, n: int, new: list[int]) -> list[int]:
+    """The ports list of an ``old``-node mesh laid out for ``n`` nodes: the first nodes keep theirs, ``new``
+    (two per added node) go to the added ones, the entry and seal node keep theirs. Pure."""
+    keep = ports[: 2 * min(old, n)]
+    if len(new) != 2 * max(0, n - old):
+        raise ValueError(f"need {2 * max(0, n - old)} new ports, got {len(new)}")
+    return [*keep, *new, *ports[2 * old:]]
+
+
+def resize(mesh: Mesh, n: int) -> Mesh:
+    """Lay the mesh out for ``n`` nodes in ``state.json``: new ports and a certificate (from the mesh CA) for
+    each added node, the ports of removed nodes dropped (call it for fewer nodes only once they are gone); every
+    config re-rendered (each node's retry_join lists every peer, the entry's backends every node). The mesh file
+    keeps its ``nodes`` line (``record_nodes`` once the change is done)."""
+    old = len(mesh.layout.nodes)
+    if n == old:
+        return mesh
+    state = read_json(mesh.paths.state_file)
+    taken = set(state["ports"])
+    new = [p for p in free_ports(2 * max(0, n - old) + len(taken)) if p not in taken][: 2 * max(0, n - old)]
+    ports = resized_ports(list(state["ports"]), old, n, new)
+    if n > old:
+        spec = mesh.spec.model_copy(update={"nodes": n})
+        layout = build_layout(spec.name, mesh.paths.root, zone_layout(spec), ports,
+                              transit_seal=spec.seal.type == "transit", netns=_netns_of(state))
+        added = layout.nodes[old:]
+        check_ports_free({k: v for k, v in port_names(layout).items() if k.split(" ")[0] in
+                          {x.name for x in added}})
+        ca = pki.CertPair(mesh.paths.ca_cert.read_bytes(), mesh.paths.ca_key.read_bytes())
+        for node in added:
+            _node_dirs_and_cert(node, ca, mesh.spec, dt.datetime.now(dt.UTC))
+    write_json(mesh.paths.state_file, {**state, "ports": ports})
+    mesh = open_mesh(mesh.paths.root)
+    render_configs(mesh)
+    return mesh
+
+
+_NODES_LINE = re.compile(r"^nodes:[^\n]*$", re.M)
+
+
+def renodes_text(text: str, n: int) -> str:
+    """The mesh file ``text`` with ``n`` nodes: its top-level ``nodes:`` line replaced, or one added; every
+    other line kept as it was. Pure."""
+    line = f"nodes: {n}"
+    return _NODES_LINE.sub(line, text, count=1) if _NODES_LINE.search(text) else f"{text.rstrip()}\n{line}\n"
+
+
+def record_nodes(mesh: Mesh, n: int) -> Mesh:
+    """The mesh file in the state dir says ``nodes: n`` (a scale is done)."""
+    paths = mesh.paths
+    text = paths.spec_file.read_text()
+    if parse_spec(text, source=str(paths.spec_file)).nodes != n:
+        write_atomic(paths.spec_file, renodes_text(text, n).encode())
+    return open_mesh(paths.root)
+
+
+def _node_dirs_and_cert(node: NodeLayout, ca: pki.CertPair, spec: MeshSpec, now: dt.datetime) -> None:
+    """A node's folders and its TLS certificate from the mesh CA (kept when it is there already)."""
+    ensure_dir(node.dir.parent)
+    ensure_dir(node.dir)
+    ensure_dir(node.data_dir)
+    if node.cert_file.exists() and node.key_file.exists():
+        return
+    dns, ips = pki.node_cert_names(node.name)
+    if node.host not in ips:
+        ips = [*ips, node.host]  # a netns node's own address
+    pair = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=ips, now=now, days=spec.tls.cert_days)
+    write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
+    write_atomic(node.key_file, pair.key_pem)
 
 
 def _netns_of(state: dict[str, Any]) -> tuple[str, int] | None:
@@ -228,16 +308,7 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     write_atomic(paths.ca_cert, ca.cert_pem, mode=0o644)
     ensure_dir(paths.nodes_dir)
     for node in (*layout.nodes, *((layout.seal_node,) if layout.seal_node else ())):
-        ensure_dir(node.dir.parent)
-        ensure_dir(node.dir)
-        ensure_dir(node.data_dir)
-        dns, ips = pki.node_cert_names(node.name)
-        if node.host not in ips:
-            ips = [*ips, node.host]  # a netns node's own address
-        pair = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=ips, now=now,
-                                     days=spec.tls.cert_days)
-        write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
-        write_atomic(node.key_file, pair.key_pem)
+        _node_dirs_and_cert(node, ca, spec, now)
     if spec.seal.type == "static":
         write_atomic(paths.static_key, secrets.token_bytes(32))
     if layout.seal_node:
@@ -409,10 +480,15 @@ __all__ = [
     "locked",
     "mark_initialized",
     "new_name",
+    "node_count",
     "node_engine",
     "open_mesh",
     "record_engine",
+    "record_nodes",
     "rename",
     "render_configs",
+    "renodes_text",
+    "resize",
+    "resized_ports",
     "rotate_admin_password",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, VaultmeshError
+from vaultmesh.errors import InvalidRequest, NotReady, RuntimeFailure, StateError, VaultmeshError
 from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import MeshLayout, NodeLayout
 from vaultmesh.lifecycle import decide as d
@@ -37,6 +37,13 @@ __all__ = ["UpResult", "address", "destroy", "down", "entry_pid_file", "entry_wa
            "keeper_json", "revoke_leases", "status", "status_json", "up"]
 
 Progress = Callable[[str], None]
+
+Rescale = Callable[[m.Mesh, int, Progress], m.Mesh]
+"""Changes a healthy mesh's node count (its state lock held) and returns it reopened."""
+
+RESCALE: list[Rescale] = []
+"""How ``up -f`` with another ``nodes`` changes the node count: ``change.scale``'s executor, the path of
+``vaultmesh scale`` (the CLI registers it: lifecycle sits below change and cannot import it)."""
 
 
 def _quiet(_: str) -> None:
@@ -64,10 +71,16 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
         resolve_engine(engine_override)  # a wrong engine is refused before anything is written
     with m.locked(root):
         created = False
+        rescale_to: int | None = None
         if m.exists(root):
             mesh = m.open_mesh(root)
             if spec is not None and spec_text:
-                m.check_same_lifecycle(mesh, spec)
+                # another node count is a scale (after the mesh is healthy), not another shape
+                m.check_same_lifecycle(mesh, spec.model_copy(update={"nodes": mesh.spec.nodes}))
+                if spec.nodes != mesh.spec.nodes and not RESCALE:
+                    raise StateError(f"the mesh in {root} has {mesh.spec.nodes} nodes, the file {spec.nodes}",
+                                     hint=f"run `vaultmesh scale --nodes {spec.nodes}`")
+                rescale_to = spec.nodes if spec.nodes != mesh.spec.nodes else None
                 name = m.new_name(mesh, spec)
                 if name is not None:
                     was = mesh.spec.name
@@ -91,6 +104,11 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             pid = processes.start_issuer(mesh.paths, cert, key)
             progress(f"started the workload identity issuer (pid {pid})")
         result = _converge(Executor(mesh, engine_path, entry_wanted(mesh.spec), progress), t0, timeout, created)
+        if rescale_to is not None:
+            progress(f"the file says nodes: {rescale_to}; scaling {mesh.spec.nodes} -> {rescale_to}")
+            mesh = RESCALE[-1](result.mesh, rescale_to, progress)
+            ex = Executor(mesh, engine_path, entry_wanted(mesh.spec), progress)
+            result = _converge(ex, time.monotonic(), timeout, created)
         if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths, adopt=True) is None:
             pid = keeper.start_keeper(result.mesh.paths)
             progress(f"started the keeper (pid {pid}): it heals the mesh, reaps what gone workloads left "
