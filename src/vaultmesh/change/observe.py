@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
@@ -17,6 +18,27 @@ from vaultmesh.lifecycle import mesh as m
 from vaultmesh.runtime import processes
 
 QUICK = RetryPolicy(deadline=1.5)
+
+HANDOVER_TIMEOUT = 15.0
+"""Seconds a step-down gets to bring a leader where the change wants it before it is asked again (an election
+takes ~2 s)."""
+HANDOVER_TRIES = 3
+POLL = 0.2
+"""Seconds between observations while a step settles (each observation is a handful of local requests)."""
+
+
+def quiet(_: str) -> None:
+    """The progress callback of a change nobody watches."""
+
+
+def step_down(client: EngineClient, node: NodeLayout, settled: Callable[[], bool]) -> bool:
+    """Ask ``node`` to give up leadership (``sys/step-down``), up to ``HANDOVER_TRIES`` times, until
+    ``settled()`` (the step's invariant: a leader where the change wants it); whether it came."""
+    for _ in range(HANDOVER_TRIES):
+        client.request("PUT", "sys/step-down", {}, nodes=[node.api_addr], retry=RetryPolicy(deadline=5.0))
+        if settled():
+            return True
+    return False
 """One observation must not stall a change: a node that does not answer within this is seen as not answering."""
 
 

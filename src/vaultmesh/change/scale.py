@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.change.observe import observe
+from vaultmesh.change.observe import HANDOVER_TIMEOUT, HANDOVER_TRIES, POLL, observe, quiet, step_down
 from vaultmesh.change.plan import ChangeView, Step, holds, plan_scale, refusal, resume
 from vaultmesh.errors import NotReady, StateError, UnsafePlan
 from vaultmesh.lifecycle import keeper_process as keeper
@@ -36,20 +36,12 @@ STEP_TIMEOUT = 120.0
 """Seconds one step may take to reach its invariant (a new node joins in ~1 s and is promoted once it has been
 healthy for the stabilisation time; the margin is for a large Raft log to replay on a loaded machine)."""
 
-HANDOVER_TIMEOUT = 15.0
-HANDOVER_TRIES = 3
 
 READY_TIMEOUT = 20.0
 """Seconds a change waits for a refusal to clear before it starts (a node an interrupted run added may still be
 settling: autopilot reports the mesh unhealthy until it is stable)."""
 
 MAX_NODES = 7
-
-POLL = 0.2
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -129,12 +121,9 @@ class _Run:
                 self.must_settle(step, "become a caught-up, stable voter")
                 return f"{node.name}: autopilot made it a voter (caught up, healthy for the stabilisation time)"
             case "step-down":
-                for _ in range(HANDOVER_TRIES):
-                    self.client.request("PUT", "sys/step-down", {}, nodes=[node.api_addr],
-                                        retry=RetryPolicy(deadline=5.0))
-                    if self.settle(step, HANDOVER_TIMEOUT) is None:
-                        leader = self.look().leader
-                        return f"{node.name} handed leadership to {leader.name if leader else '?'}"
+                if step_down(self.client, node, lambda: self.settle(step, HANDOVER_TIMEOUT) is None):
+                    leader = self.look().leader
+                    return f"{node.name} handed leadership to {leader.name if leader else '?'}"
                 raise NotReady(f"no other node took over from {node.name} after {HANDOVER_TRIES} step-downs",
                                hint="see `vaultmesh status`; run `vaultmesh scale` again")
             case "remove-peer":
@@ -184,7 +173,7 @@ def check_target(mesh: m.Mesh, n: int) -> None:
         raise StateError("scaling a runtime: netns mesh is not built yet", hint="use runtime: local")
 
 
-def scale_locked(mesh: m.Mesh, n: int, *, progress: Progress = _quiet,
+def scale_locked(mesh: m.Mesh, n: int, *, progress: Progress = quiet,
                  step_timeout: float = STEP_TIMEOUT) -> ScaleResult:
     """Scale ``mesh`` (whose state lock the caller holds) to ``n`` nodes; return once they are all voters."""
     t0 = time.monotonic()
@@ -252,7 +241,7 @@ def scale_locked(mesh: m.Mesh, n: int, *, progress: Progress = _quiet,
     return ScaleResult(before, n, tuple(done), time.monotonic() - t0, tuple(run.leaders), voters)
 
 
-def scale(root: Path, n: int, *, progress: Progress = _quiet, step_timeout: float = STEP_TIMEOUT) -> ScaleResult:
+def scale(root: Path, n: int, *, progress: Progress = quiet, step_timeout: float = STEP_TIMEOUT) -> ScaleResult:
     """Scale the mesh in ``root`` to ``n`` nodes, one node at a time."""
     with m.locked(root):
         return scale_locked(m.open_mesh(root), n, progress=progress, step_timeout=step_timeout)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.change.observe import observe
+from vaultmesh.change.observe import HANDOVER_TIMEOUT, HANDOVER_TRIES, POLL, observe, quiet, step_down
 from vaultmesh.change.plan import ChangeView, Step, holds, parse_version, plan_upgrade, refusal, resume
 from vaultmesh.errors import NotReady, StateError, UnsafePlan
 from vaultmesh.lifecycle import mesh as m
@@ -33,18 +33,6 @@ Progress = Callable[[str], None]
 STEP_TIMEOUT = 120.0
 """Seconds one step may take to reach its invariant: a restarted node unseals in ~0.25 s and is stable ~3 s later on
 loopback; the margin is for a large Raft log to replay on a loaded machine."""
-
-HANDOVER_TIMEOUT = 15.0
-"""Seconds a step-down gets to bring a leader on the target before it is asked again (an election takes ~2 s)."""
-
-HANDOVER_TRIES = 3
-
-POLL = 0.2
-"""Seconds between observations while a step settles (each observation is a handful of local requests)."""
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
@@ -130,18 +118,15 @@ class _Run:
                                    hint="look at its bao.log; run `vaultmesh upgrade` again to resume")
                 return f"{node.name}: settled on {self.target}"
             case "step-down":
-                for _ in range(HANDOVER_TRIES):
-                    self.client.request("PUT", "sys/step-down", {}, nodes=[node.api_addr],
-                                        retry=RetryPolicy(deadline=5.0))
-                    if self.settle(step, HANDOVER_TIMEOUT) is None:
-                        leader = self.look().leader
-                        return f"{node.name} handed leadership to {leader.name if leader else '?'} ({self.target})"
+                if step_down(self.client, node, lambda: self.settle(step, HANDOVER_TIMEOUT) is None):
+                    leader = self.look().leader
+                    return f"{node.name} handed leadership to {leader.name if leader else '?'} ({self.target})"
                 raise NotReady(f"no node on {self.target} took over from {node.name} after {HANDOVER_TRIES} "
                                "step-downs", hint="see `vaultmesh status`; run `vaultmesh upgrade` again")
         raise AssertionError(step.action)
 
 
-def upgrade(root: Path, engine_path: str, *, allow_downgrade: bool = False, progress: Progress = _quiet,
+def upgrade(root: Path, engine_path: str, *, allow_downgrade: bool = False, progress: Progress = quiet,
             step_timeout: float = STEP_TIMEOUT) -> UpgradeResult:
     """Move every node of the mesh in ``root`` to the binary at ``engine_path``; return once all run it."""
     t0 = time.monotonic()

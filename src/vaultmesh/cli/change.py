@@ -4,12 +4,27 @@ Importing it gives ``up -f`` its way to change the node count (``lifecycle.up.RE
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import click
 
 from vaultmesh.cli.common import Ctx, echo_json, err_console, json_option, mesh_command
 from vaultmesh.lifecycle.mesh import Mesh, open_mesh
 from vaultmesh.lifecycle.up import RESCALE
+
+
+def progress() -> Callable[[str], None]:
+    """A change's progress lines, indented, on stderr."""
+    console = err_console()
+    return lambda line: console.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def report(result: Any, as_json: bool, *, nothing: str, done: str) -> None:
+    """A change's outcome: its JSON, or one line (``nothing`` when it had no step to take)."""
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        click.echo(done if result.steps else nothing)
 
 
 @click.command("upgrade")
@@ -27,17 +42,10 @@ def upgrade(ctx: Ctx, engine_path: str, allow_downgrade: bool, as_json: bool) ->
     is resumed by running it again."""
     from vaultmesh.change.upgrade import upgrade as do_upgrade
 
-    console = err_console()
-    result = do_upgrade(ctx.dir, engine_path, allow_downgrade=allow_downgrade,
-                        progress=lambda line: console.print(f"  {line}", markup=False, soft_wrap=True))
-    if as_json:
-        echo_json(result.to_json())
-        return
-    if not result.steps:
-        click.echo(f"every node already runs {result.target}; nothing to do")
-        return
-    click.echo(f"upgraded to {result.target} in {result.seconds:.1f} s: {len(result.steps)} steps, leaders "
-               f"{' -> '.join(result.leaders)}; snapshot {result.snapshot}")
+    result = do_upgrade(ctx.dir, engine_path, allow_downgrade=allow_downgrade, progress=progress())
+    report(result, as_json, nothing=f"every node already runs {result.target}; nothing to do",
+           done=f"upgraded to {result.target} in {result.seconds:.1f} s: {len(result.steps)} steps, leaders "
+                f"{' -> '.join(result.leaders)}; snapshot {result.snapshot}")
 
 
 @click.command("scale")
@@ -53,17 +61,10 @@ def scale(ctx: Ctx, nodes: int, as_json: bool) -> None:
     tolerates no failure, or an unhealthy autopilot. Interrupted, it is resumed by running it again."""
     from vaultmesh.change.scale import scale as do_scale
 
-    console = err_console()
-    result = do_scale(ctx.dir, nodes,
-                      progress=lambda line: console.print(f"  {line}", markup=False, soft_wrap=True))
-    if as_json:
-        echo_json(result.to_json())
-        return
-    if not result.steps:
-        click.echo(f"the mesh has {result.nodes} voters already; nothing to do")
-        return
-    click.echo(f"scaled {result.before} -> {result.nodes} nodes in {result.seconds:.1f} s: {len(result.steps)} "
-               f"steps; voters {', '.join(result.voters)}; leaders {' -> '.join(result.leaders)}")
+    result = do_scale(ctx.dir, nodes, progress=progress())
+    report(result, as_json, nothing=f"the mesh has {result.nodes} voters already; nothing to do",
+           done=f"scaled {result.before} -> {result.nodes} nodes in {result.seconds:.1f} s: {len(result.steps)} "
+                f"steps; voters {', '.join(result.voters)}; leaders {' -> '.join(result.leaders)}")
 
 
 def _rescale(mesh: Mesh, n: int, progress: Callable[[str], None]) -> Mesh:

@@ -3,12 +3,13 @@ mesh, printed or written to a file (atomically, 0644: nothing in them is secret)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vaultmesh.cli.common import Ctx, handle_errors, mesh_options, pass_ctx
+from vaultmesh.cli.common import Ctx, mesh_command
 
 FILE_HELP = "Mesh file (default: the mesh's own in --dir, else the built-in defaults)."
 OUT_HELP = "Write to this file (atomically, 0644) instead of stdout."
@@ -41,12 +42,17 @@ def _emit(text: str, out: Path | None, what: str) -> None:
     click.echo(f"wrote {what} to {out}", err=True)
 
 
+OUTPUT = click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help=OUT_HELP)
+
+
+def from_mesh_file(fn: Callable[..., None]) -> Callable[..., None]:
+    """``-f FILE`` and ``-o FILE`` on a mesh command: what renders from a mesh file alone."""
+    option = click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help=FILE_HELP)
+    return option(OUTPUT(mesh_command()(fn)))
+
+
 @monitoring.command("rules")
-@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help=FILE_HELP)
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help=OUT_HELP)
-@mesh_options()
-@pass_ctx
-@handle_errors
+@from_mesh_file
 def rules(ctx: Ctx, file_: Path | None, out: Path | None) -> None:
     """The alerting rules (a Prometheus rule file), thresholds from the mesh file."""
     from vaultmesh.monitoring.rules import mesh_rules, render_rules
@@ -56,11 +62,7 @@ def rules(ctx: Ctx, file_: Path | None, out: Path | None) -> None:
 
 
 @monitoring.command("dashboard")
-@click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help=FILE_HELP)
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help=OUT_HELP)
-@mesh_options()
-@pass_ctx
-@handle_errors
+@from_mesh_file
 def dashboard(ctx: Ctx, file_: Path | None, out: Path | None) -> None:
     """The Grafana dashboard JSON (import it: Dashboards > New > Import; pick a Prometheus data source)."""
     from vaultmesh.monitoring.dashboard import render_dashboard_json
@@ -72,10 +74,8 @@ def dashboard(ctx: Ctx, file_: Path | None, out: Path | None) -> None:
 @monitoring.command("config")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The rule file prometheus.yml names (default: rules.yml beside -o, else in the current folder).")
-@click.option("-o", "--output", "out", type=click.Path(dir_okay=False, path_type=Path), help=OUT_HELP)
-@mesh_options()
-@pass_ctx
-@handle_errors
+@OUTPUT
+@mesh_command()
 def config(ctx: Ctx, rules_file: Path | None, out: Path | None) -> None:
     """prometheus.yml for the mesh in --dir: every node over TLS verified with the mesh CA, the keeper's
     /metrics, the entry. It reads the mesh's own addresses, so it needs the mesh (no -f)."""

@@ -314,12 +314,16 @@ def snapshots_recent(f: Facts) -> Finding:
                            f"{f.snapshot_every / 60:g} min of its start", "or take one now: vaultmesh snapshot save")
         return Finding("snapshots.recent", "fail", "no snapshot of this mesh exists",
                        "set snapshots.every in the mesh file, or run vaultmesh snapshot save")
-    age = f.now - f.newest_snapshot
-    limit = SNAPSHOT_STALE_FACTOR * (f.snapshot_every or 86400.0)
+    return _recent("snapshots.recent", "the newest snapshot, verified offline,", f.now - f.newest_snapshot,
+                   SNAPSHOT_STALE_FACTOR * (f.snapshot_every or 86400.0), "fail",
+                   "check the keeper (vaultmesh status) and its log; vaultmesh snapshot save")
+
+
+def _recent(check: str, what: str, age: float, limit: float, stale: Status, fix: str) -> Finding:
+    """``what`` happened ``age`` seconds ago: a pass within ``limit``, else ``stale``."""
     if age > limit:
-        return Finding("snapshots.recent", "fail", f"the newest snapshot is from {_ago(age)}",
-                       "check the keeper (vaultmesh status) and its log; vaultmesh snapshot save")
-    return Finding("snapshots.recent", "pass", f"the newest snapshot, from {_ago(age)}, verifies offline")
+        return Finding(check, stale, f"{what} is from {_ago(age)}: stale", fix)
+    return Finding(check, "pass", f"{what} is from {_ago(age)}")
 
 
 def drill_passed(f: Facts) -> Finding:
@@ -329,12 +333,9 @@ def drill_passed(f: Facts) -> Finding:
     if not f.drill_ok:
         return Finding("drill.passed", "fail", f"the last drill ({_ago(f.now - f.drill_time)}) failed: "
                        f"{f.drill_detail}", "read drills/last.json; fix what the failed check names")
-    age = f.now - f.drill_time
-    limit = SNAPSHOT_STALE_FACTOR * f.drill_every if f.drill_every else DRILL_MAX_AGE
-    if age > limit:
-        return Finding("drill.passed", "warn", f"the last drill passed {_ago(age)}: it is stale",
-                       "vaultmesh drill, or drills.every in the mesh file")
-    return Finding("drill.passed", "pass", f"the last drill passed, {_ago(age)}")
+    return _recent("drill.passed", "the last drill, passed,", f.now - f.drill_time,
+                   SNAPSHOT_STALE_FACTOR * f.drill_every if f.drill_every else DRILL_MAX_AGE, "warn",
+                   "vaultmesh drill, or drills.every in the mesh file")
 
 
 def load_tested(f: Facts) -> Finding:
