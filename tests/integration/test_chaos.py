@@ -34,6 +34,8 @@ def test_leader_kill_under_load_loses_no_acknowledged_write(make_mesh: Callable[
     # logins and credentials whose answers the election lost are revoked by the keeper within the reap interval
     assert result.bench.returned, report
     assert result.passed, report
+    # the run's write log is gone with it: its mount (the bench's mesh file declares it) stays, empty
+    assert handle.client().list("vaultmesh-bench-chaos") == [] and not result.notes, report
 
 
 @pytest.fixture

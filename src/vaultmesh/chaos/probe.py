@@ -91,3 +91,36 @@ def readable(client: EngineClient, entry: str, path_prefix: str, seqs: list[int]
 
     with ThreadPoolExecutor(threads) as pool:
         return sorted(s for part in pool.map(check, chunks) for s in part)
+
+
+def forget(client: EngineClient, entry: str, path_prefix: str, *, threads: int = 4, rounds: int = 3) -> int:
+    """Delete every entry a run wrote below ``path_prefix`` (its write log, KV v1, and a minority's below
+    ``<prefix>-minority/<node>``): data, not the mount, which the bench's mesh file declares. Listed again
+    after each round (a write whose answer the fault delayed can land late), at most ``rounds`` times.
+    Returns how many were deleted."""
+    prefix = path_prefix.strip("/")
+    mount, _, run = prefix.partition("/")
+
+    def written() -> list[str]:
+        keys = [f"{prefix}/{k}" for k in client.list(prefix) if not k.endswith("/")]
+        for node in client.list(f"{mount}/{run}-minority"):
+            keys += [f"{mount}/{run}-minority/{node}{k}" for k in client.list(f"{mount}/{run}-minority/{node}")]
+        return keys
+
+    def drop(chunk: list[str]) -> None:
+        c = EngineClient([entry], ca_file=client.ca_file, token=client.token, retry=client.retry)
+        try:
+            for key in chunk:
+                c.delete(key)
+        finally:
+            c.close()
+
+    done = 0
+    for _ in range(rounds):
+        keys = written()
+        if not keys:
+            break
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(drop, [keys[i::threads] for i in range(threads)]))
+        done += len(keys)
+    return done

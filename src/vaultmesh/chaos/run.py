@@ -9,7 +9,6 @@ loss is reported as what it is: an outage of writes, with the way back named.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -23,7 +22,7 @@ from vaultmesh.bench.runner import ProgressFn, bench_mesh
 from vaultmesh.bench.targets import admin_client, setup_targets
 from vaultmesh.chaos import inject as inj
 from vaultmesh.chaos.fault import QUORUM_RECOVERY, Attempt, Fault, Recovery, lost_writes, recovery
-from vaultmesh.chaos.probe import WriteProbe, readable
+from vaultmesh.chaos.probe import WriteProbe, forget, readable
 from vaultmesh.errors import EngineError, VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
@@ -211,8 +210,10 @@ def run_chaos(mesh: m.Mesh, plan: Fault, config: BenchConfig, *, progress: Progr
         result.minority_acked = sum(len(p.acked) for p in fault.minority)
     after = inj.leader(mesh)
     result.leader_after = after.name if after else None
-    with contextlib.suppress(EngineError):
-        admin.delete(f"sys/mounts/{targets.chaos_mount}")  # the write log of this run; recreated next time
+    try:
+        forget(admin, mesh.layout.entry_addr, prefix)  # this run's write log: nothing of it outlives the run
+    except EngineError as err:
+        result.notes.append(f"the write log below {prefix}/ could not be deleted: {err}")
     admin.close()
     result.bench.events.sort(key=lambda e: e.t)
     return result
