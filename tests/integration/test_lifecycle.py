@@ -39,8 +39,9 @@ def run_cli(handle_dir: Path, *args: str, env: dict[str, str] | None = None,
     return proc
 
 
-def cli_env(handle: MeshHandle) -> dict[str, str]:
-    out = run_cli(handle.dir, "env").stdout
+def cli_env(root: Path) -> dict[str, str]:
+    """What `vaultmesh --dir ROOT env` exports, as a mapping."""
+    out = run_cli(root, "env").stdout
     env = {}
     for line in out.splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
@@ -56,7 +57,7 @@ def bao(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_three_voters_seen_by_the_bao_cli(shared_mesh: MeshHandle) -> None:
-    env = cli_env(shared_mesh)
+    env = cli_env(shared_mesh.dir)
     assert {"BAO_ADDR", "BAO_CACERT", "BAO_TOKEN", "VAULT_ADDR", "VAULT_CACERT", "VAULT_TOKEN"} <= set(env)
     peers = bao(env, "operator", "raft", "list-peers", "-format=json")
     assert peers.returncode == 0, peers.stderr
@@ -66,7 +67,7 @@ def test_three_voters_seen_by_the_bao_cli(shared_mesh: MeshHandle) -> None:
 
 
 def test_hvac_works_with_the_vault_env(shared_mesh: MeshHandle) -> None:
-    env = cli_env(shared_mesh)
+    env = cli_env(shared_mesh.dir)
     client = hvac.Client(url=env["VAULT_ADDR"], token=env["VAULT_TOKEN"], verify=env["VAULT_CACERT"])
     assert client.is_authenticated()
     assert client.sys.is_sealed() is False

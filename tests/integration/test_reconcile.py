@@ -26,6 +26,7 @@ from vaultmesh.identity.tokens import mint
 from vaultmesh.runtime.local import free_ports
 
 from .conftest import MeshHandle, owned_mesh
+from .test_lifecycle import cli_env
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +75,6 @@ def jwt_login(handle: MeshHandle, role: str, claims: dict[str, str]) -> dict:
                  ttl=120, now=time.time(), claims=claims)
     with handle.mesh.client() as c:
         return c.login("jwt", {"role": role, "jwt": token})
-
-
-def cli_env(dir_: Path) -> dict[str, str]:
-    env = {}
-    for line in run(dir_, "env").stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.strip("'\"")
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vaultmesh.api.client import RetryPolicy
-from vaultmesh.errors import VaultmeshError
 from vaultmesh.waiting import wait_until
 
 from .conftest import MeshHandle, owned_mesh
+from .workloads import WriteLoad
 
 pytestmark = pytest.mark.integration
 
@@ -29,47 +27,6 @@ SPEC = "nodes: 3\n"
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "VAULTMESH_DIR"}
     return subprocess.run([*VAULTMESH, *args], capture_output=True, text=True, timeout=300, env=env)
-
-
-class Load:
-    """Steady KV writes (~20/s) through the retrying EngineClient; every acknowledged one is read back."""
-
-    def __init__(self, handle: MeshHandle, mount: str) -> None:
-        self.mount = mount
-        self.client = handle.client(retry=RetryPolicy(deadline=20.0))
-        self.client.write(f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "1"}})
-        self.acked: list[int] = []
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._write, daemon=True)
-
-    def _write(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            try:
-                self.client.write(f"{self.mount}/w{i}", {"v": str(i)})
-                self.acked.append(i)
-            except VaultmeshError as err:
-                self.errors.append(str(err))
-            i += 1
-            self.stop.wait(0.05)
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        wait_until(lambda: len(self.acked) >= 5, timeout=10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=30)
-
-    def lost(self) -> list[int]:
-        lost = []
-        for i in self.acked:
-            data = self.client.read(f"{self.mount}/w{i}", consistent=True)
-            if not data or (data.get("data") or {}).get("v") != str(i):
-                lost.append(i)
-        return lost
 
 
 def voters(handle: MeshHandle) -> list[str]:
@@ -90,7 +47,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
 
 
 def test_scale_3_to_5_and_up_f_back_to_3_under_load_loses_nothing(mesh: MeshHandle, tmp_path: Path) -> None:
-    with Load(mesh, "scale-load") as load:
+    with WriteLoad(mesh, "scale-load") as load:
         out = cli("scale", "--dir", str(mesh.dir), "--nodes", "5", "--json")
         assert out.returncode == 0, out.stderr
         mesh.reopen()

@@ -13,19 +13,18 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.errors import VaultmeshError
+from vaultmesh.api.client import EngineClient
 from vaultmesh.lifecycle.up import up
 from vaultmesh.runtime.local import resolve_engine
 from vaultmesh.waiting import wait_until
 
 from .conftest import MeshHandle, owned_mesh
+from .workloads import WriteLoad
 
 pytestmark = pytest.mark.integration
 
@@ -71,66 +70,6 @@ def versions(handle: MeshHandle) -> dict[str, str | None]:
     return out
 
 
-class Load:
-    """Steady KV writes (~20/s) through the retrying EngineClient, and a sampler of the active node (10/s)."""
-
-    def __init__(self, handle: MeshHandle, mount: str) -> None:
-        self.handle = handle
-        self.mount = mount
-        self.client = handle.client(retry=RetryPolicy(deadline=20.0))
-        self.client.write(f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "1"}})
-        self.acked: list[int] = []
-        self.errors: list[str] = []
-        self.leaders: list[str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._write, daemon=True),
-                        threading.Thread(target=self._sample, daemon=True)]
-
-    def _write(self) -> None:
-        i = 0
-        while not self.stop.is_set():
-            try:
-                self.client.write(f"{self.mount}/w{i}", {"v": str(i)})
-                self.acked.append(i)
-            except VaultmeshError as err:
-                self.errors.append(str(err))
-            i += 1
-            self.stop.wait(0.05)
-
-    def _sample(self) -> None:
-        probe = EngineClient(self.handle.addrs, ca_file=self.handle.ca)
-        while not self.stop.is_set():
-            for node in self.handle.mesh.layout.nodes:
-                try:
-                    h = probe.health(node.api_addr, timeout=0.5)
-                except OSError:
-                    continue
-                if h.get("sealed") is False and h.get("standby") is False:
-                    if not self.leaders or self.leaders[-1] != node.name:
-                        self.leaders.append(node.name)
-                    break
-            self.stop.wait(0.1)
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        wait_until(lambda: len(self.acked) >= 5, timeout=10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-
-    def lost(self) -> list[int]:
-        lost = []
-        for i in self.acked:
-            data = self.client.read(f"{self.mount}/w{i}", consistent=True)
-            if not data or (data.get("data") or {}).get("v") != str(i):
-                lost.append(i)
-        return lost
-
-
 @pytest.fixture
 def old_mesh(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Iterator[MeshHandle]:
     bring_up = functools.partial(up, engine_override=old_engine)
@@ -143,7 +82,7 @@ def test_an_upgrade_under_load_loses_nothing_and_changes_leadership_once(old_mes
     target = resolve_engine(new_engine).version
     assert set(versions(old_mesh).values()) == {OLD}
 
-    with Load(old_mesh, "upgrade-load") as load:
+    with WriteLoad(old_mesh, "upgrade-load") as load:
         out = cli("upgrade", "--dir", str(old_mesh.dir), "--engine", new_engine, "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)

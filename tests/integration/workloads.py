@@ -10,19 +10,22 @@ The files take ``${name}`` values (``string.Template``): the test's PostgreSQL D
 from __future__ import annotations
 
 import string
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaultmesh.api.client import EngineClient
+from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.bench.targets import connection_of
+from vaultmesh.errors import VaultmeshError
 from vaultmesh.identity.keys import KeyRing
 from vaultmesh.identity.server import keys_dir, read_issuer_record
 from vaultmesh.identity.tokens import mint
 from vaultmesh.reconcile.apply import ApplyResult, apply
 from vaultmesh.spec.load import parse_spec
+from vaultmesh.waiting import wait_until
 
 from .conftest import MeshHandle
 
@@ -72,3 +75,65 @@ def apply_file(handle: MeshHandle, admin: EngineClient, file: str, /, *, pg_dsn:
             env["TEST_PG_PASSWORD"] = password
     spec = parse_spec(mesh_file(file, **values), source=str(MESHES / f"{file}.yaml"))
     return apply(handle.mesh, admin, spec, base_dir=MESHES, env=env)
+
+
+class WriteLoad:
+    """Steady KV writes (~20/s) through the retrying EngineClient, and a sampler of the active node (10/s): a change
+    to a running mesh (upgrade, scale) runs inside it; ``errors`` and ``lost()`` must stay empty, ``leaders`` counts
+    the handovers."""
+
+    def __init__(self, handle: MeshHandle, mount: str) -> None:
+        self.handle = handle
+        self.mount = mount
+        self.client = handle.client(retry=RetryPolicy(deadline=20.0))
+        self.client.write(f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "1"}})
+        self.acked: list[int] = []
+        self.errors: list[str] = []
+        self.leaders: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._write, daemon=True),
+                        threading.Thread(target=self._sample, daemon=True)]
+
+    def _write(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            try:
+                self.client.write(f"{self.mount}/w{i}", {"v": str(i)})
+                self.acked.append(i)
+            except VaultmeshError as err:
+                self.errors.append(str(err))
+            i += 1
+            self.stop.wait(0.05)
+
+    def _sample(self) -> None:
+        probe = EngineClient(self.handle.addrs, ca_file=self.handle.ca)
+        while not self.stop.is_set():
+            for node in self.handle.mesh.layout.nodes:
+                try:
+                    h = probe.health(node.api_addr, timeout=0.5)
+                except OSError:
+                    continue
+                if h.get("sealed") is False and h.get("standby") is False:
+                    if not self.leaders or self.leaders[-1] != node.name:
+                        self.leaders.append(node.name)
+                    break
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> WriteLoad:
+        for t in self.threads:
+            t.start()
+        wait_until(lambda: len(self.acked) >= 5, timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+    def lost(self) -> list[int]:
+        lost = []
+        for i in self.acked:
+            data = self.client.read(f"{self.mount}/w{i}", consistent=True)
+            if not data or (data.get("data") or {}).get("v") != str(i):
+                lost.append(i)
+        return lost

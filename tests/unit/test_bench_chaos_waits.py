@@ -11,18 +11,7 @@ from vaultmesh.bench.model import Counts
 from vaultmesh.chaos import inject as inj
 from vaultmesh.errors import EngineError, StateError
 
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+from .fakes import FakeTime
 
 
 def counts_in_turn(*values: Counts) -> Any:
@@ -35,7 +24,7 @@ def counts_in_turn(*values: Counts) -> Any:
 
 
 def test_counts_back_at_the_baseline_report_how_long_they_took() -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     count = counts_in_turn(Counts(tokens=5, leases=3), Counts(tokens=4, leases=1), Counts(tokens=3, leases=1))
     last, secs = tg.wait_for_baseline(None, Counts(tokens=3, leases=1), timeout=20, clock=t.clock,  # type: ignore[arg-type]
                                       sleep=t.sleep, count=count)
@@ -45,14 +34,14 @@ def test_counts_back_at_the_baseline_report_how_long_they_took() -> None:
 
 
 def test_counts_below_the_baseline_count_as_back() -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     last, secs = tg.wait_for_baseline(None, Counts(tokens=3, leases=1), clock=t.clock, sleep=t.sleep,  # type: ignore[arg-type]
                                       count=counts_in_turn(Counts(tokens=2, leases=0)))
     assert (last, secs) == (Counts(tokens=2, leases=0), 0.0)
 
 
 def test_counts_that_never_come_back_give_the_last_counts_and_no_time() -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     last, secs = tg.wait_for_baseline(None, Counts(tokens=3, leases=1), timeout=2, clock=t.clock,  # type: ignore[arg-type]
                                       sleep=t.sleep, count=counts_in_turn(Counts(tokens=9, leases=1),
                                                                           Counts(tokens=4, leases=1)))
@@ -97,7 +86,7 @@ def test_revoke_prefix_lets_an_unexpected_error_through() -> None:
 
 
 def test_wait_leader_returns_the_first_node_that_says_it_is_active(monkeypatch: pytest.MonkeyPatch) -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     answers = [None, None, "node-2"]
     monkeypatch.setattr(inj, "leader", lambda mesh: answers.pop(0))
     assert inj.wait_leader(object(), timeout=5, clock=t.clock, sleep=t.sleep) == "node-2"  # type: ignore[arg-type]
@@ -105,21 +94,21 @@ def test_wait_leader_returns_the_first_node_that_says_it_is_active(monkeypatch: 
 
 
 def test_wait_leader_gives_none_when_no_leader_is_elected_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     monkeypatch.setattr(inj, "leader", lambda mesh: None)
     assert inj.wait_leader(object(), timeout=1, clock=t.clock, sleep=t.sleep) is None  # type: ignore[arg-type]
     assert t.now == pytest.approx(1.0)
 
 
 def test_wait_healthy_gives_the_seconds_until_status_says_healthy() -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     answers = [False, False, False, True]
     secs = inj.wait_healthy("/state", timeout=90, clock=t.clock, sleep=t.sleep, healthy=lambda root: answers.pop(0))
     assert secs == pytest.approx(0.75)
 
 
 def test_wait_healthy_gives_none_when_the_mesh_stays_unhealthy() -> None:
-    t = FakeTime()
+    t = FakeTime(0.0)
     assert inj.wait_healthy("/state", timeout=3, clock=t.clock, sleep=t.sleep, healthy=lambda root: False) is None
     assert t.now == pytest.approx(3.0)
 

@@ -8,21 +8,7 @@ import pytest
 
 from vaultmesh.runtime.local import wait_until
 
-
-class FakeTime:
-    """A clock that moves only when ``sleep`` is called; records every sleep."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
+from .fakes import FakeTime
 
 
 def counting(values: list[object]) -> tuple[Callable[[], object], list[int]]:
@@ -36,13 +22,13 @@ def counting(values: list[object]) -> tuple[Callable[[], object], list[int]]:
 
 
 def test_a_condition_true_at_once_returns_without_sleeping() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     assert wait_until(lambda: "yes", timeout=5, clock=t.clock, sleep=t.sleep) == "yes"
     assert t.sleeps == []
 
 
 def test_it_returns_the_first_truthy_value_and_polls_every_interval() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     cond, calls = counting([None, 0, "", {"leader": "node-2"}])
     assert wait_until(cond, timeout=5, interval=0.25, clock=t.clock, sleep=t.sleep) == {"leader": "node-2"}
     assert calls[0] == 4
@@ -50,7 +36,7 @@ def test_it_returns_the_first_truthy_value_and_polls_every_interval() -> None:
 
 
 def test_when_time_runs_out_it_returns_the_last_falsy_value() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     cond, calls = counting([None, None, None, None, []])
     assert wait_until(cond, timeout=1.0, interval=0.25, clock=t.clock, sleep=t.sleep) == []
     assert t.now == pytest.approx(101.0)
@@ -58,7 +44,7 @@ def test_when_time_runs_out_it_returns_the_last_falsy_value() -> None:
 
 
 def test_no_sleep_goes_past_the_deadline_and_the_condition_is_asked_once_more_at_it() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     cond, calls = counting([False])
     assert wait_until(cond, timeout=1.0, interval=0.4, clock=t.clock, sleep=t.sleep) is False
     assert t.sleeps == pytest.approx([0.4, 0.4, 0.2])
@@ -66,14 +52,14 @@ def test_no_sleep_goes_past_the_deadline_and_the_condition_is_asked_once_more_at
 
 
 def test_a_zero_timeout_asks_exactly_once() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
     cond, calls = counting([None])
     assert wait_until(cond, timeout=0, clock=t.clock, sleep=t.sleep) is None
     assert (calls[0], t.sleeps) == (1, [])
 
 
 def test_time_spent_inside_the_condition_counts_against_the_deadline() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
 
     def slow() -> bool:
         t.now += 0.6  # e.g. a health check that takes its own timeout
@@ -84,7 +70,7 @@ def test_time_spent_inside_the_condition_counts_against_the_deadline() -> None:
 
 
 def test_an_exception_from_the_condition_is_not_swallowed() -> None:
-    t = FakeTime()
+    t = FakeTime(100.0)
 
     def broken() -> bool:
         raise ValueError("bug in the condition")

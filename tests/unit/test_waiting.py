@@ -15,21 +15,7 @@ from vaultmesh.api.admin import kv_upgrading, retry_while_upgrading
 from vaultmesh.errors import EngineError, InvalidRequest
 from vaultmesh.runtime import local
 
-
-class FakeTime:
-    """A clock that moves only when ``sleep`` is called."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
+from .fakes import FakeTime
 
 UPGRADING = InvalidRequest(400, ["Waiting for the primary to upgrade from non-versioned to versioned data. This "
                                  "backend will be unavailable for a brief period and will resume service when the "
@@ -54,14 +40,14 @@ def test_the_runtime_wait_until_is_the_base_modules() -> None:
 
 
 def test_a_write_that_succeeds_at_once_is_not_retried() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     fn, calls = failing(0)
     assert retry_while_upgrading(fn, clock=t.clock, sleep=t.sleep) == "written"
     assert (calls[0], t.sleeps) == (1, [])
 
 
 def test_it_retries_every_interval_while_the_mount_upgrades() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     fn, calls = failing(3)
     assert retry_while_upgrading(fn, interval=0.1, clock=t.clock, sleep=t.sleep) == "written"
     assert calls[0] == 4
@@ -69,7 +55,7 @@ def test_it_retries_every_interval_while_the_mount_upgrades() -> None:
 
 
 def test_a_falsy_answer_is_an_answer() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     for answer in (None, {}, 0):
         fn, calls = failing(1, then=answer)
         assert retry_while_upgrading(fn, clock=t.clock, sleep=t.sleep) == answer
@@ -77,7 +63,7 @@ def test_a_falsy_answer_is_an_answer() -> None:
 
 
 def test_past_the_timeout_the_last_upgrading_error_is_raised() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     fn, calls = failing(1_000)
     with pytest.raises(InvalidRequest) as info:
         retry_while_upgrading(fn, timeout=1.0, interval=0.25, clock=t.clock, sleep=t.sleep)
@@ -87,7 +73,7 @@ def test_past_the_timeout_the_last_upgrading_error_is_raised() -> None:
 
 
 def test_any_other_error_is_raised_at_once() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     denied = EngineError.from_status(403, ["permission denied"])
     fn, calls = failing(1, err=denied)
     with pytest.raises(EngineError) as info:
@@ -117,7 +103,7 @@ def test_other_answers_are_not_the_upgrade(status: int, words: str) -> None:
 
 
 def test_the_usual_upgrading_answer_is_waited_out() -> None:
-    t = FakeTime()
+    t = FakeTime(50.0)
     usual = InvalidRequest(400, ["Upgrading from non-versioned to versioned data. This backend will be "
                                  "unavailable for a brief period and will resume service shortly."])
     fn, calls = failing(2, err=usual)
