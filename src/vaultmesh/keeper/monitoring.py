@@ -2,7 +2,8 @@
 ``/metrics`` and the entry, with the mesh's alert rules loaded, and serves its UI and HTTP API over HTTPS (a
 certificate from the mesh CA) on 127.0.0.1. The keeper runs it because the keeper is the one process that knows
 its own ``/metrics`` address and runs for the mesh's whole life: it starts Prometheus, starts it again when it
-dies (at most every ``RETRY`` seconds), and re-renders config and rules when the mesh file changes (SIGHUP).
+dies (at most every ``RETRY`` seconds), and, when a keeper started on a changed mesh (after ``scale``) renders
+other config or rules than Prometheus runs on, reloads it (SIGHUP). A running keeper does not re-read the mesh.
 
 ``wanted`` is pure; ``ensure`` is the edge. What happened is in ``monitoring/prometheus.json`` (the address, its
 port kept across restarts, or why it does not run), which ``status`` shows.
