@@ -9,7 +9,21 @@ from pathlib import Path
 import click
 
 from vaultmesh import __version__
-from vaultmesh.cli import audit, bench, certs, change, doctor, dr, identity, monitoring, reconcile, snapshot, workload
+from vaultmesh.cli import (
+    audit,
+    bench,
+    certs,
+    change,
+    doctor,
+    dr,
+    export,
+    identity,
+    lab,
+    monitoring,
+    reconcile,
+    snapshot,
+    workload,
+)
 from vaultmesh.cli.common import (
     DEFAULT_DIR,
     DIR_ENV,
@@ -156,7 +170,7 @@ def env(ctx: Ctx) -> None:
 for command in (identity.identity, reconcile.plan, reconcile.apply, reconcile.lint, reconcile.policy,
                 bench.bench, bench.chaos, workload.run, workload.leases, snapshot.snapshot, dr.restore,
                 dr.drill, monitoring.monitoring, certs.certs, doctor.doctor, change.upgrade, change.scale,
-                audit.audit):
+                audit.audit, export.export, lab.lab):
     cli.add_command(command)
 
 
