@@ -252,6 +252,52 @@ class DrillsSpec(_Model):
     network (then it could reach the databases the snapshot's roles name)."""
 
 
+class AlertsSpec(_Model):
+    """Where firing alerts go: Alertmanager, run by the keeper beside Prometheus, sends each group of alerts to one
+    receiver, ``webhook`` (Alertmanager's webhook JSON, POSTed) or ``command`` (run with that JSON on stdin)."""
+
+    webhook: str | None = None
+    """A URL the alerts are POSTed to: ``https://`` (verified with the system's CAs), plain ``http://`` only to
+    a loopback address (127.0.0.1, ::1, localhost), where nothing leaves the machine."""
+    command: list[str] | None = None
+    """A command run (no shell; the program first, then its arguments) once per notification, with the
+    webhook JSON on its stdin; killed after 30 s; a non-zero exit makes Alertmanager send it again."""
+    group_wait: Duration = 30
+    """How long Alertmanager waits for more alerts of a new group before the first notification (``30s``)."""
+    group_interval: Duration = 300
+    """How long before a group that changed (an alert joined or resolved) is notified again (``5m``)."""
+    repeat_interval: Duration = 4 * 3600
+    """How long before a group still firing unchanged is notified again (``4h``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertsSpec:
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        if (self.webhook is None) == (self.command is None):
+            raise ValueError("monitoring.alerts: give exactly one receiver, webhook: URL or command: [words]")
+        if self.command is not None and (not self.command or not all(w.strip() for w in self.command)):
+            raise ValueError("monitoring.alerts.command: give the command as a list of non-empty words, "
+                             "the program first")
+        if self.webhook is not None:
+            url = urlsplit(self.webhook)
+            host = url.hostname or ""
+            try:
+                loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if url.scheme not in ("http", "https") or not host:
+                raise ValueError("monitoring.alerts.webhook is not an http(s) URL with a host")
+            if url.scheme == "http" and not loopback:
+                raise ValueError("monitoring.alerts.webhook must be https:// (plain http:// only to a loopback "
+                                 "address: 127.0.0.1, ::1 or localhost), so alerts are not sent in the clear")
+        if min(self.group_wait, self.group_interval) < 1:
+            raise ValueError("monitoring.alerts: group_wait and group_interval must be at least 1s")
+        if self.repeat_interval < self.group_interval:
+            raise ValueError("monitoring.alerts.repeat_interval must be at least group_interval")
+        return self
+
+
 class MonitoringSpec(_Model):
     """Prometheus, run by the keeper beside the mesh, scraping every node, the keeper and the entry with the
     mesh's alert rules loaded."""
@@ -261,6 +307,9 @@ class MonitoringSpec(_Model):
     ``prometheus``: run it, and say so in ``status`` when it cannot be; ``none``: never."""
     retention: Duration = 86400 * 7
     """How long Prometheus keeps samples (``7d``)."""
+    alerts: AlertsSpec | None = None
+    """The receiver of firing alerts; with one, the keeper also runs Alertmanager (Debian package
+    ``prometheus-alertmanager``) and points Prometheus at it. None (default): alerts only show in Prometheus."""
 
     @model_validator(mode="before")
     @classmethod
