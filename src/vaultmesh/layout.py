@@ -178,6 +178,14 @@ class StatePaths:
     prometheus_log = Below("monitoring_dir", "prometheus.log")
     prometheus_record = Below("monitoring_dir", "prometheus.json")
     """Its address (the port is kept across restarts) and why it does not run, when it does not."""
+    alertmanager_config = Below("monitoring_dir", "alertmanager.yml")
+    """0600: it holds the receiver's URL (a webhook URL often carries its token)."""
+    alertmanager_data = Below("monitoring_dir", "alertmanager")
+    alertmanager_pid = Below("monitoring_dir", "alertmanager.pid")
+    alertmanager_log = Below("monitoring_dir", "alertmanager.log")
+    alertmanager_record = Below("monitoring_dir", "alertmanager.json")
+    alerts_token = Below("monitoring_dir", "alerts-token")
+    """0600: the bearer token Alertmanager sends to the keeper's command bridge (``monitoring.alerts.command``)."""
 
     load_record = Below("root", "bench/last.json")
     """The last ``vaultmesh bench`` or ``chaos`` run on this mesh: when, what, and whether it passed (``doctor``
