@@ -62,9 +62,10 @@ def unavailable() -> str | None:
     return None
 
 
-def used_octets() -> set[int]:
+def used_octets(prefix: str = NETNS_PREFIX) -> set[int]:
+    """The third octets of the ``<prefix>.x.0/24`` networks with an address on this machine."""
     out = _ip("-4", "-o", "addr", "show", check=False).stdout
-    pat = re.compile(re.escape(NETNS_PREFIX) + r"\.(\d+)\.")
+    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
     return {int(m.group(1)) for m in pat.finditer(out)}
 
 
@@ -113,29 +114,49 @@ def ensure(layout: MeshLayout) -> None:
     if not nodes:
         return
     _, bridge, _ = _names(nodes[0])
-    if not _exists("link", bridge):
-        _ip("link", "add", bridge, "type", "bridge")
-        _ip("addr", "add", f"{_gateway(nodes[0])}/24", "dev", bridge)
-    _ip("link", "set", bridge, "up")
+    ensure_bridge(bridge, _gateway(nodes[0]))
     for node in nodes:
         ns, _, veth = _names(node)
-        if not _exists("netns", ns):
-            _ip("netns", "add", ns)
-        _ip("link", "set", "lo", "up", ns=ns)
-        if not _exists("link", veth):
-            peer = veth.replace("vmh", "vmp", 1)
-            _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
-            _ip("link", "set", peer, "netns", ns)
-            _ip("link", "set", peer, "name", "eth0", ns=ns)
-            _ip("addr", "add", f"{node.host}/24", "dev", "eth0", ns=ns)
-        _ip("link", "set", "eth0", "up", ns=ns)
-        _ip("link", "set", veth, "master", bridge)
-        _ip("link", "set", veth, "up")
-        rules = _ip("rule", "show", ns=ns).stdout
-        if not re.search(r"^32765:\s+from all lookup local", rules, re.M):
-            _ip("rule", "add", "pref", "32765", "table", "local", ns=ns)
-        if re.search(r"^0:\s+from all lookup local", rules, re.M):
-            _ip("rule", "del", "pref", "0", ns=ns)
+        ensure_host(ns, veth, veth.replace("vmh", "vmp", 1), bridge, node.host)
+
+
+def ensure_bridge(bridge: str, gateway: str) -> None:
+    """The bridge with the root namespace's address ``gateway`` (/24) on it, up; made where missing."""
+    if not _exists("link", bridge):
+        _ip("link", "add", bridge, "type", "bridge")
+        _ip("addr", "add", f"{gateway}/24", "dev", bridge)
+    _ip("link", "set", bridge, "up")
+
+
+def ensure_host(ns: str, veth: str, peer: str, bridge: str, address: str) -> None:
+    """Namespace ``ns`` with ``eth0`` at ``address`` (/24), linked to ``bridge`` by the veth pair ``veth`` (root
+    side) / ``peer`` (its name until it moves into ``ns`` and becomes ``eth0``); the ``local`` rule moved below
+    the partition rules. Made where missing, brought up where down."""
+    if not _exists("netns", ns):
+        _ip("netns", "add", ns)
+    _ip("link", "set", "lo", "up", ns=ns)
+    if not _exists("link", veth):
+        _ip("link", "add", veth, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", ns)
+        _ip("link", "set", peer, "name", "eth0", ns=ns)
+        _ip("addr", "add", f"{address}/24", "dev", "eth0", ns=ns)
+    _ip("link", "set", "eth0", "up", ns=ns)
+    _ip("link", "set", veth, "master", bridge)
+    _ip("link", "set", veth, "up")
+    rules = _ip("rule", "show", ns=ns).stdout
+    if not re.search(r"^32765:\s+from all lookup local", rules, re.M):
+        _ip("rule", "add", "pref", "32765", "table", "local", ns=ns)
+    if re.search(r"^0:\s+from all lookup local", rules, re.M):
+        _ip("rule", "del", "pref", "0", ns=ns)
+
+
+def delete(kind: str, name: str) -> bool:
+    """Delete the link or (``kind`` "netns") namespace ``name`` if it exists; True when it was deleted.
+    Processes still running inside a namespace keep it alive until they exit: stop them first."""
+    if not _exists(kind, name):
+        return False
+    args = ("netns", "del", name) if kind == "netns" else ("link", "del", name)
+    return _ip(*args, check=False).returncode == 0
 
 
 def remove(layout: MeshLayout) -> list[str]:
@@ -145,15 +166,23 @@ def remove(layout: MeshLayout) -> list[str]:
     nodes = netns_nodes(layout)
     for node in nodes:
         ns, _, veth = _names(node)
-        if _exists("link", veth) and _ip("link", "del", veth, check=False).returncode == 0:
-            gone.append(veth)
-        if _exists("netns", ns) and _ip("netns", "del", ns, check=False).returncode == 0:
-            gone.append(ns)
+        gone += [name for kind, name in (("link", veth), ("netns", ns)) if delete(kind, name)]
     if nodes:
         _, bridge, _ = _names(nodes[0])
-        if _exists("link", bridge) and _ip("link", "del", bridge, check=False).returncode == 0:
+        if delete("link", bridge):
             gone.append(bridge)
     return gone
+
+
+def set_link(name: str, *, up: bool) -> None:
+    """Bring link ``name`` (in the root namespace) up or down; setting it as it is already is a no-op."""
+    _ip("link", "set", name, "up" if up else "down")
+
+
+def namespace_pids(ns: str) -> list[int]:
+    """The pids of every process in namespace ``ns`` (none when it does not exist)."""
+    out = _ip("netns", "pids", ns, check=False).stdout
+    return [int(word) for word in out.split() if word.isdigit()]
 
 
 def cut(layout: MeshLayout, names: Sequence[str]) -> None:
