@@ -121,10 +121,12 @@ def mesh_panels(spec: MeshSpec) -> list[Panel]:
         Panel("Autopilot: node healthy", "timeseries",
               ((f"min by (node_id) ({on_leader(node('vault_autopilot_node_healthy'))})", "{{node_id}}"),)),
         Panel("Raft commit time", "timeseries",
-              tuple((f"max({node('vault_raft_commitTime', quantile=q)})", f"p{q[2:]}") for q in ("0.5", "0.99")),
+              tuple((f"max({node('vault_raft_commitTime', quantile=q)})", f"p{round(float(q) * 100)}")
+                    for q in ("0.5", "0.99")),
               unit="ms"),
         Panel("Request latency", "timeseries",
-              tuple((f"max by (node) ({node('vault_core_handle_request', quantile=q)})", f"{{{{node}}}} p{q[2:]}")
+              tuple((f"max by (node) ({node('vault_core_handle_request', quantile=q)})",
+                     f"{{{{node}}}} p{round(float(q) * 100)}")
                     for q in ("0.5", "0.99")), unit="ms",
               steps=(("green", None), ("red", REQUEST_P99_MS))),
         Panel("Requests and logins", "timeseries",
