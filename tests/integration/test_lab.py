@@ -1,0 +1,152 @@
+"""`vaultmesh lab`: real namespaces, sshd and supervisord. From the root namespace, a paramiko client that verifies
+host keys reaches each host at the address `lab up` reported, runs supervisorctl there, loses the host when it is
+cut and has it back when it is mended; `lab down` leaves no namespace, link, process or folder, also after a
+`lab up` that failed half-way."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import paramiko
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from tests.polling import eventually
+from vaultmesh.cli.lab import lab as lab_cli
+from vaultmesh.errors import RuntimeFailure, VaultmeshError
+from vaultmesh.lab import LabRecord, cut, lab_down, lab_up, load, mend, unavailable
+from vaultmesh.lab import hosts as lab_hosts
+from vaultmesh.lab.plan import LabHost
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def lab_dir(tmp_path: Path) -> Iterator[Path]:
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    folder = tmp_path / "lab"
+    try:
+        yield folder
+    finally:
+        if (folder / "lab.json").exists():
+            lab_down(folder)
+
+
+def ssh(record: LabRecord, host: LabHost, *, known_hosts: Path | None = None,
+        timeout: float = 5.0) -> paramiko.SSHClient:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts or record.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(host.address, port=22, username="root", key_filename=str(record.key_file), look_for_keys=False,
+                   allow_agent=False, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+    return client
+
+
+def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
+    _, out, _ = client.exec_command(command, timeout=10)
+    text = out.read().decode()
+    return out.channel.recv_exit_status(), text
+
+
+def reachable(record: LabRecord, host: LabHost) -> bool:
+    try:
+        ssh(record, host, timeout=2.0).close()
+    except (OSError, paramiko.SSHException):
+        return False
+    return True
+
+
+def leftovers(record: LabRecord) -> list[str]:
+    """Whatever of the lab still exists: namespaces, links, processes, the folder."""
+    spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    found = [h.netns for h in record.hosts if h.netns in spaces]
+    found += [name for name in record.links if f" {name}:" in links or f" {name}@" in links]
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and any(record.dir in part for part in proc.info["cmdline"] or ()):
+                found.append(f"pid {proc.pid}: {' '.join(proc.info['cmdline'])}")
+    if Path(record.dir).exists():
+        found.append(record.dir)
+    return found
+
+
+def test_lab_hosts_answer_ssh_with_verified_keys_can_be_cut_and_mended_and_down_leaves_nothing(lab_dir: Path) -> None:
+    res = CliRunner().invoke(lab_cli, ["up", "--hosts", "2", "--dir", str(lab_dir), "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    record = load(lab_dir)
+    assert doc == record.summary()
+    assert [h["zone"] for h in doc["hosts"]] == ["zone-a", "zone-b"]
+    assert Path(doc["mesh_file"]).is_file()
+    assert record.key_file.stat().st_mode & 0o777 == 0o600
+    assert all(h.files.host_key.stat().st_mode & 0o777 == 0o600 for h in record.hosts)
+
+    for host in record.hosts:
+        with contextlib.closing(ssh(record, host)) as client:
+            conf = host.files.supervisord_conf
+            assert run(client, f"supervisorctl -c {conf} status")[0] == 0
+            assert run(client, f"supervisorctl -c {conf} pid")[1].strip() == str(host.supervisord_pid)
+            code, addr = run(client, "ip -4 -o addr show dev eth0")
+            assert code == 0 and f" {host.address}/24 " in addr
+            assert run(client, f"{host.files.engine} version")[1].startswith("OpenBao v")
+            other = next(h for h in record.hosts if h != host)  # hosts reach each other over the bridge
+            banner = f"exec 3<>/dev/tcp/{other.address}/22 && head -c 7 <&3"
+            assert run(client, f"timeout 5 bash -c '{banner}'")[1] == "SSH-2.0"
+
+    empty = lab_dir / "no_known_hosts"
+    empty.write_text("")
+    with pytest.raises(paramiko.SSHException, match="not found in known_hosts"):
+        ssh(record, record.hosts[0], known_hosts=empty)
+
+    with pytest.raises(VaultmeshError, match="holds a lab already"):
+        lab_up(lab_dir, 2)
+
+    h1, h2 = record.hosts
+    cut(lab_dir, "h2")
+    cut(lab_dir, "h2")
+    assert not reachable(record, h2)
+    assert reachable(record, h1)
+    mend(lab_dir, "h2")
+    mend(lab_dir, "h2")
+    eventually(lambda: reachable(record, h2), timeout=10)
+
+    res = CliRunner().invoke(lab_cli, ["down", "--dir", str(lab_dir)])
+    assert res.exit_code == 0, res.output
+    assert leftovers(record) == []
+    res = CliRunner().invoke(lab_cli, ["down", "--dir", str(lab_dir)])
+    assert res.exit_code == 0 and "nothing to do" in res.stdout
+
+
+def test_lab_down_removes_a_half_made_lab_and_what_else_runs_in_its_namespaces(lab_dir: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    start_host = lab_hosts._start_host
+
+    def second_fails(host: LabHost) -> LabHost:
+        if host.name == "h2":
+            raise RuntimeFailure("h2 does not start (the test's doing)")
+        return start_host(host)
+
+    monkeypatch.setattr(lab_hosts, "_start_host", second_fails)
+    with pytest.raises(RuntimeFailure, match="h2 does not start"):
+        lab_up(lab_dir, 2)
+    record = load(lab_dir)
+    h1 = record.hosts[0]
+    assert h1.sshd_pid and h1.supervisord_pid and record.hosts[1].sshd_pid is None
+    stray = subprocess.Popen(["ip", "netns", "exec", h1.netns, "sleep", "600"], start_new_session=True)
+    try:
+        lab_down(lab_dir)
+        assert stray.wait(timeout=10) is not None
+        assert leftovers(record) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            stray.kill()
+        stray.wait()
