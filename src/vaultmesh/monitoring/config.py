@@ -73,16 +73,22 @@ def scrape_configs(layout: MeshLayout, *, ca_file: Path, keeper: str | None, ent
 
 
 def render_prometheus_config(layout: MeshLayout, *, rules_file: Path | None, keeper: str | None,
-                             entry: bool, ca_file: Path | None = None) -> str:
+                             entry: bool, ca_file: Path | None = None, alertmanager: str | None = None) -> str:
     """The whole ``prometheus.yml``: global intervals, the mesh as an external label, the rule file (None:
-    none) and ``scrape_configs``. ``ca_file`` defaults to the layout's mesh CA."""
+    none), where firing alerts are sent (``alertmanager``: the ``host:port`` of the keeper's Alertmanager, HTTPS
+    verified with the mesh CA; None: nowhere) and ``scrape_configs``. ``ca_file`` defaults to the layout's
+    mesh CA."""
+    ca = ca_file or layout.paths.ca_cert
     doc: dict[str, object] = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_TIMEOUT,
                    "evaluation_interval": EVALUATION_INTERVAL, "external_labels": {MESH_LABEL: layout.name}},
     }
     if rules_file is not None:
         doc["rule_files"] = [str(rules_file)]
-    doc["scrape_configs"] = scrape_configs(layout, ca_file=ca_file or layout.paths.ca_cert, keeper=keeper,
-                                           entry=entry)
+    if alertmanager is not None:
+        tls = {"ca_file": str(ca), "server_name": TLS_SERVER_NAME, "min_version": "TLS12"}
+        doc["alerting"] = {"alertmanagers": [{"scheme": "https", "tls_config": tls,
+                                              "static_configs": [{"targets": [alertmanager]}]}]}
+    doc["scrape_configs"] = scrape_configs(layout, ca_file=ca, keeper=keeper, entry=entry)
     header = f"# Prometheus config of mesh {layout.name}, rendered by `vaultmesh monitoring config`; do not edit.\n"
     return header + yaml.safe_dump(doc, sort_keys=False, width=120)

@@ -87,6 +87,10 @@ def prometheus_process(paths: StatePaths) -> TrackedProcess:
     return TrackedProcess("prometheus", paths.prometheus_pid, str(paths.prometheus_config))
 
 
+def alertmanager_process(paths: StatePaths) -> TrackedProcess:
+    return TrackedProcess("alertmanager", paths.alertmanager_pid, str(paths.alertmanager_config))
+
+
 def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
     return TrackedProcess(name or node.name, node.pid_file, str(node.config_file))
 
@@ -94,8 +98,8 @@ def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
 def stop_order(layout: MeshLayout) -> list[list[TrackedProcess]]:
     """The mesh's processes in the waves ``down`` stops them in: what uses the nodes (keeper, entry, issuer),
     then every node, then the seal node they unseal with. The processes of a wave stop together."""
-    waves = [[keeper_process(layout.paths), prometheus_process(layout.paths), entry_process(layout),
-              issuer_process(layout.paths)],
+    waves = [[keeper_process(layout.paths), prometheus_process(layout.paths), alertmanager_process(layout.paths),
+              entry_process(layout), issuer_process(layout.paths)],
              [node_process(n) for n in reversed(layout.nodes)]]
     if layout.seal_node:
         waves.append([node_process(layout.seal_node, "seal")])
@@ -148,6 +152,16 @@ def start_prometheus(paths: StatePaths, binary: str, port: int, retention: float
                           f"--storage.tsdb.retention.time={int(retention)}s",
                           f"--config.file={paths.prometheus_config}"],
                          cwd=paths.monitoring_dir, log_file=paths.prometheus_log, pid_file=paths.prometheus_pid)
+
+
+def start_alertmanager(paths: StatePaths, binary: str, port: int) -> int:
+    """Start Alertmanager on the rendered config, HTTPS on 127.0.0.1:``port`` (the same ``prometheus_web`` pair);
+    no cluster listener (it would gossip on 0.0.0.0:9094)."""
+    check_ports_free({"alertmanager": port})
+    return start_process([binary, f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={paths.prometheus_web}",
+                          f"--web.external-url=https://127.0.0.1:{port}", "--cluster.listen-address=",
+                          f"--storage.path={paths.alertmanager_data}", f"--config.file={paths.alertmanager_config}"],
+                         cwd=paths.monitoring_dir, log_file=paths.alertmanager_log, pid_file=paths.alertmanager_pid)
 
 
 # -- stopping ------------------------------------------------------------------------------------------------
