@@ -27,7 +27,7 @@ FLOORS: dict[str, int] = {
     "errors": 0, "durations": 0, "environ": 0, "values": 0, "fsutil": 0, "layout": 0, "pki": 0, "waiting": 0,
     "spec": 1,
     "api": 2, "render": 2, "runtime": 2, "identity": 2,
-    "lifecycle": 3,
+    "lifecycle": 3, "lab": 3,
     "reconcile": 4, "workload": 4, "snapshot": 4, "monitoring": 4, "certs": 4, "audit": 4,
     "bench": 5, "dr": 5, "doctor": 5, "change": 5,
     "keeper": 6, "chaos": 6,
