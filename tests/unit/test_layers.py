@@ -29,7 +29,7 @@ FLOORS: dict[str, int] = {
     "api": 2, "render": 2, "runtime": 2, "identity": 2,
     "lifecycle": 3, "lab": 3,
     "reconcile": 4, "workload": 4, "snapshot": 4, "monitoring": 4, "certs": 4, "audit": 4,
-    "bench": 5, "dr": 5, "doctor": 5, "change": 5,
+    "bench": 5, "dr": 5, "doctor": 5, "change": 5, "export": 5,
     "keeper": 6, "chaos": 6,
     "cli": 7,
     "__init__": 7,  # the public SDK names
