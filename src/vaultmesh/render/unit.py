@@ -57,7 +57,8 @@ class NodeService:
     audit_dir: str
     """File audit devices write here; it is the working dir, so a relative ``file_path`` lands here too."""
     env_file: str
-    """``KEY=value`` lines (0600): the seal's credentials, the first start's admin password. Never in argv."""
+    """``KEY=value`` lines (0600): the seal's credentials, the first start's admin password. Never in argv. It may
+    be absent (``EnvironmentFile=-``): the admin password is needed at the first start only."""
     user: str = "openbao"
     group: str = "openbao"
 
@@ -144,7 +145,7 @@ StartLimitBurst={burst}
 Type=notify
 User={s.user}
 Group={s.group}
-EnvironmentFile={s.env_file}
+EnvironmentFile=-{s.env_file}
 WorkingDirectory={s.audit_dir}
 ExecStart={shlex.join(server_argv(s))}
 ExecReload=/bin/kill --signal HUP $MAINPID
@@ -170,8 +171,8 @@ def supervisor_command(service: NodeService) -> str:
     ``environment=`` would put the secrets into supervisord's own config; here they stay in the 0600 env file,
     and argv holds only paths. ``%`` is doubled: supervisord expands ``%(name)s`` in a command."""
     s = service.check()
-    script = (f"ulimit -c 0 && set -a && . {shlex.quote(s.env_file)} && set +a && "
-              f"exec {shlex.join(server_argv(s))}")
+    env = shlex.quote(s.env_file)
+    script = f"ulimit -c 0 && set -a && {{ [ ! -e {env} ] || . {env}; }} && set +a && exec {shlex.join(server_argv(s))}"
     return shlex.join(["/bin/sh", "-c", script]).replace("%", "%%")
 
 
