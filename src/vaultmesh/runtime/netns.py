@@ -150,6 +150,11 @@ def ensure_host(ns: str, veth: str, peer: str, bridge: str, address: str) -> Non
         _ip("rule", "del", "pref", "0", ns=ns)
 
 
+def exists(kind: str, name: str) -> bool:
+    """Whether the link (in the root namespace) or (``kind`` "netns") namespace ``name`` exists."""
+    return _exists(kind, name)
+
+
 def delete(kind: str, name: str) -> bool:
     """Delete the link or (``kind`` "netns") namespace ``name`` if it exists; True when it was deleted.
     Processes still running inside a namespace keep it alive until they exit: stop them first."""
