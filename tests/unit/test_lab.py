@@ -95,7 +95,7 @@ def test_the_mesh_file_names_every_host_for_the_ssh_runtime() -> None:
     assert {k: doc[k] for k in ("name", "nodes", "runtime")} == {"name": "lab", "nodes": 2, "runtime": "ssh"}
     assert doc["hosts"][1] == {
         "name": "h2", "address": "10.214.77.12", "zone": "zone-b", "root": "/labs/one/hosts/h2",
-        "service": "supervisor", "engine": "/labs/one/hosts/h2/usr/local/bin/bao",
+        "service": "supervisor", "engine": "/labs/one/hosts/h2/usr/local/bin/bao", "run_as": "root",
         "ssh": {"user": "root", "port": 22, "key_file": "/labs/one/id_ed25519",
                 "known_hosts": "/labs/one/known_hosts"}}
 
@@ -144,3 +144,4 @@ def test_a_missing_command_is_named_with_its_debian_package(command: str, packag
     assert f"needs {command}" in why
     assert why.endswith(f"apt-get install {package}")
     assert "\n" not in why
+

@@ -110,9 +110,8 @@ def _install_engine(engine: str, target: Path) -> None:
 def _prepare_host(host: LabHost, user_key: str, engine: str) -> str:
     """The host's root folder: configs, its host key, the authorised key, the engine. Returns its host key."""
     files = host.files
-    ensure_dir(files.root)
-    for folder in files.dirs:
-        ensure_dir(folder, 0o755 if folder == files.engine.parent else 0o700)
+    for folder in (files.root, *files.dirs):  # open like a host's own folders; the secrets in them are 0600
+        ensure_dir(folder, 0o755)
     host_key = _write_key(files.host_key, f"root@{host.name}")
     write_atomic(files.authorized_keys, f"{user_key} vaultmesh-lab\n".encode(), mode=0o600)
     write_atomic(files.sshd_config, render_sshd_config(host).encode(), mode=0o600)
@@ -136,9 +135,13 @@ def _start_host(host: LabHost) -> LabHost:
     return replace(host, sshd_pid=sshd, supervisord_pid=supervisord)
 
 
-def supervisorctl(host: LabHost, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+def supervisorctl_argv(host: LabHost, *args: str) -> list[str]:
     """``supervisorctl -c <root>/etc/supervisor/supervisord.conf ARGS`` (its socket is a file: any namespace)."""
-    argv = [shutil.which("supervisorctl") or "supervisorctl", "-c", str(host.files.supervisord_conf), *args]
+    return [shutil.which("supervisorctl") or "supervisorctl", "-c", str(host.files.supervisord_conf), *args]
+
+
+def supervisorctl(host: LabHost, *args: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+    argv = supervisorctl_argv(host, *args)
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as err:
@@ -195,7 +198,7 @@ def lab_up(dir: Path, hosts: int, *, engine: str | None = None, timeout: float =
         raise VaultmeshError(f"{dir} is not empty and holds no lab; nothing was done",
                              hint="pick a new or empty --dir")
     engine_path = resolve_engine(engine).path
-    ensure_dir(dir)
+    ensure_dir(dir, 0o755)
     lab_id = netns.mesh_net_id(dir)
     record = plan_lab(dir, lab_id, netns.choose_octet(lab_id, netns.used_octets(LAB_PREFIX)), hosts)
     _save(record)
@@ -233,9 +236,15 @@ def lab_down(dir: Path, *, progress: Progress = _quiet) -> list[str]:
         return []
     record = load(dir)
     gone: list[str] = []
-    for host in record.hosts:
-        if host.files.supervisor_socket.exists() and pid_alive(host.supervisord_pid):
-            supervisorctl(host, "shutdown", timeout=STOP_TIMEOUT)
+    shutting = [subprocess.Popen(supervisorctl_argv(h, "shutdown"), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL) for h in record.hosts
+                if h.files.supervisor_socket.exists() and pid_alive(h.supervisord_pid, cmd_contains=h.root)]
+    for proc in shutting:  # all at once: each supervisord stops what it runs
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     pids = [pid for h in record.hosts for pid in (h.sshd_pid, h.supervisord_pid) if pid_alive(pid, cmd_contains=h.root)]
     stop_processes(pids, timeout=STOP_TIMEOUT)
     for host in record.hosts:
@@ -246,6 +255,11 @@ def lab_down(dir: Path, *, progress: Progress = _quiet) -> list[str]:
         gone += [name for kind, name in (("link", host.veth), ("netns", host.netns)) if netns.delete(kind, name)]
     if netns.delete("link", record.bridge):
         gone.append(record.bridge)
+    left = [name for kind, name in (*(("netns", h.netns) for h in record.hosts), *(("link", n) for n in record.links))
+            if netns.exists(kind, name)]
+    if left:
+        raise RuntimeFailure(f"lab down: {', '.join(left)} could not be deleted; {dir} is kept",
+                             hint=f"see `ip netns pids` and `ip link`, then run `vaultmesh lab down --dir {dir}` again")
     shutil.rmtree(dir)
     gone.append(str(dir))
     return gone

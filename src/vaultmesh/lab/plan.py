@@ -257,7 +257,7 @@ def mesh_doc(record: LabRecord) -> dict[str, Any]:
         "nodes": len(record.hosts),
         "runtime": "ssh",
         "hosts": [{"name": h.name, "address": h.address, "zone": h.zone, "root": h.root, "service": "supervisor",
-                   "engine": str(h.files.engine),
+                   "engine": str(h.files.engine), "run_as": "root",
                    "ssh": {"user": SSH_USER, "port": SSH_PORT, "key_file": str(record.key_file),
                            "known_hosts": str(record.known_hosts)}}
                   for h in record.hosts],
