@@ -4,7 +4,8 @@ Three things run in the keeper process: healing (``keeper.heal``, its own thread
 restarted, a sealed one unsealed, the entry and the issuer restarted), the reaper below (every
 ``reaper.every`` seconds), and the scheduled jobs (``keeper.jobs``: snapshots, drills, and every 5 minutes the
 certificates: each listener's expiry for the gauge, and renewing a leaf past two thirds of its life). What they did is
-rewritten to ``keeper/status.json`` on every change and served on ``/metrics`` (``keeper.metrics``).
+rewritten to ``keeper/status.json`` on every change and served on ``/metrics`` (``keeper.metrics``), and on the
+same listener the dashboard page (``keeper.page``).
 
 One cycle of the reaper::
 
@@ -45,13 +46,14 @@ from types import FrameType
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, VaultmeshError
-from vaultmesh.keeper import jobs, monitoring
+from vaultmesh.keeper import jobs, monitoring, page
 from vaultmesh.keeper.heal import EVERY as HEAL_EVERY
 from vaultmesh.keeper.heal import Healer, heal_cycle
 from vaultmesh.keeper.metrics import reload_tls, serve_metrics
 from vaultmesh.keeper.reaper import LeaseInfo, Revoke, abandoned, silent_leases, whole_mounts
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.keeper_process import KeeperStatus, read_status, write_status
+from vaultmesh.lifecycle.status import dashboard_url
 from vaultmesh.reconcile.budget import Budget, breaches, count_leases
 from vaultmesh.reconcile.state import ReconcileState
 from vaultmesh.runtime.local import free_ports
@@ -248,15 +250,19 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
     def expiry() -> dict[str, float]:
         return dict(certs.expiry)
 
+    prometheus = monitoring.Watch()
+    dashboard = page.route(page.Page(mesh, current, expiry, lambda: prometheus.record).data)
     try:
-        addr, server = serve_metrics(current, cert, key, _metrics_port(previous), certificates=expiry)
+        addr, server = serve_metrics(current, cert, key, _metrics_port(previous), certificates=expiry,
+                                     page=dashboard)
     except OSError:
-        addr, server = serve_metrics(current, cert, key, free_ports(1)[0], certificates=expiry)
+        addr, server = serve_metrics(current, cert, key, free_ports(1)[0], certificates=expiry, page=dashboard)
     status = replace(status, metrics=addr)
     reload_on_sighup(server, cert, key, log)
     log(f"keeper started for {root}: healing {'on' if mesh.spec.keeper.heal else 'off'}, reaping every "
         f"{every:g} s (tokens silent for {mesh.spec.keeper.reaper.stale_after} s, roles "
-        f"{', '.join(mesh.spec.keeper.reaper.roles) or 'none'}), metrics on {addr}")
+        f"{', '.join(mesh.spec.keeper.reaper.roles) or 'none'}), metrics on {addr}, dashboard on "
+        f"{dashboard_url(addr)}")
 
     def heal_loop() -> None:
         while not stop() and m.exists(root):
@@ -276,7 +282,6 @@ def serve(root: Path, *, stop: Callable[[], bool], sleep: Callable[[float], None
     if mesh.spec.keeper.heal:
         healing.start()
     next_reap = 0.0
-    prometheus = monitoring.Watch()
     try:
         while not stop():
             if not m.exists(root):

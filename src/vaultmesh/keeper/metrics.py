@@ -18,12 +18,14 @@ Prometheus scrapes are the same numbers::
                                                        when each certificate ends, as its listener serves it
                                                        (its file when the listener is down)
 
-The listener's TLS pair is re-read by ``reload_tls`` (the keeper calls it on SIGHUP, after ``certs rotate``).
+The same listener serves the dashboard page (``keeper.page``: ``page`` answers its paths, every other path is
+``/metrics``). The listener's TLS pair is re-read by ``reload_tls`` (the keeper calls it on SIGHUP, after
+``certs rotate``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +101,32 @@ class _Collector:
         yield from families(self.record(), self.certificates())
 
 
+Answer = tuple[str, list[tuple[str, str]], bytes]
+"""An HTTP status line, headers and body."""
+Route = Callable[[Mapping[str, Any]], Answer | None]
+"""A WSGI request's environ -> its answer, or None for ``/metrics`` to answer it."""
+
+
 def serve_metrics(record: Callable[[], KeeperStatus], cert: Path, key: Path, port: int,
-                  certificates: Callable[[], dict[str, float]] = _none) -> tuple[str, Any]:
+                  certificates: Callable[[], dict[str, float]] = _none, page: Route | None = None) -> tuple[str, Any]:
     """Listen on 127.0.0.1:``port`` (0: any free one) over TLS; returns the address and the server.
-    ``certificates``: the expiry gauge's values at scrape time."""
+    ``certificates``: the expiry gauge's values at scrape time; ``page``: the paths it answers first."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(record, certificates))  # type: ignore[arg-type]
     server, _ = start_http_server(port, addr="127.0.0.1", registry=registry, certfile=str(cert),
                                   keyfile=str(key))
+    if page is not None:
+        metrics_app = server.get_app()
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            got = page(environ)
+            if got is None:
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            status, headers, body = got
+            start_response(status, [*headers, ("Content-Length", str(len(body)))])
+            return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+
+        server.set_app(app)
     return f"https://127.0.0.1:{server.server_port}/metrics", server
 
 

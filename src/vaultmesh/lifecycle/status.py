@@ -74,8 +74,20 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
     }
 
 
+DASHBOARD_PATH = "/dashboard"
+"""Where the keeper serves its dashboard page, on its ``/metrics`` listener (``keeper.page``)."""
+
+
+def dashboard_url(metrics: str | None) -> str | None:
+    """The dashboard page beside the keeper's ``/metrics`` address (None without one)."""
+    if not metrics or not metrics.endswith("/metrics"):
+        return None
+    return metrics.removesuffix("/metrics") + DASHBOARD_PATH
+
+
 def monitoring_json(mesh: m.Mesh) -> dict[str, Any]:
-    """The Prometheus the keeper runs: its URL while it runs (HTTPS, the mesh CA), else why not. A query."""
+    """The Prometheus the keeper runs: its URL while it runs (HTTPS, the mesh CA), else why not; the keeper's
+    dashboard page while the keeper runs (it shows what the keeper knows without Prometheus too). A query."""
     from vaultmesh.fsutil import read_json
     from vaultmesh.runtime.processes import prometheus_process
 
@@ -84,6 +96,7 @@ def monitoring_json(mesh: m.Mesh) -> dict[str, Any]:
     except (OSError, ValueError):
         record = {}
     running = prometheus_process(mesh.paths).pid() is not None
+    kept = keeper.read_status(mesh.paths) if keeper.keeper_pid(mesh.paths) is not None else None
     reason = record.get("reason") if isinstance(record, dict) else None
     if mesh.spec.monitoring.mode == "none":
         reason = "monitoring: none in the mesh file"
@@ -91,7 +104,7 @@ def monitoring_json(mesh: m.Mesh) -> dict[str, Any]:
         reason = "the keeper runs Prometheus, and keeper: false"
     return {"mode": mesh.spec.monitoring.mode, "running": running,
             "prometheus_url": record.get("url") if running and isinstance(record, dict) else None,
-            "dashboard_url": None, "reason": None if running else reason}
+            "dashboard_url": dashboard_url(kept.metrics if kept else None), "reason": None if running else reason}
 
 
 def soonest_certificate(layout: MeshLayout, now: dt.datetime | None = None) -> dict[str, Any] | None:
