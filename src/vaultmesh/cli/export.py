@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from vaultmesh import pki
 from vaultmesh.cli.common import Ctx, mesh_command
 from vaultmesh.cli.monitoring import FILE_HELP, _emit, _spec
+from vaultmesh.layout import ADMIN_USER
+
+if TYPE_CHECKING:
+    from vaultmesh.spec.models import MeshSpec
 
 FILE = click.option("-f", "--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help=FILE_HELP)
 
@@ -58,3 +65,83 @@ def helm(ctx: Ctx, file_: Path | None, out: Path | None, namespace: str, image_t
         click.echo("make the secrets, then helm install:", err=True)
         for line in secret_commands(spec, opts):
             click.echo(f"  {line}", err=True)
+
+
+SECRETS = "secrets"
+"""Below the export dir: what the export signs and seeds with, kept so that a second export into the same dir
+renders the same bundle (no restart on the next playbook run): the CA and its key, the static seal key, the
+admin password (0600; the CA key and the password never go to a host)."""
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _export_secrets(out: Path, spec: MeshSpec, now: dt.datetime) -> tuple[pki.CertPair, bytes, str]:
+    """The export dir's CA, static seal key and admin password: read back, or made and written (0600)."""
+    import os
+    import secrets
+
+    from vaultmesh.fsutil import ensure_dir, write_atomic
+
+    folder = ensure_dir(out / SECRETS)
+    cert, key = _read(folder / "ca.pem"), _read(folder / "ca-key.pem")
+    if cert is None or key is None:
+        ca = pki.create_ca(f"vaultmesh {spec.name} CA", now=now, days=spec.tls.ca_days)
+        write_atomic(folder / "ca-key.pem", ca.key_pem)
+        write_atomic(folder / "ca.pem", ca.cert_pem, mode=0o644)
+    else:
+        ca = pki.CertPair(cert, key)
+    static_key = _read(folder / "static.key")
+    if static_key is None:
+        static_key = os.urandom(32)
+        write_atomic(folder / "static.key", static_key)
+    password = _read(folder / "admin-password")
+    if password is None:
+        password = secrets.token_urlsafe(24).encode()
+        write_atomic(folder / "admin-password", password)
+    return ca, static_key, password.decode().strip()
+
+
+@export.command("ansible")
+@FILE
+@click.option("-o", "--out", "--output", "out", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="The export dir: inventory.yaml, site.yaml, files/<host>/ (secrets 0600), secrets/.")
+@mesh_command()
+def ansible(ctx: Ctx, file_: Path | None, out: Path) -> None:
+    """An Ansible inventory and playbook that install every node's bundle and service (hardened systemd unit,
+    or supervisord) one host at a time, each healthy (sys/health over TLS) before the next. Hosts come from the
+    mesh file's hosts: (else every node on this machine's loopback). Run: ansible-playbook -i inventory.yaml
+    site.yaml. The dir holds the mesh's keys: keep it like a state dir (or encrypt it with ansible-vault)."""
+    from vaultmesh.export.ansible import ansible_files, host_bundles
+    from vaultmesh.fsutil import ensure_dir, write_atomic
+
+    spec = _spec(ctx, file_)
+    now = dt.datetime.now(dt.UTC)
+    ensure_dir(out)
+    ca, static_key, password = _export_secrets(out, spec, now)
+    bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password)
+    kept = {}
+    for b in bundles:  # keep the certificates an earlier export issued: same bundle, no restart
+        cert_file = next(f for f in b.files if f.path.endswith("/tls/cert.pem"))
+        key_file = next(f for f in b.files if f.path.endswith("/tls/key.pem"))
+        cert = _read(out / "files" / b.host / cert_file.path.lstrip("/"))
+        key = _read(out / "files" / b.host / key_file.path.lstrip("/"))
+        if cert is not None and key is not None:
+            kept[b.service.node] = pki.CertPair(cert, key)
+    if kept:
+        bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password, certs=kept)
+    files = ansible_files(spec, bundles)
+    ensure_dir(out / "files", 0o700)
+    for f in files:
+        target = out / f.path
+        ensure_dir(target.parent, 0o700 if f.path.startswith("files/") else 0o755)
+        write_atomic(target, f.data, mode=f.mode)
+    click.echo(f"wrote {len(files)} files of mesh {spec.name} ({len(bundles)} hosts) to {out}; run: "
+               f"ansible-playbook -i {out / 'inventory.yaml'} {out / 'site.yaml'}", err=True)
+    click.echo(f"the admin login (userpass {ADMIN_USER}) has its password in {out / SECRETS / 'admin-password'}",
+               err=True)

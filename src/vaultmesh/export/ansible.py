@@ -1,0 +1,317 @@
+"""The mesh as an Ansible inventory and playbook. Pure: a spec and each host's bundle in, the export's files out.
+
+``site.yaml`` installs every host's bundle (the CA, the seal key, the node's config, certificate and key), its
+service (the hardened systemd unit of ``render.unit``, or the supervisord program where systemd does not run the
+host) and starts it, one host at a time (``serial: 1``, in inventory order: node 1, which initialises the mesh,
+first). Before the next host it polls the node's ``/v1/sys/health`` over TLS verified with the mesh CA until it
+answers 200 (active), 429 (standby) or 473 (performance standby); a host that does not stops the rollout. A second
+run changes nothing (no restart) unless a file of the bundle changed, and then restarts that node only, then waits.
+
+The bundle is an input (``HostBundle``): ``host_bundles`` renders it from the spec with ``render.node`` until the
+multi-host runtime's shared bundle replaces it; the playbook does not care who rendered it.
+
+Not done by the playbook: installing the engine (it checks that ``engine`` exists on the host), unsealing a
+Shamir mesh, restarting the leader last, or the mesh-as-code part (``vaultmesh apply`` does that afterwards).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vaultmesh import pki
+from vaultmesh.errors import VaultmeshError
+from vaultmesh.layout import HOST, StatePaths, build_layout
+from vaultmesh.render.node import ADMIN_PASSWORD_ENV, render_node_config
+from vaultmesh.render.unit import NodeService, render_supervisor_program, render_systemd_unit
+from vaultmesh.spec.models import KMS_SEALS, MeshSpec, zone_layout
+
+HOST_BASE = "var/lib/vaultmesh"
+"""Below a host's root: the mesh's folder on the host, ``<root>/var/lib/vaultmesh/<mesh>``, laid out like the
+state dir (``pki/ca.pem``, ``seal/static.key``, ``nodes/<name>/``)."""
+API_PORT = 8200
+"""A node's API port when each node has a host of its own (cluster port: the next one)."""
+HEALTHY = [200, 429, 473]
+"""``sys/health`` codes of a node that serves: active, unsealed standby, performance standby."""
+HEALTH_RETRIES, HEALTH_DELAY = 60, 2
+"""The wait for a node: 60 polls 2 s apart (2 minutes: a first start with self-initialisation takes seconds)."""
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """One file of a host's bundle: its path on the host, its bytes, mode and owner."""
+
+    path: str
+    data: bytes
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def secret(self) -> bool:
+        return not self.mode & 0o004
+
+
+@dataclass(frozen=True)
+class HostBundle:
+    """What one host gets: how Ansible reaches it, the node it runs, its files and its service."""
+
+    host: str
+    address: str
+    zone: str
+    api_port: int
+    service: NodeService
+    files: tuple[HostFile, ...]
+    dirs: tuple[HostFile, ...]
+    """Folders to make (``data`` empty): the mesh's, the node's, its data and audit dirs."""
+    manager: str = "auto"
+    """``auto`` (systemd where it runs the host, else supervisord), ``systemd`` or ``supervisor``."""
+    root: str = "/"
+    first_start_env: HostFile | None = None
+    """Node 1's environment for its first start (the admin password self-initialisation reads): copied only
+    while the node has no Raft data, removed once it is healthy."""
+    ssh: dict[str, Any] = field(default_factory=dict)
+    """Ansible connection variables (``ansible_host``, ``ansible_user``, ...); empty: this machine."""
+
+
+def _hosts_of(spec: MeshSpec) -> list[Any]:
+    """The ``hosts:`` of a ``runtime: ssh`` mesh file (none: every node on this machine's loopback)."""
+    return list(getattr(spec, "hosts", None) or [])
+
+
+def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_key: bytes | None,
+                 admin_password: str, certs: dict[str, pki.CertPair] | None = None) -> list[HostBundle]:
+    """Each node's bundle, rendered with ``render.node`` for the host it runs on (``hosts:``, else loopback:
+    ports ``base + 2i`` on 127.0.0.1). ``certs``: node certificates to keep (by node name); the others are
+    issued by ``ca`` for the node's name, its address and localhost."""
+    if spec.seal.type != "static" and spec.seal.type not in KMS_SEALS:
+        raise VaultmeshError(f"seal: {spec.seal.type} has no Ansible export: a rollout waits for every node to be "
+                             "unsealed, which a "
+                             + ("Shamir mesh needs a human for" if spec.seal.type == "shamir" else
+                                "transit seal node on this machine's loopback cannot do for other hosts"),
+                             hint="use the static or a KMS seal")
+    hosts = _hosts_of(spec)
+    base = spec.ports.base or API_PORT
+    zones = zone_layout(spec)
+    ports: list[int] = []
+    for i in range(len(zones)):
+        ports += [base, base + 1] if hosts else [base + 2 * i, base + 2 * i + 1]
+    out = []
+    for i, (name, zone) in enumerate(zones):
+        h = hosts[i] if hosts else None
+        root = getattr(h, "root", "/") if h else "/"
+        mesh_dir = Path(posixpath.join(root, HOST_BASE, spec.name))
+        layout = build_layout(spec.name, mesh_dir, zones, [*ports, base + 2 * len(zones)], transit_seal=False)
+        address = h.address if h else HOST
+        layout = replace(layout, nodes=tuple(replace(n, host=hosts[j].address) if hosts else n
+                                             for j, n in enumerate(layout.nodes)))
+        node = layout.nodes[i]
+        user = getattr(h, "run_as", "openbao") if h else "openbao"
+        paths: StatePaths = layout.paths
+        cert = (certs or {}).get(name)
+        if cert is None:
+            dns, ips = pki.node_cert_names(name)
+            cert = pki.issue_server_cert(ca, name, dns_names=dns, ip_addresses=[*ips, address], now=now,
+                                         days=spec.tls.cert_days)
+        config = render_node_config(spec, layout, node, self_init=i == 0)
+        service = NodeService(mesh=spec.name, node=name, engine=getattr(h, "engine", "/usr/bin/bao") if h
+                              else "/usr/bin/bao", config=str(node.config_file), data_dir=str(node.data_dir),
+                              audit_dir=str(node.dir / "audit"), env_file=str(node.dir / "env"), user=user,
+                              group=user)
+        files = [HostFile(str(paths.ca_cert), ca.cert_pem, 0o644),
+                 HostFile(str(node.config_file), config.encode(), 0o640, group=user),
+                 HostFile(str(node.cert_file), cert.cert_pem, 0o644),
+                 HostFile(str(node.key_file), cert.key_pem, 0o640, group=user)]
+        if static_key is not None and spec.seal.type == "static":
+            files.append(HostFile(str(paths.static_key), static_key, 0o640, group=user))
+        dirs = [HostFile(str(d), b"", 0o755) for d in (paths.root, paths.ca_cert.parent, paths.nodes_dir, node.dir)]
+        dirs += [HostFile(str(node.key_file.parent), b"", 0o750, group=user)]
+        if spec.seal.type == "static":
+            dirs.append(HostFile(str(paths.static_key.parent), b"", 0o750, group=user))
+        dirs += [HostFile(service.data_dir, b"", 0o700, owner=user, group=user),
+                 HostFile(service.audit_dir, b"", 0o700, owner=user, group=user)]
+        env = HostFile(service.env_file, f"{ADMIN_PASSWORD_ENV}={admin_password}\n".encode(), 0o640,
+                       group=user) if i == 0 else None
+        ssh: dict[str, Any] = {"ansible_connection": "local"}
+        if h is not None:
+            s = h.ssh
+            ssh = {"ansible_host": h.address, "ansible_user": s.user, "ansible_port": s.port,
+                   "ansible_ssh_private_key_file": s.key_file,
+                   "ansible_ssh_common_args": f"-o UserKnownHostsFile={s.known_hosts} -o StrictHostKeyChecking=yes",
+                   **({"ansible_become": True} if s.user != "root" else {})}
+        out.append(HostBundle(host=h.name if h else name, address=address, zone=zone, api_port=node.api_port,
+                              service=service, files=tuple(files), dirs=tuple(dirs),
+                              manager=getattr(h, "service", "auto") if h else "auto", root=root,
+                              first_start_env=env, ssh=ssh))
+    return out
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One file of the export: its path below the export dir, its bytes and mode (0600 when it holds a secret)."""
+
+    path: str
+    data: bytes
+    mode: int
+
+
+def _source(bundle: HostBundle, host_path: str) -> str:
+    """Where the export keeps a host's file: ``files/<host>/<its path on the host>``."""
+    return posixpath.join("files", bundle.host, host_path.lstrip("/"))
+
+
+def _copy_item(bundle: HostBundle, f: HostFile) -> dict[str, str]:
+    return {"src": _source(bundle, f.path), "dest": f.path, "mode": f"{f.mode:04o}", "owner": f.owner,
+            "group": f.group}
+
+
+def unit_path(bundle: HostBundle) -> str:
+    return posixpath.join(bundle.root, "etc/systemd/system", f"{bundle.service.name}.service")
+
+
+def program_path(bundle: HostBundle) -> str:
+    return posixpath.join(bundle.root, "etc/supervisor/conf.d", f"{bundle.service.name}.conf")
+
+
+def supervisor_config(bundle: HostBundle) -> str:
+    return posixpath.join(bundle.root, "etc/supervisor/supervisord.conf")
+
+
+def host_vars(bundle: HostBundle) -> dict[str, Any]:
+    s = bundle.service
+    env = bundle.first_start_env
+    return {
+        **bundle.ssh,
+        "vaultmesh_node": s.node,
+        "vaultmesh_zone": bundle.zone,
+        "vaultmesh_address": bundle.address,
+        "vaultmesh_api_port": bundle.api_port,
+        "vaultmesh_manager": bundle.manager,
+        "vaultmesh_engine": s.engine,
+        "vaultmesh_user": s.user,
+        "vaultmesh_service": s.name,
+        "vaultmesh_unit": {"src": _source(bundle, unit_path(bundle)), "dest": unit_path(bundle)},
+        "vaultmesh_program": {"src": _source(bundle, program_path(bundle)), "dest": program_path(bundle)},
+        "vaultmesh_supervisor_config": supervisor_config(bundle),
+        "vaultmesh_ca": next(f.path for f in bundle.files if f.path.endswith("/pki/ca.pem")),
+        "vaultmesh_raft_db": posixpath.join(s.data_dir, "raft", "raft.db"),
+        "vaultmesh_dirs": [{"path": d.path, "mode": f"{d.mode:04o}", "owner": d.owner, "group": d.group}
+                           for d in bundle.dirs],
+        "vaultmesh_files": [_copy_item(bundle, f) for f in bundle.files],
+        **({"vaultmesh_first_start_env": _copy_item(bundle, env)} if env else {}),
+    }
+
+
+def inventory(spec: MeshSpec, bundles: Sequence[HostBundle]) -> dict[str, Any]:
+    """``inventory.yaml``: one group, ``vaultmesh_<mesh>``, its hosts in node order."""
+    return {"all": {"children": {group_name(spec): {
+        "hosts": {b.host: host_vars(b) for b in bundles},
+        "vars": {"vaultmesh_mesh": spec.name, "vaultmesh_healthy": HEALTHY},
+    }}}}
+
+
+def group_name(spec: MeshSpec) -> str:
+    return f"vaultmesh_{spec.name.replace('-', '_')}"
+
+
+def _task(name: str, module: str, args: dict[str, Any] | str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, module: args, **extra}
+
+
+SYSTEMD = "vaultmesh_manager_is == 'systemd'"
+SUPERVISOR = "vaultmesh_manager_is == 'supervisor'"
+CHANGED = "bundle is changed or service_file is changed"
+
+
+def playbook(spec: MeshSpec) -> list[dict[str, Any]]:
+    """``site.yaml``: one play over the mesh's group, one host at a time, each gated on its health."""
+    tasks = [
+        _task("the engine is installed", "ansible.builtin.stat", {"path": "{{ vaultmesh_engine }}"},
+              register="engine"),
+        _task("stop when it is not", "ansible.builtin.fail",
+              {"msg": "{{ vaultmesh_engine }} is missing on {{ inventory_hostname }}: install OpenBao there "
+                      "(the bao binary) or set the host's engine in the mesh file"},
+              when="not engine.stat.exists or not engine.stat.executable"),
+        _task("the service manager", "ansible.builtin.set_fact",
+              {"vaultmesh_manager_is": "{{ vaultmesh_manager if vaultmesh_manager != 'auto' else ('systemd' if "
+                                       "ansible_facts.service_mgr == 'systemd' else 'supervisor') }}"}),
+        _task("the service user's group", "ansible.builtin.group",
+              {"name": "{{ vaultmesh_user }}", "system": True}, when="vaultmesh_user != 'root'"),
+        _task("the service user", "ansible.builtin.user",
+              {"name": "{{ vaultmesh_user }}", "group": "{{ vaultmesh_user }}", "system": True,
+               "create_home": False, "home": "/nonexistent", "shell": "/usr/sbin/nologin"},
+              when="vaultmesh_user != 'root'"),
+        _task("the node's folders", "ansible.builtin.file",
+              {"path": "{{ item.path }}", "state": "directory", "mode": "{{ item.mode }}",
+               "owner": "{{ item.owner }}", "group": "{{ item.group }}"}, loop="{{ vaultmesh_dirs }}"),
+        _task("the bundle: CA, seal key, config, certificate and key", "ansible.builtin.copy",
+              {"src": "{{ item.src }}", "dest": "{{ item.dest }}", "mode": "{{ item.mode }}",
+               "owner": "{{ item.owner }}", "group": "{{ item.group }}"},
+              loop="{{ vaultmesh_files }}", register="bundle", no_log=True),
+        _task("has the node started before", "ansible.builtin.stat", {"path": "{{ vaultmesh_raft_db }}"},
+              register="raft_db"),
+        _task("node 1's first start: the admin password self-initialisation reads", "ansible.builtin.copy",
+              {"src": "{{ vaultmesh_first_start_env.src }}", "dest": "{{ vaultmesh_first_start_env.dest }}",
+               "mode": "{{ vaultmesh_first_start_env.mode }}", "owner": "{{ vaultmesh_first_start_env.owner }}",
+               "group": "{{ vaultmesh_first_start_env.group }}"},
+              when="vaultmesh_first_start_env is defined and not raft_db.stat.exists", no_log=True),
+        _task("the systemd unit", "ansible.builtin.copy",
+              {"src": "{{ vaultmesh_unit.src }}", "dest": "{{ vaultmesh_unit.dest }}", "mode": "0644",
+               "owner": "root", "group": "root"}, register="service_file", when=SYSTEMD),
+        _task("start it, or restart it when its bundle changed", "ansible.builtin.systemd",
+              {"name": "{{ vaultmesh_service }}", "enabled": True, "daemon_reload": True,
+               "state": f"{{{{ 'restarted' if ({CHANGED}) else 'started' }}}}"}, when=SYSTEMD),
+        _task("the supervisord program", "ansible.builtin.copy",
+              {"src": "{{ vaultmesh_program.src }}", "dest": "{{ vaultmesh_program.dest }}", "mode": "0644",
+               "owner": "root", "group": "root"}, register="service_file", when=SUPERVISOR),
+        _task("supervisord reads it (and starts it)", "ansible.builtin.command",
+              {"argv": ["supervisorctl", "-c", "{{ vaultmesh_supervisor_config }}", "update",
+                        "{{ vaultmesh_service }}"]},
+              when=SUPERVISOR, changed_when="service_file is changed"),
+        _task("restart it when its bundle changed", "ansible.builtin.command",
+              {"argv": ["supervisorctl", "-c", "{{ vaultmesh_supervisor_config }}", "restart",
+                        "{{ vaultmesh_service }}"]},
+              when=f"({SUPERVISOR}) and bundle is changed and service_file is not changed"),
+        _task("start it when it is stopped", "ansible.builtin.command",
+              {"argv": ["supervisorctl", "-c", "{{ vaultmesh_supervisor_config }}", "start",
+                        "{{ vaultmesh_service }}"]},
+              when=SUPERVISOR, register="started",
+              changed_when="'started' in started.stdout and 'already' not in started.stdout",
+              failed_when="started.rc != 0 and 'already started' not in started.stdout"),
+        _task("wait until the node serves (sys/health over TLS, verified with the mesh CA)", "ansible.builtin.uri",
+              {"url": "https://{{ vaultmesh_address }}:{{ vaultmesh_api_port }}/v1/sys/health",
+               "ca_path": "{{ vaultmesh_ca }}", "validate_certs": True, "status_code": "{{ vaultmesh_healthy }}"},
+              register="health", until="health.status in vaultmesh_healthy", retries=HEALTH_RETRIES,
+              delay=HEALTH_DELAY),
+        _task("the admin password leaves the host once the node is initialised", "ansible.builtin.file",
+              {"path": "{{ vaultmesh_first_start_env.dest }}", "state": "absent"},
+              when="vaultmesh_first_start_env is defined"),
+    ]
+    return [{"name": f"OpenBao mesh {spec.name}, one node at a time, each healthy before the next",
+             "hosts": group_name(spec), "serial": 1, "order": "inventory", "any_errors_fatal": True,
+             "gather_facts": True, "tasks": tasks}]
+
+
+def _yaml(value: object, header: str) -> bytes:
+    return (header + yaml.safe_dump(value, sort_keys=False, width=120, allow_unicode=True)).encode()
+
+
+def ansible_files(spec: MeshSpec, bundles: Sequence[HostBundle]) -> list[ExportFile]:
+    """Every file of the export: ``inventory.yaml``, ``site.yaml``, and below ``files/<host>/`` each host's
+    bundle, unit and program at their paths on the host (secret ones 0600)."""
+    head = f"# {{}} of mesh {spec.name}, rendered by `vaultmesh export ansible`; do not edit.\n"
+    out = [ExportFile("inventory.yaml", _yaml(inventory(spec, bundles), head.format("Ansible inventory")), 0o644),
+           ExportFile("site.yaml", _yaml(playbook(spec), head.format("Playbook") +
+                                         "# ansible-playbook -i inventory.yaml site.yaml\n"), 0o644)]
+    for b in bundles:
+        for f in (*b.files, *([b.first_start_env] if b.first_start_env else [])):
+            out.append(ExportFile(_source(b, f.path), f.data, 0o600 if f.secret else 0o644))
+        out.append(ExportFile(_source(b, unit_path(b)), render_systemd_unit(b.service).encode(), 0o644))
+        out.append(ExportFile(_source(b, program_path(b)), render_supervisor_program(b.service).encode(), 0o644))
+    return out
