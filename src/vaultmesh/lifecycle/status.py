@@ -70,7 +70,7 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
         "ca_cert": str(mesh.paths.ca_cert),
         "keeper": keeper_json(mesh),
         "certificates": {"soonest": soonest_certificate(mesh.layout)},
-        "monitoring": monitoring_json(mesh),
+        "monitoring": {**monitoring_json(mesh), **alertmanager_json(mesh)},
     }
 
 
@@ -163,3 +163,24 @@ def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
             **({"cycle_at": record.cycle_at, "healthy_since": record.healthy_since, "revoked": record.revoked,
                 "last_error": record.last_error, "recent": record.recent, "over_budget": record.over_budget}
                if record else {})}
+
+def alertmanager_json(mesh: m.Mesh) -> dict[str, Any]:
+    """The Alertmanager the keeper runs for ``monitoring.alerts``: its URL while it runs (HTTPS, the mesh CA),
+    else why not (None when no receiver is named). A query."""
+    from vaultmesh.fsutil import read_json
+    from vaultmesh.runtime.processes import alertmanager_process
+
+    try:
+        record = read_json(mesh.paths.alertmanager_record)
+    except (OSError, ValueError):
+        record = {}
+    record = record if isinstance(record, dict) else {}
+    running = mesh.spec.monitoring.alerts is not None and alertmanager_process(mesh.paths).pid() is not None
+    reason = record.get("reason") or "the keeper has not started it (yet)"
+    if mesh.spec.monitoring.mode == "none":
+        reason = "monitoring: none in the mesh file"
+    elif not mesh.spec.keeper.enabled:
+        reason = "the keeper runs Alertmanager, and keeper: false"
+    if running or mesh.spec.monitoring.alerts is None:
+        reason = None
+    return {"alertmanager_url": record.get("url") if running else None, "alertmanager_reason": reason}
