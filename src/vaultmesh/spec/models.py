@@ -261,7 +261,7 @@ class AlertsSpec(_Model):
     a loopback address (127.0.0.1, ::1, localhost), where nothing leaves the machine."""
     command: list[str] | None = None
     """A command run (no shell; the program first, then its arguments) once per notification, with the
-    webhook JSON on its stdin; killed after 30 s; a non-zero exit makes Alertmanager send it again."""
+    webhook JSON on its stdin; killed after 10 s; a non-zero exit makes Alertmanager send it again."""
     group_wait: Duration = 30
     """How long Alertmanager waits for more alerts of a new group before the first notification (``30s``)."""
     group_interval: Duration = 300
