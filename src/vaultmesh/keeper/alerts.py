@@ -30,7 +30,8 @@ from vaultmesh.fsutil import write_atomic
 PATH = "/alerts"
 COMMAND_TIMEOUT = 10.0
 """Seconds the command may run before it (and everything it started) is killed: a notifier sends a mail or a
-page; Alertmanager itself gives up on a webhook after 10 s (and sends it again)."""
+page. Alertmanager's own deadline for a notification is its ``group_interval`` but never under 10 s, so a command
+that finishes in time is never sent twice."""
 MAX_BODY = 1 << 20
 """Bytes of JSON taken per notification; Alertmanager's for twenty alerts is ~20 KiB."""
 STDERR_LINES = 5
