@@ -25,7 +25,7 @@ writer (``identity.server.read_issuer_record``, ``reconcile.state.ReconcileState
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import overload
 
@@ -64,6 +64,36 @@ class Below:
         return base / self.relative
 
 
+REMOTE_BASE = "var/lib/vaultmesh"
+"""Below a host's root: ``<root>/var/lib/vaultmesh/<mesh>/`` holds the mesh's files on that host, laid out like
+the state dir (``pki/ca.pem``, ``seal/static.key``, ``nodes/<name>/``), so one renderer serves both."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The host a node of a ``runtime: ssh`` mesh runs on, and how vaultmesh reaches it."""
+
+    host: str
+    address: str
+    root: Path
+    service: str
+    """``auto``, ``systemd`` or ``supervisor``."""
+    engine: str
+    run_as: str
+    """The system user the node runs as on the host."""
+    user: str
+    port: int
+    key_file: Path
+    known_hosts: Path
+    mesh_dir: Path
+    """The mesh's folder on the host (``<root>/var/lib/vaultmesh/<mesh>``)."""
+
+    @property
+    def where(self) -> str:
+        """How messages name the host: ``h1 (root@10.214.1.11:22)``."""
+        return f"{self.host} ({self.user}@{self.address}:{self.port})"
+
+
 @dataclass(frozen=True)
 class NodeLayout:
     name: str
@@ -74,6 +104,9 @@ class NodeLayout:
     host: str = HOST
     netns: str | None = None
     """The network namespace the node runs in (``runtime: netns``); None: the machine's own network."""
+    remote: Remote | None = None
+    """The host the node runs on (``runtime: ssh``); None: this machine. ``dir`` is then the node's staged
+    bundle in the state dir, pushed to ``remote.mesh_dir / "nodes" / name``."""
 
     @property
     def api_addr(self) -> str:
@@ -232,20 +265,36 @@ def netns_names(net_id: str, octet: int, count: int) -> list[tuple[str, str]]:
     return [(f"vm{net_id}-{i + 1}", f"{NETNS_PREFIX}.{octet}.{11 + i}") for i in range(count)]
 
 
+def host_view(layout: MeshLayout, node: NodeLayout) -> tuple[MeshLayout, NodeLayout]:
+    """The mesh as ``node``'s host sees it: the same nodes and addresses, with the state dir's paths moved to
+    the mesh's folder on that host (what its rendered config must name). Pure; a local node is returned as is."""
+    if node.remote is None:
+        return layout, node
+    paths = StatePaths(node.remote.mesh_dir)
+    nodes = tuple(replace(n, dir=paths.nodes_dir / n.name) for n in layout.nodes)
+    return replace(layout, paths=paths, nodes=nodes), replace(node, dir=paths.nodes_dir / node.name)
+
+
 def build_layout(name: str, root: Path, zones: list[tuple[str, str]], ports: list[int],
-                 *, transit_seal: bool, netns: tuple[str, int] | None = None) -> MeshLayout:
+                 *, transit_seal: bool, netns: tuple[str, int] | None = None,
+                 remotes: tuple[Remote, ...] = ()) -> MeshLayout:
     """Assign ``ports`` (api, cluster per node, then entry, then seal api, cluster) to the mesh's parts.
 
     ``netns`` (id, octet): each node runs in its own network namespace with its own address (see NETNS_PREFIX).
+    ``remotes``: node i runs on ``remotes[i]`` and listens on its address (``runtime: ssh``).
     """
     need = 2 * len(zones) + 1 + (2 if transit_seal else 0)
     if len(ports) < need:
         raise ValueError(f"need {need} ports, got {len(ports)}")
     paths = StatePaths(root)
-    hosts = netns_names(*netns, len(zones)) if netns else [(None, HOST)] * len(zones)
+    hosts: list[tuple[str | None, str]] = [(None, HOST)] * len(zones)
+    if netns:
+        hosts = [(ns, address) for ns, address in netns_names(*netns, len(zones))]
+    if remotes:
+        hosts = [(None, r.address) for r in remotes]
     nodes = tuple(
         NodeLayout(node, zone, ports[2 * i], ports[2 * i + 1], paths.nodes_dir / node, host=hosts[i][1],
-                   netns=hosts[i][0])
+                   netns=hosts[i][0], remote=remotes[i] if remotes else None)
         for i, (node, zone) in enumerate(zones)
     )
     entry = ports[2 * len(zones)]

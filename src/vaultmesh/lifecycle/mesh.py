@@ -21,7 +21,17 @@ from vaultmesh import __version__, pki
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.errors import EngineError, RuntimeFailure, StateError
 from vaultmesh.fsutil import ensure_dir, read_json, write_atomic, write_json
-from vaultmesh.layout import ADMIN_USER, STATE_FORMAT, MeshLayout, NodeLayout, StatePaths, build_layout
+from vaultmesh.layout import (
+    ADMIN_USER,
+    REMOTE_BASE,
+    STATE_FORMAT,
+    MeshLayout,
+    NodeLayout,
+    Remote,
+    StatePaths,
+    build_layout,
+    host_view,
+)
 from vaultmesh.render.entry import render_entry_config
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_node_config, render_seal_node_config
 from vaultmesh.runtime.local import check_ports_free, free_ports
@@ -58,6 +68,10 @@ def _lifecycle_view(spec: MeshSpec) -> dict[str, Any]:
     return LifecycleSpec.model_validate(
         {k: v for k, v in spec.model_dump().items() if k in LifecycleSpec.model_fields}).model_dump()
 
+
+REMOTE_API_PORT = 8200
+"""``runtime: ssh``: each host's node listens on its own address at 8200 (API) and 8201 (cluster), OpenBao's own
+ports, unless ``ports.base`` says otherwise."""
 
 LOCK_WAIT = 15.0
 """Seconds a command waits for the state lock: long enough for a keeper's heal step (a node restart, ~1 s)."""
@@ -113,8 +127,27 @@ def open_mesh(root: Path) -> Mesh:
     if count != spec.nodes:  # a scale part-way (or done, before the mesh file said so): the ports say how many
         spec = spec.model_copy(update={"nodes": count})
     layout = build_layout(spec.name, root, zone_layout(spec), state["ports"],
-                          transit_seal=spec.seal.type == "transit", netns=_netns_of(state))
+                          transit_seal=spec.seal.type == "transit", netns=_netns_of(state),
+                          remotes=remotes_of(spec, state))
     return Mesh(spec, layout, state.get("engine"), bool(state.get("initialized")), state)
+
+
+def remotes_of(spec: MeshSpec, state: dict[str, Any]) -> tuple[Remote, ...]:
+    """The hosts of a ``runtime: ssh`` mesh, node i on host i; its folder name on every host is recorded in
+    ``state.json`` at creation (so a renamed mesh keeps its files). Relative key paths are the mesh file's."""
+    rec = state.get("ssh")
+    if spec.runtime != "ssh" or not rec:
+        return ()
+    base = Path(state.get("spec_dir") or ".")
+
+    def local(path: str) -> Path:
+        found = Path(path).expanduser()
+        return found if found.is_absolute() else base / found
+
+    return tuple(
+        Remote(h.name, h.address, Path(h.root), h.service, h.engine, h.run_as, h.ssh.user, h.ssh.port,
+               local(h.ssh.key_file), local(h.ssh.known_hosts), Path(h.root) / REMOTE_BASE / str(rec["dir"]))
+        for h in spec.hosts[: spec.nodes])
 
 
 def node_count(ports: list[int], *, transit_seal: bool) -> int:
@@ -257,6 +290,9 @@ def entry_wanted(spec: MeshSpec) -> bool:
 
 def pick_ports(spec: MeshSpec) -> list[int]:
     n = 2 * spec.nodes + 1 + (2 if spec.seal.type == "transit" else 0)
+    if spec.runtime == "ssh":  # every host has its own address: each node takes the same two ports on its own
+        base = spec.ports.base or REMOTE_API_PORT
+        return [*[base, base + 1] * spec.nodes, spec.ports.entry or free_ports(1)[0]]
     if spec.ports.base is not None:
         ports = list(range(spec.ports.base, spec.ports.base + n))
         if spec.ports.entry is not None:
@@ -266,6 +302,12 @@ def pick_ports(spec: MeshSpec) -> list[int]:
     if spec.ports.entry is not None:
         ports[2 * spec.nodes] = spec.ports.entry
     return ports
+
+
+def _on_host(layout: MeshLayout, port_name: str) -> bool:
+    """The port named so (``node-1 api``) is another host's, not this machine's."""
+    node = next((n for n in layout.nodes if port_name.split(" ")[0] == n.name), None)
+    return node is not None and node.remote is not None
 
 
 def port_names(layout: MeshLayout) -> dict[str, int]:
@@ -289,6 +331,7 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     """
     paths = StatePaths(root)
     ports = pick_ports(spec)
+    ssh_rec = {"dir": spec.name} if spec.runtime == "ssh" else None
     netns_rec = None
     if spec.runtime == "netns":
         from vaultmesh.runtime import netns
@@ -299,8 +342,9 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
         net_id = netns.mesh_net_id(root)
         netns_rec = {"id": net_id, "octet": netns.choose_octet(net_id, netns.used_octets())}
     layout = build_layout(spec.name, root, zone_layout(spec), ports, transit_seal=spec.seal.type == "transit",
-                          netns=_netns_of({"netns": netns_rec}))
-    check_ports_free(port_names(layout))
+                          netns=_netns_of({"netns": netns_rec}),
+                          remotes=remotes_of(spec, {"ssh": ssh_rec, "spec_dir": str(spec_dir) if spec_dir else None}))
+    check_ports_free({k: v for k, v in port_names(layout).items() if not _on_host(layout, k)})
     ensure_dir(root)
     now = dt.datetime.now(dt.UTC)
     ca = pki.create_ca(f"vaultmesh {spec.name} CA", now=now, days=spec.tls.ca_days)
@@ -321,6 +365,8 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
              "initialized": False, "spec_dir": str(spec_dir) if spec_dir else None}
     if netns_rec:
         state["netns"] = netns_rec
+    if ssh_rec:
+        state["ssh"] = ssh_rec
     mesh = Mesh(spec, layout, engine, False, state)
     render_configs(mesh)
     write_json(paths.state_file, state)
@@ -340,7 +386,8 @@ def render_configs(mesh: Mesh) -> None:
     self_init = not mesh.initialized and spec.seal.type != "shamir"
     audit = [DEFAULT_AUDIT, *declared_audit(mesh.paths.root)]
     for i, node in enumerate(layout.nodes):
-        text = render_node_config(spec, layout, node, self_init=self_init and i == 0, audit=audit,
+        seen, as_seen = host_view(layout, node)  # a remote node's config names the paths on its host
+        text = render_node_config(spec, seen, as_seen, self_init=self_init and i == 0, audit=audit,
                                   seal_token=seal_token)
         write_atomic(node.config_file, text.encode())
     if layout.seal_node:

@@ -51,6 +51,12 @@ def _node_json(n: NodeView) -> dict[str, Any]:
             "version": n.version}
 
 
+def _host(mesh: m.Mesh, name: str) -> str | None:
+    """The host a node runs on (``runtime: ssh``; its ``pid`` is that host's); None: this machine."""
+    node = next((n for n in mesh.layout.nodes if n.name == name), None)
+    return node.remote.host if node is not None and node.remote is not None else None
+
+
 def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
     """The documented shape other tooling depends on (extra keys allowed, these never change)."""
     leader = view.leader
@@ -59,7 +65,7 @@ def status_json(mesh: m.Mesh, view: MeshView, addr: str) -> dict[str, Any]:
         "healthy": view.healthy,
         "address": addr,
         "leader": leader.name if leader else None,
-        "nodes": [_node_json(n) for n in view.nodes],
+        "nodes": [{**_node_json(n), "host": _host(mesh, n.name)} for n in view.nodes],
         "entry": {"address": mesh.layout.entry_addr if view.entry_running is not None else None,
                   "running": view.entry_running, "routing": view.entry_routing},
         "failure_tolerance": view.failure_tolerance,

@@ -54,6 +54,15 @@ def destroy(root: Path, *, progress: Progress = _quiet, warn: Progress = _warn_s
         if line:
             warn(line)
         down(root, progress=progress)
+        hosted = [n for n in layout.nodes if n.remote is not None]
+        if hosted:
+            from vaultmesh.hosts import runtime as hosts
+
+            for node in hosted:  # its service, then the mesh's folder on its host
+                assert node.remote is not None
+                hosts.remove(node)
+                hosts.remove_mesh_dir(node)
+                progress(f"removed {node.name} and the mesh's files from {node.remote.where}")
         if any(n.netns for n in layout.nodes):
             from vaultmesh.runtime import netns
 

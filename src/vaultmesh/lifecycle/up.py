@@ -1,6 +1,6 @@
 """Bring a mesh up: create it, or complete or heal it, and return when it is healthy.
 
-One cycle of ``_converge`` (Patroni's ``ha.py`` shape): gather a frozen ``MeshView`` carrying the run's own facts
+One cycle of ``converge`` (Patroni's ``ha.py`` shape): gather a frozen ``MeshView`` carrying the run's own facts
 (``RunFacts``: what this run started and restarted, the last error of each node) -> ``decide`` returns the steps
 and the reason -> each step's executor does it and returns one sentence saying what it did. Processes are
 started through ``runtime.processes``; down, destroy and status live in ``teardown`` and ``status`` (their names
@@ -99,16 +99,25 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             from vaultmesh.runtime import netns
 
             netns.ensure(mesh.layout)
+        changed = push_bundles(mesh, progress) if any(n.remote for n in mesh.layout.nodes) else set()
         if processes.issuer_process(mesh.paths).pid(adopt=True) is None:
             cert, key = m.ensure_identity_cert(mesh)
             pid = processes.start_issuer(mesh.paths, cert, key)
             progress(f"started the workload identity issuer (pid {pid})")
-        result = _converge(Executor(mesh, engine_path, entry_wanted(mesh.spec), progress), t0, timeout, created)
+        ex = Executor(mesh, engine_path, entry_wanted(mesh.spec), progress)
+        result = converge(ex, t0, timeout, created)
+        for name in sorted(changed - set(ex.started) - ex.restarted):  # a changed bundle: one node at a time
+            ex.restart([name], why="its pushed files changed")
+            result = converge(ex, time.monotonic(), timeout, created)
+        if changed or ex.started:
+            # node 1's config lost its self-initialisation once the mesh was; the hosts get that copy now (it
+            # matters at a start only) and node 1's environment file with the handed password goes
+            push_bundles(result.mesh, _quiet, settle=True)
         if rescale_to is not None:
             progress(f"the file says nodes: {rescale_to}; scaling {mesh.spec.nodes} -> {rescale_to}")
             mesh = RESCALE[-1](result.mesh, rescale_to, progress)
             ex = Executor(mesh, engine_path, entry_wanted(mesh.spec), progress)
-            result = _converge(ex, time.monotonic(), timeout, created)
+            result = converge(ex, time.monotonic(), timeout, created)
         if result.mesh.spec.keeper.enabled and keeper.keeper_pid(result.mesh.paths, adopt=True) is None:
             pid = keeper.start_keeper(result.mesh.paths)
             progress(f"started the keeper (pid {pid}): it heals the mesh, reaps what gone workloads left "
@@ -116,11 +125,17 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
         return result
 
 
-def _converge(ex: Executor, t0: float, timeout: float, created: bool) -> UpResult:
+def converge(ex: Executor, t0: float, timeout: float, created: bool, *,
+             until: Callable[[MeshView], bool] | None = None) -> UpResult:
+    """Observe, decide, perform, until the mesh is healthy (``Ready``) or, given ``until``, that holds of a view
+    (``scale`` brings one added node up this way: started, unsealed with the Shamir keys or restarted once it
+    joined, no write probed)."""
     deadline = t0 + timeout
     said: str | None = None
     while True:
-        view = ex.observe()
+        view = ex.observe(probe_write=until is None)
+        if until is not None and until(view):
+            return UpResult(ex.mesh, view, created, time.monotonic() - t0, tuple(ex.started))
         decision = d.decide(view, shamir=ex.mesh.spec.seal.type == "shamir",
                             recorded_initialized=ex.mesh.initialized, entry_wanted=ex.want_entry)
         restarts = [s.name for s in decision.steps if isinstance(s, d.Restart)]
@@ -174,7 +189,7 @@ class Executor:
                            seal_probe=self._seal_ready if self.seal_client else None, run=facts)
 
     def engine_for(self, name: str) -> str:
-        """The binary a node starts on: the one ``upgrade`` moved it to, else the mesh's."""
+        """The binary a node (or ``seal``) starts on: the one ``upgrade`` moved it to, else the mesh's."""
         return m.node_engine(self.mesh.paths, name) or self.engine
 
     def node_layout(self, name: str | None) -> NodeLayout | None:
@@ -192,7 +207,7 @@ class Executor:
                 assert node is not None
                 env = {"VAULTMESH_SEAL_TOKEN": mesh.paths.seal_token.read_text().strip()} \
                     if not (node.data_dir / "vault.db").exists() else None
-                pid = processes.start_node(node, self.engine, env)
+                pid = processes.start_node(node, self.engine_for("seal"), env)
                 self.started["seal"] = time.monotonic()
                 return f"started the transit seal node (pid {pid})"
             case d.StartNode(name=name):
@@ -241,29 +256,44 @@ class Executor:
                 raise RuntimeFailure(_failed_node_message(failed, reason) if failed else reason)
         return None
 
-    def restart(self, names: list[str]) -> str:
+    def restart(self, names: list[str], *, why: str | None = None) -> str:
         """Restart these nodes together (each stop takes about a second); say what was done."""
         self.restarted.update(names)
         nodes = [self.mesh.layout.node(name) for name in names]
-        stop_processes([processes.node_process(n).pid(adopt=True) for n in nodes], timeout=10)
-        for node in nodes:
+        local = [n for n in nodes if n.remote is None]
+        stop_processes([processes.node_process(n).pid(adopt=True) for n in local], timeout=10)
+        for node in local:
             processes.wait_ports_free(node)
             processes.start_node(node, self.engine_for(node.name))
+        for node in nodes:
+            if node.remote is not None:
+                from vaultmesh.hosts import runtime as hosts
+
+                hosts.restart(node)
+        if why:
+            self.progress(f"restarted {', '.join(names)}: {why}")
+            return f"restarted {', '.join(names)}: {why}"
         they = "it" if len(names) == 1 else "they"
         return (f"restarted {', '.join(names)}: {they} joined Raft; a restart unseals {they.replace('they', 'them')} "
                 "now instead of on OpenBao's next 5 s retry")
 
     def _seal_ready(self) -> bool:
-        """The transit seal node serves encrypt for our key with the mesh's seal token."""
-        seal = self.mesh.layout.seal_node
-        assert seal is not None and self.seal_client is not None
-        token = self.mesh.paths.seal_token.read_text().strip()
-        try:
-            self.seal_client.request("POST", f"transit/encrypt/{TRANSIT_KEY}", {"plaintext": "cmVhZHk="},
-                                     token=token, nodes=[seal.api_addr], retry=RetryPolicy(deadline=0.5))
-        except (VaultmeshError, OSError):
-            return False
-        return True
+        assert self.seal_client is not None
+        return seal_ready(self.mesh, self.seal_client)
+
+
+def seal_ready(mesh: m.Mesh, client: EngineClient) -> bool:
+    """The transit seal node serves encrypt for our key with the mesh's seal token (``up`` waits for it before
+    the nodes start; ``upgrade`` after it replaced the seal node)."""
+    seal = mesh.layout.seal_node
+    assert seal is not None
+    token = mesh.paths.seal_token.read_text().strip()
+    try:
+        client.request("POST", f"transit/encrypt/{TRANSIT_KEY}", {"plaintext": "cmVhZHk="},
+                       token=token, nodes=[seal.api_addr], retry=RetryPolicy(deadline=0.5))
+    except (VaultmeshError, OSError):
+        return False
+    return True
 
 
 def _real_value(v: Any, secrets_by_env: dict[str, str]) -> Any:
@@ -307,4 +337,34 @@ def _unseal(mesh: m.Mesh, client: EngineClient, node: NodeLayout) -> None:
 
 
 def _failed_node_message(node: NodeLayout, why: str) -> str:
+    if node.remote is not None:
+        from vaultmesh.hosts import runtime as hosts
+        return f"{node.name} {why}; last lines of its log on {node.remote.host}:\n{hosts.log_tail(node)}"
     return f"{node.name} {why}; last lines of {node.log_file}:\n{log_tail(node.log_file)}"
+
+
+def push_bundles(mesh: m.Mesh, progress: Progress = _quiet, *, settle: bool = False) -> set[str]:
+    """``runtime: ssh``: check each host's engine and push each node's bundle (only files whose bytes differ),
+    all hosts at once. Returns the nodes whose files changed on their host. ``settle``: the mesh is healthy;
+    also remove every node's environment file (only a first start needs one)."""
+    import concurrent.futures as cf
+
+    from vaultmesh.hosts import runtime as hosts
+
+    static = mesh.spec.seal.type == "static"
+    nodes = [n for n in mesh.layout.nodes if n.remote is not None]
+
+    def one(node: NodeLayout) -> list[str]:
+        hosts.engine_version(node)
+        written = hosts.push(node, hosts.local_bundle(node, mesh.paths, static_seal=static))
+        if settle:
+            hosts.forget_env(node)
+        return written
+
+    with cf.ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        written = dict(zip([n.name for n in nodes], pool.map(one, nodes), strict=True))
+    for node in nodes:
+        if written[node.name]:
+            assert node.remote is not None
+            progress(f"pushed {len(written[node.name])} file(s) of {node.name} to {node.remote.where}")
+    return {name for name, paths in written.items() if paths}

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
-from vaultmesh.errors import VaultmeshError
+from vaultmesh.errors import RuntimeFailure, VaultmeshError
 from vaultmesh.layout import NodeLayout
-from vaultmesh.runtime.local import find_pid, tracked_pid
+from vaultmesh.runtime import processes
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,10 @@ class MeshView:
 
 def observe_node(node: NodeLayout, client: EngineClient, *, adopt: bool = False) -> NodeView:
     """One node's process and health. ``adopt`` writes a lost pid file back (``up``); else nothing is written."""
-    pid = (tracked_pid if adopt else find_pid)(node.pid_file, str(node.config_file))
+    try:
+        pid = processes.node_process(node).pid(adopt=adopt)
+    except RuntimeFailure as err:  # a host out of reach: its node is not seen running
+        return NodeView(node.name, node.zone, node.api_addr, None, False, error=str(err))
     running = pid is not None
     view = NodeView(node.name, node.zone, node.api_addr, pid if running else None, running)
     if not running:

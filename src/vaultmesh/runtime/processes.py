@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,28 @@ def alertmanager_process(paths: StatePaths) -> TrackedProcess:
     return TrackedProcess("alertmanager", paths.alertmanager_pid, str(paths.alertmanager_config))
 
 
+@dataclass(frozen=True)
+class HostedProcess(TrackedProcess):
+    """A node of a ``runtime: ssh`` mesh: its pid is on its host, asked of the host's service manager."""
+
+    node: NodeLayout | None = None
+
+    def pid(self, *, adopt: bool = False) -> int | None:
+        from vaultmesh.hosts import runtime as hosts
+
+        assert self.node is not None
+        return hosts.pid(self.node)
+
+    def stop(self) -> None:
+        from vaultmesh.hosts import runtime as hosts
+
+        assert self.node is not None
+        hosts.stop(self.node)
+
+
 def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
+    if node.remote is not None:
+        return HostedProcess(name or node.name, node.pid_file, str(node.config_file), node)
     return TrackedProcess(name or node.name, node.pid_file, str(node.config_file))
 
 
@@ -109,7 +131,12 @@ def stop_order(layout: MeshLayout) -> list[list[TrackedProcess]]:
 # -- starting ------------------------------------------------------------------------------------------------
 
 def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = None) -> int:
-    """Start a node (or the seal node) from its rendered config; its ports must be free."""
+    """Start a node (or the seal node) from its rendered config; its ports must be free. A node on a host
+    (``runtime: ssh``) is started by the host's service manager, on the host's engine, from its pushed bundle."""
+    if node.remote is not None:
+        from vaultmesh.hosts import runtime as hosts
+
+        return hosts.start(node, env)
     prefix: list[str] = []
     if node.netns:  # runtime: netns: the node's own namespace, whose ports are its own
         from vaultmesh.runtime.netns import exec_prefix
@@ -123,7 +150,7 @@ def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = No
 
 def wait_ports_free(node: NodeLayout, timeout: float = 5.0) -> bool:
     """Wait until a just-stopped node's ports can be bound again (a netns node's are its own)."""
-    if node.netns:
+    if node.netns or node.remote:
         return True
     return bool(wait_until(lambda: port_holder(node.api_port) is None and port_holder(node.cluster_port) is None,
                            timeout=timeout, interval=0.05))
@@ -174,7 +201,16 @@ def down(layout: MeshLayout, *, progress: Progress = _quiet, timeout: float = ST
         running = [(p, pid) for p in wave if (pid := p.pid()) is not None]
         if not running:
             continue
-        progress("stopping " + ", ".join(f"{p.name} (pid {pid})" for p, pid in running))
-        stop_processes([pid for _, pid in running], timeout=timeout)
+        progress("stopping " + ", ".join(f"{p.name} (pid {pid}{_on(p)})" for p, pid in running))
+        hosted = [p for p, _ in running if isinstance(p, HostedProcess)]
+        with ThreadPoolExecutor(max_workers=max(1, len(hosted))) as pool:
+            waiting = [pool.submit(p.stop) for p in hosted]
+            stop_processes([pid for p, pid in running if not isinstance(p, HostedProcess)], timeout=timeout)
+            for w in waiting:
+                w.result()
         stopped += [p.name for p, _ in running]
     return stopped
+
+
+def _on(p: TrackedProcess) -> str:
+    return f" on {p.node.remote.host}" if isinstance(p, HostedProcess) and p.node and p.node.remote else ""

@@ -98,6 +98,48 @@ class EntrySpec(_Model):
     ``haproxy``: require it. ``none``: no entry process; the address is the first healthy node."""
 
 
+class SSHSpec(_Model):
+    """How vaultmesh reaches a host: OpenSSH with a key, the host's key checked against ``known_hosts``."""
+
+    user: str = "root"
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    key_file: str = "~/.ssh/id_ed25519"
+    """The private key vaultmesh logs in with (no agent, no password)."""
+    known_hosts: str = "~/.ssh/known_hosts"
+    """The host keys vaultmesh accepts: a host whose key is not in this file is refused (no trust on first use)."""
+
+
+class HostSpec(_Model):
+    """One machine of a ``runtime: ssh`` mesh; node i runs on host i."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    address: Annotated[str, Field(min_length=1)]
+    """The address the other hosts, the entry and the clients reach this host's node at (an IP address)."""
+    zone: Annotated[str, Field(pattern=NAME_PATTERN)]
+    root: str = "/"
+    """The host's root for vaultmesh's files (``<root>/var/lib/vaultmesh/<mesh>``, the service files under
+    ``<root>/etc``): ``/`` on a real host; a lab host's own folder."""
+    service: Literal["auto", "systemd", "supervisor"] = "auto"
+    """The host's service manager: ``auto`` takes systemd when it runs the host, else supervisord."""
+    engine: str = "/usr/bin/bao"
+    """The engine binary on the host (installed there: vaultmesh checks its version, it does not copy it)."""
+    run_as: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "openbao"
+    """The system user the node runs as (made on the host when missing; it owns the node's folder)."""
+    ssh: SSHSpec = SSHSpec()
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"host address {value!r} is not an IP address (node certificates name it as one)") \
+                from None
+        return value
+
+
 class LifecycleSpec(_Model):
     version: Literal[1] = SCHEMA_VERSION
     name: Annotated[str, Field(pattern=NAME_PATTERN)] = "vaultmesh"
@@ -114,11 +156,13 @@ class LifecycleSpec(_Model):
     raft: RaftSpec = RaftSpec()
     entry: EntrySpec = EntrySpec()
     log_level: Literal["trace", "debug", "info", "warn", "error"] = "info"
-    runtime: Literal["local", "netns"] = "local"
+    runtime: Literal["local", "netns", "ssh"] = "local"
     """``local``: every node is a process on this machine's loopback. ``netns``: every node runs in a network
     namespace of its own with its own address (root and iproute2 needed), so links between zones can be cut
     (``vaultmesh chaos partition-zone``). PostgreSQL and the identity issuer on 127.0.0.1 are then out of the
-    nodes' reach."""
+    nodes' reach. ``ssh``: node i runs on ``hosts[i]``, reached over SSH and run by its service manager."""
+    hosts: list[HostSpec] = Field(default_factory=list)
+    """``runtime: ssh``: the machines, one node on each (``nodes`` must equal their count)."""
 
     @field_validator("nodes")
     @classmethod
@@ -137,6 +181,21 @@ class LifecycleSpec(_Model):
         if self.runtime == "netns" and self.seal.type == "transit":
             raise ValueError("runtime: netns works with the static or shamir seal; the transit seal node listens "
                              "on loopback, out of the namespaces' reach")
+        if self.runtime != "ssh":
+            if self.hosts:
+                raise ValueError("hosts: is only read with runtime: ssh; add runtime: ssh or drop hosts:")
+            return self
+        if self.seal.type == "transit":
+            raise ValueError("runtime: ssh works with the static, shamir or a KMS seal; the transit seal node "
+                             "runs on this machine's loopback, out of the hosts' reach")
+        if len(self.hosts) != self.nodes:
+            raise ValueError(f"runtime: ssh runs one node per host: nodes is {self.nodes} but hosts names "
+                             f"{len(self.hosts)}; make them equal")
+        for what in ("name", "address"):
+            seen = [getattr(h, what) for h in self.hosts]
+            dup = sorted({v for v in seen if seen.count(v) > 1})
+            if dup:
+                raise ValueError(f"hosts: {what} {', '.join(dup)} appears twice; each host has its own")
         return self
 
     @field_validator("zones")
@@ -330,7 +389,10 @@ class MeshSpec(ResourcesSpec, LifecycleSpec):
 
 
 def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:
-    """Node names and their zones, spread round-robin: [("node-1", "zone-a"), ...]."""
+    """Node names and their zones, spread round-robin: [("node-1", "zone-a"), ...]; on ``runtime: ssh`` each
+    node takes its host's zone."""
+    if spec.runtime == "ssh":
+        return [(f"node-{i + 1}", host.zone) for i, host in enumerate(spec.hosts[: spec.nodes])]
     return [(f"node-{i + 1}", spec.zones[i % len(spec.zones)]) for i in range(spec.nodes)]
 
 

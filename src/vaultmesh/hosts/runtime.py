@@ -1,0 +1,193 @@
+"""A node on its host (``runtime: ssh``), over the SSH transport: push its bundle (only files whose bytes
+differ), start, stop and restart it through the host's service manager, find its pid, remove it.
+
+Everything the controller knows stays in the state dir (the node's folder there is its staged bundle); the host
+gets a copy at the same relative paths below ``<root>/var/lib/vaultmesh/<mesh>``."""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Mapping
+
+from vaultmesh.errors import EngineBinaryError, RuntimeFailure
+from vaultmesh.hosts import service
+from vaultmesh.hosts.transport import Session, digest, session
+from vaultmesh.layout import NodeLayout, Remote, StatePaths
+from vaultmesh.render.unit import STOP_TIMEOUT
+from vaultmesh.waiting import wait_until
+
+_kinds: dict[str, str] = {}
+_engines: dict[tuple[str, str], str] = {}
+_lock = threading.Lock()
+
+
+def _remote(node: NodeLayout) -> Remote:
+    assert node.remote is not None, f"{node.name} is not on a host"
+    return node.remote
+
+
+def _session(node: NodeLayout) -> Session:
+    return session(_remote(node))
+
+
+def kind(node: NodeLayout) -> str:
+    """The host's service manager for the node (probed once per host and process when ``auto``)."""
+    remote = _remote(node)
+    with _lock:
+        found = _kinds.get(remote.address)
+    if found is None:
+        runs = False
+        if remote.service == "auto":
+            res = _session(node).run(service.SYSTEMD_PROBE, check=False)
+            runs = res.out.strip() in ("running", "degraded", "starting", "initializing")
+        found = service.manager(remote, runs)
+        with _lock:
+            _kinds[remote.address] = found
+    return found
+
+
+def engine_version(node: NodeLayout) -> str:
+    """The version the host's engine binary reports (``OpenBao v2.7.2`` -> ``2.7.2``); checked once."""
+    remote = _remote(node)
+    key = (remote.address, remote.engine)
+    with _lock:
+        found = _engines.get(key)
+    if found is None:
+        res = _session(node).run([remote.engine, "version"], check=False)
+        words = res.out.split()
+        if res.code != 0 or len(words) < 2 or words[0] not in ("OpenBao", "Vault"):
+            raise EngineBinaryError(f"host {remote.where}: {remote.engine} is not an OpenBao or Vault binary "
+                                    f"({(res.err or res.out).strip()[:120] or f'exit {res.code}'})",
+                                    hint=f"install OpenBao on {remote.host}, or set hosts[].engine to its path")
+        found = words[1].lstrip("v")
+        with _lock:
+            _engines[key] = found
+    return found
+
+
+def local_bundle(node: NodeLayout, paths: StatePaths, *, static_seal: bool) -> list[service.BundleFile]:
+    """The node's bundle as staged in the state dir ``paths``."""
+    return service.node_bundle(node, ca=paths.ca_cert.read_bytes(), config=node.config_file.read_bytes(),
+                               cert=node.cert_file.read_bytes(), key=node.key_file.read_bytes(),
+                               static_key=paths.static_key.read_bytes() if static_seal else None)
+
+
+def push(node: NodeLayout, files: list[service.BundleFile]) -> list[str]:
+    """Write each file whose bytes differ from the host's (one checksum command for all); make the node's data
+    folder. Returns the paths written (none: the host already had them all)."""
+    s = _session(node)
+    have = s.digests([f.path for f in files])
+    changed = [f for f in files if have.get(f.path) != digest(f.data)]
+    for f in changed:
+        s.put(f.path, f.data, f.mode)
+    folder = service.node_dir(node)
+    s.run(["mkdir", "-p", "-m", "0700", f"{folder}/data"])
+    return [f.path for f in changed]
+
+
+def pid(node: NodeLayout) -> int | None:
+    """The node's pid on its host (None: it does not run): the oldest process running the engine on its config
+    (``pgrep``, a C tool: the observe loop asks twice a second, and supervisorctl is a Python start each time)."""
+    res = _session(node).run(service.pid_probe(node), check=False)
+    return service.parse_pid(res.out)
+
+
+def start(node: NodeLayout, env: Mapping[str, str] | None = None, *, timeout: float = 20.0) -> int:
+    """Install the node's service (its program file, written when it differs) and start it; ``env`` goes to its
+    environment file (0600) for this start only. Returns its pid on the host."""
+    engine_version(node)
+    s = _session(node)
+    how = kind(node)
+    text = service.render_service(node, how)
+    path = service.program_file(node, how)
+    env_path = service.env_file(node)
+    if env:  # the unit and the program read it at each start: only a first start finds something in it
+        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+        s.put(env_path, body.encode(), 0o600)
+    else:
+        s.run(["sh", "-c", f"[ -f {shlex.quote(env_path)} ] || (umask 077 && : > {shlex.quote(env_path)})"])
+    for argv in service.owner_commands(node):
+        s.run(argv)
+    if s.digests([path]).get(path) != digest(text.encode()):
+        s.put(path, text.encode(), 0o644 if how == "systemd" else 0o600)
+        s.run(service.ctl(node, how, "add"), check=False)
+        if how == "systemd":
+            s.run(service.ctl(node, how, "enable"))
+    res = s.run(service.ctl(node, how, "start"), check=False)
+    if res.code != 0 and "already started" not in res.out:
+        raise RuntimeFailure(f"host {_remote(node).where}: starting {service.service_name(node)} failed: "
+                             f"{(res.out + res.err).strip()[-300:]}",
+                             hint=log_hint(node))
+    found = wait_until(lambda: pid(node), timeout=timeout, interval=0.2)
+    if not found:
+        raise RuntimeFailure(f"host {_remote(node).where}: {service.service_name(node)} does not run after its "
+                             "start", hint=log_hint(node))
+    return int(found)
+
+
+def forget_env(node: NodeLayout) -> None:
+    """Empty the node's environment file on its host (the self-initialisation's password, once used)."""
+    _session(node).put(service.env_file(node), b"", 0o600)
+    for argv in service.owner_commands(node):
+        _session(node).run(argv)
+
+
+def log_hint(node: NodeLayout) -> str:
+    return f"its log on {_remote(node).host}: `{shlex.join(service.ctl(node, kind(node), 'log'))}`"
+
+
+def stop(node: NodeLayout) -> bool:
+    """Stop the node's service (the manager waits for it to exit). False: it was not running."""
+    if pid(node) is None:
+        return False
+    _session(node).run(service.ctl(node, kind(node), "stop"), check=False,
+                       timeout=STOP_TIMEOUT + 30)
+    return True
+
+
+def restart(node: NodeLayout) -> int:
+    """Restart the node's service; returns its new pid."""
+    _session(node).run(service.ctl(node, kind(node), "restart"), check=False, timeout=STOP_TIMEOUT + 30)
+    found = wait_until(lambda: pid(node), timeout=20.0, interval=0.2)
+    if not found:
+        raise RuntimeFailure(f"host {_remote(node).where}: {service.service_name(node)} does not run after its "
+                             "restart", hint=log_hint(node))
+    return int(found)
+
+
+def hup(node: NodeLayout) -> None:
+    """SIGHUP to the node through its manager (reload its certificate)."""
+    _session(node).run(service.ctl(node, kind(node), "hup"))
+
+
+def kill(node: NodeLayout, signal_name: str = "KILL") -> int | None:
+    """Send a signal to the node's process on its host (chaos, tests); returns the pid it went to."""
+    found = pid(node)
+    if found is not None:
+        _session(node).run(["kill", f"-{signal_name}", str(found)], check=False)
+    return found
+
+
+def remove(node: NodeLayout) -> None:
+    """Stop the node, remove its service and its folder on the host (destroy)."""
+    how = kind(node)
+    s = _session(node)
+    stop(node)
+    s.run(["rm", "-f", service.program_file(node, how)])
+    s.run(service.ctl(node, how, "forget"), check=False)
+    s.run(["rm", "-rf", "--", service.node_dir(node)])
+
+
+def remove_mesh_dir(node: NodeLayout) -> None:
+    """The mesh's folder on the node's host, once its nodes there are removed."""
+    _session(node).run(["rm", "-rf", "--", str(_remote(node).mesh_dir)])
+
+
+def log_tail(node: NodeLayout, lines: int = 15) -> str:
+    """The node's last log lines, from its service manager."""
+    try:
+        res = _session(node).run(service.ctl(node, kind(node), "log"), check=False)
+    except RuntimeFailure as err:
+        return f"(no log: {err})"
+    return "\n".join(res.out.rstrip().splitlines()[-lines:]) or f"(no log on {_remote(node).host})"

@@ -1,0 +1,131 @@
+"""``runtime: ssh``, the pure parts: the mesh file's hosts, the layout as a host sees it, a node's bundle and its
+service manager's commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from vaultmesh.hosts import service
+from vaultmesh.layout import REMOTE_BASE, Remote, build_layout, host_view
+from vaultmesh.render.node import render_node_config
+from vaultmesh.spec.models import MeshSpec, zone_layout
+
+
+def _hosts(n: int) -> list[dict[str, object]]:
+    return [{"name": f"h{i + 1}", "address": f"10.9.0.{11 + i}", "zone": f"z{i % 3}",
+             "ssh": {"key_file": "/k", "known_hosts": "/kh"}} for i in range(n)]
+
+
+def _spec(**extra: object) -> MeshSpec:
+    return MeshSpec.model_validate({"runtime": "ssh", "hosts": _hosts(3), **extra})
+
+
+def test_a_mesh_on_hosts_takes_each_hosts_zone() -> None:
+    spec = _spec()
+    assert zone_layout(spec) == [("node-1", "z0"), ("node-2", "z1"), ("node-3", "z2")]
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ({"runtime": "ssh", "hosts": _hosts(2)}, "nodes is 3 but hosts names 2"),
+    ({"hosts": _hosts(3)}, "only read with runtime: ssh"),
+    ({"runtime": "ssh", "hosts": _hosts(3), "seal": {"type": "transit"}}, "transit seal node"),
+    ({"runtime": "ssh", "hosts": [*_hosts(2), {**_hosts(1)[0], "name": "h9"}]}, "address 10.9.0.11 appears twice"),
+    ({"runtime": "ssh", "hosts": [*_hosts(2), {**_hosts(3)[2], "address": "db.example"}]}, "not an IP address"),
+    ({"runtime": "ssh", "hosts": [*_hosts(2), {**_hosts(3)[2], "run_as": "Bad User"}]}, "run_as"),
+])
+def test_a_wrong_hosts_list_is_refused_with_what_to_change(doc: dict[str, object], words: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        MeshSpec.model_validate(doc)
+    assert words in str(err.value)
+
+
+def _remote(i: int, root: str = "/srv/h") -> Remote:
+    return Remote(f"h{i}", f"10.9.0.{10 + i}", Path(f"{root}{i}"), "supervisor", "/usr/bin/bao", "openbao", "root",
+                  22, Path("/k"), Path("/kh"), Path(f"{root}{i}") / REMOTE_BASE / "m")
+
+
+def _layout(state: Path):
+    remotes = tuple(_remote(i) for i in (1, 2, 3))
+    zones = [("node-1", "a"), ("node-2", "b"), ("node-3", "c")]
+    return build_layout("m", state, zones, [8200, 8201] * 3 + [9000], transit_seal=False, remotes=remotes)
+
+
+def test_nodes_on_hosts_listen_on_their_hosts_address_and_keep_their_files_staged_here(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    node = layout.nodes[1]
+    assert node.api_addr == "https://10.9.0.12:8200"
+    assert node.dir == tmp_path / "nodes/node-2"
+    assert node.remote is not None and node.remote.host == "h2"
+
+
+def test_a_node_config_names_the_paths_on_its_host_not_the_state_dir(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    seen, node = host_view(layout, layout.nodes[0])
+    assert seen.paths.root == Path("/srv/h1") / REMOTE_BASE / "m"
+    text = render_node_config(_spec(), seen, node, self_init=True)
+    assert str(tmp_path) not in text
+    assert '"/srv/h1/var/lib/vaultmesh/m/nodes/node-1/data"' in text
+    assert '"/srv/h1/var/lib/vaultmesh/m/pki/ca.pem"' in text  # retry_join's CA, on the host
+    assert "https://10.9.0.12:8200" in text and "https://10.9.0.13:8200" in text  # peers by address
+    assert "file:///srv/h1/var/lib/vaultmesh/m/seal/static.key" in text
+
+
+def test_a_local_node_is_its_own_host_view(tmp_path: Path) -> None:
+    layout = build_layout("m", tmp_path, [("node-1", "a")], [1, 2, 3], transit_seal=False)
+    assert host_view(layout, layout.nodes[0]) == (layout, layout.nodes[0])
+
+
+def test_a_bundle_keeps_keys_and_config_private(tmp_path: Path) -> None:
+    node = _layout(tmp_path).nodes[0]
+    files = service.node_bundle(node, ca=b"ca", config=b"cfg", cert=b"c", key=b"k", static_key=b"s")
+    modes = {f.path.removeprefix("/srv/h1/var/lib/vaultmesh/m/"): f.mode for f in files}
+    assert modes == {"pki/ca.pem": 0o644, "nodes/node-1/config.hcl": 0o600, "nodes/node-1/tls/cert.pem": 0o644,
+                     "nodes/node-1/tls/key.pem": 0o600, "seal/static.key": 0o600}
+    assert not any("static.key" in f.path for f in
+                   service.node_bundle(node, ca=b"", config=b"", cert=b"", key=b"", static_key=None))
+
+
+def test_the_service_manager_commands_name_the_node_and_the_hosts_supervisor(tmp_path: Path) -> None:
+    node = _layout(tmp_path).nodes[2]
+    assert service.service_name(node) == "vaultmesh-m-node-3"
+    assert service.ctl(node, "supervisor", "start") == [
+        "supervisorctl", "-c", "/srv/h3/etc/supervisor/supervisord.conf", "start", "vaultmesh-m-node-3"]
+    assert service.ctl(node, "systemd", "hup") == ["systemctl", "reload", "vaultmesh-m-node-3"]
+    assert service.program_file(node, "systemd") == "/srv/h3/etc/systemd/system/vaultmesh-m-node-3.service"
+    assert service.program_file(node, "supervisor") == "/srv/h3/etc/supervisor/conf.d/vaultmesh-m-node-3.conf"
+    assert "vaultmesh-m-node-3" in service.render_service(node, "supervisor")
+    assert "ProtectSystem=strict" in service.render_service(node, "systemd")
+
+
+def test_the_pid_probe_matches_only_the_nodes_own_server_command(tmp_path: Path) -> None:
+    node = _layout(tmp_path).nodes[0]
+    pattern = service.pid_probe(node)[-1]
+    config = "/srv/h1/var/lib/vaultmesh/m/nodes/node-1/config.hcl"
+    assert re.search(pattern, f"/usr/bin/bao server -config={config}")
+    assert not re.search(pattern, f"/usr/bin/bao server -config={config.replace('.hcl', 'xhcl')}")
+    assert not re.search(pattern, f"/usr/bin/bao server -config={config}.old")
+    assert service.parse_pid("1234\n") == 1234
+    assert service.parse_pid("") is None and service.parse_pid("0") is None
+
+
+def test_auto_takes_systemd_only_where_it_runs_the_host() -> None:
+    auto = _remote(1)
+    auto = Remote(**{**auto.__dict__, "service": "auto"})
+    assert service.manager(auto, True) == "systemd"
+    assert service.manager(auto, False) == "supervisor"
+    assert service.manager(_remote(1), True) == "supervisor"  # asked for by name
+
+
+def test_a_service_user_other_than_root_is_made_and_given_the_nodes_folder(tmp_path: Path) -> None:
+    node = _layout(tmp_path).nodes[0]
+    commands = service.owner_commands(node)
+    assert ["chown", "-R", "openbao:openbao", "/srv/h1/var/lib/vaultmesh/m/nodes/node-1"] in commands
+    assert any("useradd --system" in " ".join(c) for c in commands)
+    root = Remote(**{**_remote(1).__dict__, "run_as": "root"})
+    from dataclasses import replace
+
+    assert service.owner_commands(replace(node, remote=root)) == []
