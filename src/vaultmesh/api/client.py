@@ -19,6 +19,7 @@ and ``close`` revokes what was fetched for nobody.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import sys
@@ -161,6 +162,17 @@ def make_ssl_context(ca_file: str | None) -> ssl.SSLContext:
     return ctx
 
 
+def _file_stamp(path: str | None) -> tuple[int, int, int] | None:
+    """What says a file changed (inode, size, mtime in ns); None without a file."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class RemoteDisconnected(ConnectionResetError):
     """The server closed the connection without an answer (a kept-alive connection it had timed out)."""
 
@@ -291,13 +303,29 @@ def split_addr(addr: str) -> tuple[str, str, int]:
 
 
 class StdlibTransport:
-    """Kept-alive HTTP/1.1 connections (``Connection``), one per node, guarded by a lock per node."""
+    """Kept-alive HTTP/1.1 connections (``Connection``), one per node, guarded by a lock per node.
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    ``ca_file``: the CA file ``ssl_context`` was made from; a new connection first loads it again when it changed
+    (``certs rotate-ca`` writes the old and the new CA there before any listener serves a leaf of the new one, so
+    a client running for days trusts the new CA in time). Open connections keep their handshake."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, ca_file: str | None = None) -> None:
         self._ctx = ssl_context
+        self._ca_file = ca_file
+        self._ca_seen = _file_stamp(ca_file)
         self._conns: dict[str, Connection] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def _follow_ca(self) -> None:
+        stamp = _file_stamp(self._ca_file)
+        if stamp is None or stamp == self._ca_seen:
+            return
+        try:
+            self._ctx = make_ssl_context(self._ca_file)
+        except MissingCA:
+            return  # half-written or briefly absent: the context it had still verifies; tried at the next connect
+        self._ca_seen = stamp
 
     def _lock(self, addr: str) -> threading.Lock:
         with self._guard:
@@ -305,6 +333,8 @@ class StdlibTransport:
 
     def _connect(self, addr: str, timeout: float) -> Connection:
         scheme, host, port = split_addr(addr)
+        if self._ca_file is not None and scheme == "https":
+            self._follow_ca()
         return Connection(host, port, self._ctx if scheme == "https" else None, timeout)
 
     def send(self, method: str, addr: str, target: str, headers: dict[str, str], body: bytes | None,
@@ -530,7 +560,7 @@ class EngineClient:
         self.addrs = [a.strip().rstrip("/") for a in self.addrs]
         require_https(self.addrs, self.addr_source)
         if self.transport is None:
-            self.transport = StdlibTransport(make_ssl_context(self.ca_file))
+            self.transport = StdlibTransport(make_ssl_context(self.ca_file), self.ca_file)
         self._preferred = 0
         self._prefetch: _Prefetch | None = None
 

@@ -383,7 +383,7 @@ def _client(args: Args, token: str | None = None, *, light: bool = False) -> Eng
     if light:
         require_https(addrs)
         client = EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry,
-                              transport=StdlibTransport(make_ssl_context(ca_file)))
+                              transport=StdlibTransport(make_ssl_context(ca_file), ca_file))
     else:
         from vaultmesh.workload.session import make_client
 

@@ -135,7 +135,7 @@ def make_client(addrs: list[str], *, ca_file: str | None = None, namespace: str 
 
     A non-https address is refused first (``InsecureAddress``), then a missing CA file (``MissingCA``)."""
     require_https(addrs, addr_source)
-    transport = WorkloadTransport(StdlibTransport(make_ssl_context(ca_file)))
+    transport = WorkloadTransport(StdlibTransport(make_ssl_context(ca_file), ca_file))
     return EngineClient(addrs, ca_file=ca_file, namespace=namespace, retry=retry or RetryPolicy(),
                         transport=transport, addr_source=addr_source)
 
