@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -97,3 +98,45 @@ def days_left(cert_pem: bytes, now: dt.datetime) -> float:
     """Days until the certificate expires (negative when it already has)."""
     cert = x509.load_pem_x509_certificate(cert_pem)
     return (cert.not_valid_after_utc - now).total_seconds() / 86400
+
+
+# -- trust bundles (a CA rotation: the CA file holds the CA that signs first, then the other one) ---------
+
+def certificates(pem: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM file, in order (a trust bundle has several). Raises ValueError when none."""
+    return x509.load_pem_x509_certificates(pem)
+
+
+def bundle(*cas: bytes) -> bytes:
+    """One PEM file of the CAs ``cas`` (each a PEM), in order, each once."""
+    parts = [p.strip() + b"\n" for p in dict.fromkeys(cas)]
+    return b"".join(parts)
+
+
+def serial_of(cert: x509.Certificate) -> str:
+    return format(cert.serial_number, "x")
+
+
+def key_belongs_to(key_pem: bytes, cert: x509.Certificate) -> bool:
+    """Whether the private key ``key_pem`` is the one of ``cert``'s public key."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def issuer_of(leaf: x509.Certificate, cas: list[x509.Certificate]) -> x509.Certificate | None:
+    """The CA of ``cas`` that signed ``leaf`` (by its authority key identifier and the signature); None: none."""
+    try:
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        aki = None
+    for ca in cas:
+        ski = x509.SubjectKeyIdentifier.from_public_key(ca.public_key()).digest  # type: ignore[arg-type]
+        if aki is not None and aki != ski:
+            continue
+        try:
+            leaf.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca
+    return None

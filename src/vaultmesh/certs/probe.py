@@ -18,18 +18,25 @@ HANDSHAKE_TIMEOUT = 3.0
 """A handshake on loopback takes milliseconds; a listener silent this long is reported as not answering."""
 
 
-def served(address: str, ca_file: Path, server_name: str = "localhost",
-           timeout: float = HANDSHAKE_TIMEOUT) -> Facts:
-    """The certificate ``address`` (host:port) serves, verified against ``ca_file`` for ``server_name``.
+def served_der(address: str, context: ssl.SSLContext, server_name: str = "localhost",
+               timeout: float = HANDSHAKE_TIMEOUT) -> bytes:
+    """The certificate (DER) ``address`` (host:port) serves, verified by ``context`` for ``server_name``.
     Raises OSError (down, refused, timed out) or ssl.SSLError (it does not verify)."""
     host, _, port = address.rpartition(":")
-    context = ssl.create_default_context(cafile=str(ca_file))
     with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as sock, \
             context.wrap_socket(sock, server_hostname=server_name) as tls:
         der = tls.getpeercert(binary_form=True)
     if not der:
         raise ssl.SSLError("no certificate served")
-    return facts_of_der(der)
+    return der
+
+
+def served(address: str, ca_file: Path, server_name: str = "localhost",
+           timeout: float = HANDSHAKE_TIMEOUT) -> Facts:
+    """The certificate ``address`` (host:port) serves, verified against ``ca_file`` for ``server_name``.
+    Raises OSError (down, refused, timed out) or ssl.SSLError (it does not verify)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    return facts_of_der(served_der(address, context, server_name, timeout))
 
 
 def served_or_why(address: str, ca_file: Path, server_name: str = "localhost") -> tuple[Facts | None, str | None]:

@@ -1,4 +1,5 @@
-"""`vaultmesh certs status|rotate`: every certificate the mesh serves or trusts, and renewing the leaves in place."""
+"""`vaultmesh certs status|rotate|rotate-ca`: every certificate the mesh serves or trusts, renewing the leaves in
+place, replacing the CA in stages."""
 
 from __future__ import annotations
 
@@ -66,3 +67,29 @@ def rotate(ctx: Ctx, as_json: bool) -> None:
     loaded = sum(1 for x in done if x.loaded)
     click.echo(f"renewed {len(done)} certificate{'s' if len(done) != 1 else ''}, {loaded} served now with no "
                "restart" + ("" if loaded == len(done) else f", {len(done) - loaded} at their next start"))
+
+
+@certs.command("rotate-ca")
+@click.option("--stop-after", type=click.Choice(["make-ca", "trust", "sign", "reissue", "drop"]), default=None,
+              hidden=True, help="Stop once this stage is done (tests; running it again goes on from there).")
+@json_option('{"old_ca", "new_ca", "stage", "steps": [...], "seconds", "rotated": [{"name", "old_serial", '
+             '"new_serial", "loaded"}, ...]} on stdout.')
+@mesh_command()
+def rotate_ca(ctx: Ctx, stop_after: str | None, as_json: bool) -> None:
+    """Replace the mesh CA in stages, each checked before the next: a new CA; the CA file trusts both (the entry
+    reloads); the new CA signs; every leaf re-issued from it with no restart and read back; the old CA dropped;
+    every listener verified with the new CA alone. Refuses (one line) when a node is down, the mesh tolerates no
+    failure or autopilot is unhealthy. Interrupted, it is resumed by running it again."""
+    from vaultmesh.change import rotate_ca as r
+
+    result = r.rotate_ca(ctx.dir, progress=(lambda _: None) if as_json else _progress,
+                         stop_after=stop_after)  # type: ignore[arg-type]
+    if as_json:
+        echo_json(result.to_json())
+        return
+    new = (result.new or "?")[:12]
+    if result.stage == "done":
+        click.echo(f"the mesh CA is {new} (was {(result.old or '?')[:12]}): {len(result.rotated)} leaves re-issued "
+                   f"with no restart, in {result.seconds:.1f} s")
+    else:
+        click.echo(f"stopped after stage {result.stage} (new CA {new}); run `vaultmesh certs rotate-ca` to go on")
