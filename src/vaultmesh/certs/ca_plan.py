@@ -150,9 +150,13 @@ def stop_index(plan: CAPlan, stop_after: Action | None) -> int:
     return max(i + 1 for i, s in enumerate(plan.steps) if s.action == stop_after)
 
 
-def refusal(view: CAView, *, seal: str) -> str | None:
-    """Why a rotation must not start or go on, in one line (None: it may). The mesh's own health (a node down,
-    no failure tolerance, autopilot unhealthy) is ``change.plan.refusal``'s."""
+def refusal(view: CAView, *, seal: str, remote: bool = False) -> str | None:
+    """Why a rotation must not start or go on, in one line (None: it may). ``remote``: nodes run on other hosts
+    (``runtime: ssh``). The mesh's own health (a node down, no failure tolerance, autopilot unhealthy) is
+    ``change.plan.refusal``'s."""
+    if remote:
+        return ("rotate-ca on a mesh on hosts (runtime: ssh) is not built yet: each host reads its own copy of the "
+                "CA file, which `vaultmesh up` pushes")
     if seal == "transit":
         return ("rotate-ca on a transit-sealed mesh is not built yet: OpenBao 2.7.2 reads the seal's tls_ca_cert "
                 "only at start (SIGHUP reloads listeners, not the seal), so every node would need a restart")

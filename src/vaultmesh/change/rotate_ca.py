@@ -359,7 +359,8 @@ def rotate_ca(root: Path, *, progress: Progress = _quiet, stop_after: cp.Action 
     with m.locked(root):
         mesh = m.open_mesh(root)
         view, _ = observe(mesh)
-        why = cp.refusal(view, seal=mesh.spec.seal.type)
+        why = cp.refusal(view, seal=mesh.spec.seal.type,
+                         remote=any(n.remote is not None for n in mesh.layout.nodes))
         if why is not None:
             raise UnsafePlan(why)
         client = mesh.client(token=m.admin_token(mesh), retry=RetryPolicy(deadline=5.0))
