@@ -91,16 +91,17 @@ def test_lab_hosts_answer_ssh_with_verified_keys_can_be_cut_and_mended_and_down_
     assert all(h.files.host_key.stat().st_mode & 0o777 == 0o600 for h in record.hosts)
 
     for host in record.hosts:
-        with contextlib.closing(ssh(record, host)) as client:
-            conf = host.files.supervisord_conf
-            assert run(client, f"supervisorctl -c {conf} status")[0] == 0
-            assert run(client, f"supervisorctl -c {conf} pid")[1].strip() == str(host.supervisord_pid)
-            code, addr = run(client, "ip -4 -o addr show dev eth0")
-            assert code == 0 and f" {host.address}/24 " in addr
-            assert run(client, f"{host.files.engine} version")[1].startswith("OpenBao v")
-            other = next(h for h in record.hosts if h != host)  # hosts reach each other over the bridge
-            banner = f"exec 3<>/dev/tcp/{other.address}/22 && head -c 7 <&3"
-            assert run(client, f"timeout 5 bash -c '{banner}'")[1] == "SSH-2.0"
+        other = next(h for h in record.hosts if h != host)  # hosts reach each other over the bridge
+        conf = host.files.supervisord_conf
+        script = "; ".join([
+            f"supervisorctl -c {conf} status", "echo status=$?", f"supervisorctl -c {conf} pid",
+            "ip -4 -o addr show dev eth0 | awk '{print $4}'", f"{host.files.engine} version | cut -c1-9",
+            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{other.address}/22 && head -c 7 <&3'"])
+        with contextlib.closing(ssh(record, host)) as client:  # one command: each costs a login shell
+            code, out = run(client, script)
+        assert code == 0, out
+        assert out.splitlines() == ["status=0", str(host.supervisord_pid), f"{host.address}/24", "OpenBao v",
+                                    "SSH-2.0"], out
 
     empty = lab_dir / "no_known_hosts"
     empty.write_text("")
