@@ -7,4 +7,5 @@ of the mesh file (and, for the config, of the mesh's addresses).
 - ``config``: ``prometheus.yml`` (``render_prometheus_config``): every node over verified TLS, the keeper, the
   entry.
 - ``dashboard``: the Grafana dashboard JSON (``render_dashboard``).
+- ``alertmanager``: ``alertmanager.yml`` (``render_alertmanager_config``) for the receiver in ``monitoring.alerts``.
 """
