@@ -47,8 +47,8 @@ PAGE_PATH = DASHBOARD_PATH
 DATA_PATH = f"{DASHBOARD_PATH}/data.json"
 RANGE_S = 1800
 """The plots show the last 30 minutes..."""
-STEP_S = 15
-"""...one point every 15 s (120 points a series)."""
+STEP_S = 10
+"""...one point every 10 s (180 points a series; a young mesh has a line 10 s after its first scrape)."""
 POLL_MS = 5000
 """How often the page asks for the document."""
 CACHE_S = 2.0
