@@ -170,6 +170,7 @@ def keeper_json(mesh: m.Mesh) -> dict[str, Any]:
                 "last_error": record.last_error, "recent": record.recent, "over_budget": record.over_budget}
                if record else {})}
 
+
 def alertmanager_json(mesh: m.Mesh) -> dict[str, Any]:
     """The Alertmanager the keeper runs for ``monitoring.alerts``: its URL while it runs (HTTPS, the mesh CA),
     else why not (None when no receiver is named). A query."""
