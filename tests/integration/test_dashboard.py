@@ -25,8 +25,8 @@ from .conftest import MeshHandle
 from .test_lifecycle import run_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = [
-    pytest.mark.integration,
+pytestmark = pytest.mark.integration
+BROWSER = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package `chromium`)"),
     pytest.mark.skipif(shutil.which("certutil") is None,
                        reason="certutil is not installed (Debian package `libnss3-tools`): the mesh CA cannot be "
@@ -34,6 +34,12 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("prometheus") is None,
                        reason="prometheus is not installed (Debian package `prometheus`): no plots to check"),
 ]
+
+
+def browser_test(test: Callable[..., None]) -> Callable[..., None]:
+    for mark in BROWSER:
+        test = mark(test)
+    return test
 
 
 def browser_home(base: Path, ca: str | None) -> Path:
@@ -67,6 +73,7 @@ def data(url: str, ca: str) -> dict[str, Any] | None:
         return None
 
 
+@browser_test
 def test_chromium_renders_the_live_dashboard_of_a_real_mesh(make_mesh: Callable[..., MeshHandle],
                                                            tmp_path: Path) -> None:
     handle = make_mesh("monitoring: prometheus\n")
@@ -119,3 +126,24 @@ def test_chromium_renders_the_live_dashboard_of_a_real_mesh(make_mesh: Callable[
     # the same browser that does not trust the mesh CA gets no page: the certificate is verified
     untrusting = chromium(browser_home(tmp_path / "untrusting", None), url, "--dump-dom")
     assert "data-node=" not in untrusting.stdout and names[0] not in untrusting.stdout
+
+
+def test_without_prometheus_the_document_still_has_the_nodes_and_says_why(shared_mesh: MeshHandle) -> None:
+    """The shared mesh runs no Prometheus (``monitoring: none``): the page's document still has what the keeper
+    knows, and says why there are no plots. No browser: the document is what the page renders."""
+    from vaultmesh.lifecycle.status import monitoring_json
+
+    url = wait_until(lambda: monitoring_json(shared_mesh.mesh)["dashboard_url"], timeout=15)
+    assert url, "the shared mesh's keeper gives no dashboard_url"
+
+    def told() -> dict[str, Any] | None:
+        doc = data(url, shared_mesh.ca)
+        off = doc and doc["prometheus"]["off"] == "monitoring: none in the mesh file"
+        return doc if off and doc["leader"] and doc["certificates"] else None
+
+    doc = wait_until(told, timeout=20, interval=0.5)
+    assert doc, data(url, shared_mesh.ca)
+    assert [n["name"] for n in doc["nodes"]] == [n.name for n in shared_mesh.mesh.layout.nodes]
+    assert doc["leader"] in [n.name for n in shared_mesh.mesh.layout.nodes]
+    assert doc["prometheus"]["url"] is None and doc["alerts"] == []
+    assert [p["series"] for p in doc["plots"]] == [[]] * len(doc["plots"])
