@@ -219,7 +219,8 @@ def render_sshd_config(host: LabHost) -> str:
 
 def render_supervisord_conf(host: LabHost) -> str:
     """The host's supervisord.conf: its socket (0700), pid file and logs under its root; programs come from
-    ``etc/supervisor/conf.d/*.conf`` (empty at first: the runtime adds the node's)."""
+    ``etc/supervisor/conf.d/*.conf`` (empty at first: the runtime adds the node's). ``silent``: in the foreground
+    (``-n``) it would copy its log to stdout as well."""
     files = host.files
     return "\n".join([
         "; written by vaultmesh lab up",
@@ -232,6 +233,7 @@ def render_supervisord_conf(host: LabHost) -> str:
         f"logfile={files.supervisord_log}",
         f"childlogdir={files.supervisor_child_logs}",
         f"directory={files.root}",
+        "silent=true",
         "",
         "[rpcinterface:supervisor]",
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
@@ -256,6 +258,7 @@ def mesh_doc(record: LabRecord) -> dict[str, Any]:
         "name": "lab",
         "nodes": len(record.hosts),
         "runtime": "ssh",
+        "issuer_address": record.gateway,  # the root namespace's address on the bridge: every host reaches it
         "hosts": [{"name": h.name, "address": h.address, "zone": h.zone, "root": h.root, "service": "supervisor",
                    "engine": str(h.files.engine), "run_as": "root",
                    "ssh": {"user": SSH_USER, "port": SSH_PORT, "key_file": str(record.key_file),
