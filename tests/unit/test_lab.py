@@ -145,3 +145,13 @@ def test_a_missing_command_is_named_with_its_debian_package(command: str, packag
     assert why.endswith(f"apt-get install {package}")
     assert "\n" not in why
 
+
+
+def test_the_mesh_file_is_a_valid_mesh_file() -> None:
+    from vaultmesh.spec.load import parse_spec
+
+    record = lab(3)
+    spec = parse_spec(render_mesh_file(record))
+    assert spec.runtime == "ssh"
+    assert [(h.name, h.address, h.zone, h.root) for h in spec.hosts] == [
+        (h.name, h.address, h.zone, h.root) for h in record.hosts]
