@@ -121,7 +121,7 @@ def heal_cycle(healer: Healer, *, now: Callable[[], float] = time.monotonic) -> 
         with m.locked(mesh.paths.root, wait=0):
             if issuer_missing and processes.issuer_process(mesh.paths).pid() is None:
                 cert, key = m.ensure_identity_cert(mesh)
-                pid = processes.start_issuer(mesh.paths, cert, key)
+                pid = processes.start_issuer(mesh.paths, cert, key, mesh.spec.issuer_address)
                 healer.done.append(f"restarted the workload identity issuer (pid {pid})")
                 healer.restarts += 1
             restarts = [s.name for s in steps if isinstance(s, d.Restart)]

@@ -396,8 +396,10 @@ def render_configs(mesh: Mesh) -> None:
 
 
 def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:
-    """The identity issuer's TLS certificate (127.0.0.1, localhost) from the mesh CA, made once."""
-    return _local_cert(mesh, "identity", mesh.paths.identity_cert, mesh.paths.identity_key)
+    """The identity issuer's TLS certificate (127.0.0.1, localhost and ``issuer_address``) from the mesh CA,
+    made once."""
+    return _local_cert(mesh, "identity", mesh.paths.identity_cert, mesh.paths.identity_key,
+                       also=mesh.spec.issuer_address)
 
 
 def ensure_keeper_cert(mesh: Mesh) -> tuple[Path, Path]:
@@ -410,12 +412,13 @@ def ensure_prometheus_cert(mesh: Mesh) -> tuple[Path, Path]:
     return _local_cert(mesh, "prometheus", mesh.paths.prometheus_cert, mesh.paths.prometheus_key)
 
 
-def _local_cert(mesh: Mesh, name: str, cert: Path, key: Path) -> tuple[Path, Path]:
+def _local_cert(mesh: Mesh, name: str, cert: Path, key: Path, *, also: str = "127.0.0.1") -> tuple[Path, Path]:
     if not (cert.exists() and key.exists()):
         ensure_dir(cert.parent.parent)
         ensure_dir(cert.parent)
         ca = pki.CertPair(mesh.paths.ca_cert.read_bytes(), mesh.paths.ca_key.read_bytes())
-        pair = pki.issue_server_cert(ca, name, dns_names=["localhost"], ip_addresses=["127.0.0.1"],
+        pair = pki.issue_server_cert(ca, name, dns_names=["localhost"],
+                                     ip_addresses=sorted({"127.0.0.1", also}),
                                      now=dt.datetime.now(dt.UTC), days=mesh.spec.tls.cert_days)
         write_atomic(key, pair.key_pem)
         write_atomic(cert, pair.cert_pem, mode=0o644)

@@ -99,17 +99,18 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             from vaultmesh.runtime import netns
 
             netns.ensure(mesh.layout)
-        changed = push_bundles(mesh, progress) if any(n.remote for n in mesh.layout.nodes) else set()
+        hosted = any(n.remote for n in mesh.layout.nodes)
+        changed = push_bundles(mesh, progress) if hosted else set()
         if processes.issuer_process(mesh.paths).pid(adopt=True) is None:
             cert, key = m.ensure_identity_cert(mesh)
-            pid = processes.start_issuer(mesh.paths, cert, key)
+            pid = processes.start_issuer(mesh.paths, cert, key, mesh.spec.issuer_address)
             progress(f"started the workload identity issuer (pid {pid})")
         ex = Executor(mesh, engine_path, entry_wanted(mesh.spec), progress)
         result = converge(ex, t0, timeout, created)
         for name in sorted(changed - set(ex.started) - ex.restarted):  # a changed bundle: one node at a time
             ex.restart([name], why="its pushed files changed")
             result = converge(ex, time.monotonic(), timeout, created)
-        if changed or ex.started:
+        if hosted and (changed or ex.started):
             # node 1's config lost its self-initialisation once the mesh was; the hosts get that copy now (it
             # matters at a start only) and node 1's environment file with the handed password goes
             push_bundles(result.mesh, _quiet, settle=True)

@@ -164,10 +164,11 @@ def start_entry(layout: MeshLayout) -> int:
                          log_file=entry_log(layout), pid_file=entry_pid_file(layout))
 
 
-def start_issuer(paths: StatePaths, cert: Path, key: Path) -> int:
-    """Start the workload identity issuer (``python -m vaultmesh.identity``) over ``cert``/``key``."""
+def start_issuer(paths: StatePaths, cert: Path, key: Path, host: str = "127.0.0.1") -> int:
+    """Start the workload identity issuer (``python -m vaultmesh.identity``) over ``cert``/``key``, listening on
+    ``host`` (the mesh file's ``issuer_address``)."""
     return start_process([sys.executable, "-m", "vaultmesh.identity", "--dir", str(paths.root),
-                          "--key", str(key), "--cert", str(cert)], cwd=paths.identity_dir,
+                          "--key", str(key), "--cert", str(cert), "--host", host], cwd=paths.identity_dir,
                          log_file=paths.issuer_log, pid_file=paths.issuer_pid)
 
 

@@ -163,6 +163,9 @@ class LifecycleSpec(_Model):
     nodes' reach. ``ssh``: node i runs on ``hosts[i]``, reached over SSH and run by its service manager."""
     hosts: list[HostSpec] = Field(default_factory=list)
     """``runtime: ssh``: the machines, one node on each (``nodes`` must equal their count)."""
+    issuer_address: str = "127.0.0.1"
+    """The address of this machine the workload identity issuer listens on. Nodes fetch its keys (OIDC
+    discovery) from there: on ``runtime: ssh`` give an address of this machine the hosts reach."""
 
     @field_validator("nodes")
     @classmethod
@@ -197,6 +200,17 @@ class LifecycleSpec(_Model):
             if dup:
                 raise ValueError(f"hosts: {what} {', '.join(dup)} appears twice; each host has its own")
         return self
+
+    @field_validator("issuer_address")
+    @classmethod
+    def _check_issuer_address(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"issuer_address {value!r} is not an IP address") from None
+        return value
 
     @field_validator("zones")
     @classmethod
