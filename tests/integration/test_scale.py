@@ -1,5 +1,6 @@
-"""`vaultmesh scale` on a real 3-node mesh: 3 -> 5 with the command, 5 -> 3 with `up -f` and a changed `nodes`,
-under a steady write load through the retrying EngineClient that reads back every acknowledged write."""
+"""`vaultmesh scale` on a real 3-node mesh: 3 -> 5 with `up -f` and a changed `nodes`, 5 -> 3 with the command
+once a node it removes leads, under a steady write load through the retrying EngineClient that reads back every
+acknowledged write; a scale SIGKILLed part-way and run again."""
 
 from __future__ import annotations
 
@@ -8,14 +9,17 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from vaultmesh.api.client import EngineClient
+from vaultmesh.layout import NETNS_PREFIX
+from vaultmesh.runtime import netns
 from vaultmesh.waiting import wait_until
 
-from .conftest import MeshHandle, owned_mesh
+from .conftest import MeshHandle, owned_mesh, stop_state_dir
 from .workloads import WriteLoad
 
 pytestmark = pytest.mark.integration
@@ -46,26 +50,71 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
         yield handle
 
 
-def test_scale_3_to_5_and_up_f_back_to_3_under_load_loses_nothing(mesh: MeshHandle, tmp_path: Path) -> None:
+def leader(handle: MeshHandle) -> str | None:
+    probe = EngineClient(handle.addrs, ca_file=handle.ca)
+    for node in handle.mesh.layout.nodes:
+        try:
+            h = probe.health(node.api_addr, timeout=1.0)
+        except OSError:
+            continue
+        if h.get("sealed") is False and h.get("standby") is False:
+            return node.name
+    return None
+
+
+def lead_from(handle: MeshHandle, names: set[str]) -> str:
+    """Make one of ``names`` lead; its name. OpenBao's step-down hands leadership to the most caught-up follower,
+    the first in the Raft configuration on a tie (never an added node), so the followers not in ``names`` are
+    paused (SIGSTOP; the leader and ``names`` keep a quorum) for one write and the step-down, then resumed."""
+    client = handle.client()
+    for _ in range(5):
+        now = leader(handle)
+        if now in names:
+            return now
+        if now is None:
+            wait_until(lambda: leader(handle) is not None, timeout=10, interval=0.1)
+            continue
+        paused = [pid for name, pid in handle.pids().items()
+                  if name.startswith("node-") and name != now and name not in names]
+        try:
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
+            client.write("scale-load/lead", {"v": "ahead"})  # names' logs now run ahead
+            client.request("PUT", "sys/step-down", {}, nodes=[handle.mesh.layout.node(now).api_addr])
+            wait_until(lambda was=now: leader(handle) not in (None, was), timeout=10, interval=0.1)
+        finally:
+            for pid in paused:
+                os.kill(pid, signal.SIGCONT)
+    raise AssertionError(f"none of {sorted(names)} took the lead after 5 step-downs")
+
+
+def test_up_f_3_to_5_then_scale_back_to_3_removing_the_leader_under_load_loses_nothing(
+        mesh: MeshHandle, tmp_path: Path) -> None:
     with WriteLoad(mesh, "scale-load") as load:
-        out = cli("scale", "--dir", str(mesh.dir), "--nodes", "5", "--json")
-        assert out.returncode == 0, out.stderr
+        file = tmp_path / "mesh.yaml"
+        file.write_text("nodes: 5\n")
+        grow = cli("up", "--dir", str(mesh.dir), "-f", str(file))
+        assert grow.returncode == 0, grow.stderr
         mesh.reopen()
         assert voters(mesh) == [f"node-{i}" for i in range(1, 6)]
         assert nodes_line(mesh) == "nodes: 5"
         assert [n.zone for n in mesh.mesh.layout.nodes] == ["zone-a", "zone-b", "zone-c", "zone-a", "zone-b"]
-        doc = json.loads(out.stdout)
-        assert doc["before"] == 3 and doc["nodes"] == 5 and len(doc["voters"]) == 5
 
-        file = tmp_path / "mesh.yaml"
-        file.write_text(SPEC)
-        back = cli("up", "--dir", str(mesh.dir), "-f", str(file))
-        assert back.returncode == 0, back.stderr
+        first = lead_from(mesh, {"node-4", "node-5"})  # a node the scale removes leads
+        out = cli("scale", "--dir", str(mesh.dir), "--nodes", "3", "--json")
+        assert out.returncode == 0, out.stderr
     mesh.reopen()
+    doc = json.loads(out.stdout)
 
     assert load.errors == []
     assert load.lost() == []
     assert len(load.acked) > 50
+    assert doc["before"] == 5 and doc["nodes"] == 3 and doc["voters"] == ["node-1", "node-2", "node-3"]
+    handovers = [s for s in doc["steps"] if "handed leadership" in s]
+    assert handovers and handovers[0].startswith(f"{first} handed leadership"), doc["steps"]
+    # each leadership change is a step-down the plan asked for: none other, and the last leader stays
+    assert doc["leaders"][0] == first and len(doc["leaders"]) == len(handovers) + 1, doc
+    assert doc["leaders"][-1] in {"node-1", "node-2", "node-3"} and leader(mesh) == doc["leaders"][-1]
     assert voters(mesh) == ["node-1", "node-2", "node-3"]
     assert nodes_line(mesh) == "nodes: 3"
     assert len(mesh.mesh.layout.nodes) == 3
@@ -99,3 +148,70 @@ def test_a_scale_killed_after_its_first_new_node_started_completes_when_run_agai
     assert nodes_line(mesh) == "nodes: 5"
     status = json.loads(cli("status", "--dir", str(mesh.dir), "--json").stdout)
     assert status["healthy"] and len(status["nodes"]) == 5
+
+
+def sealed(handle: MeshHandle) -> list[str]:
+    probe = EngineClient(handle.addrs, ca_file=handle.ca)
+    out = []
+    for node in handle.mesh.layout.nodes:
+        try:
+            if probe.health(node.api_addr, timeout=1.0).get("sealed") is not False:
+                out.append(node.name)
+        except OSError:
+            out.append(node.name)
+    return out
+
+
+def test_a_shamir_mesh_scales_3_to_5_unsealing_each_new_node_with_its_key_shares_and_back(
+        make_mesh: Callable[..., MeshHandle]) -> None:
+    handle = make_mesh("seal:\n  type: shamir\n  key_shares: 3\n  key_threshold: 2\n")
+    keys = handle.mesh.paths.shamir_keys.read_bytes()
+
+    out = cli("scale", "--dir", str(handle.dir), "--nodes", "5")
+    assert out.returncode == 0, out.stderr
+    handle.reopen()
+    assert voters(handle) == [f"node-{i}" for i in range(1, 6)]
+    assert sealed(handle) == []
+    assert "unsealed node-4 with the Shamir keys" in out.stderr and "unsealed node-5" in out.stderr, out.stderr
+    assert handle.mesh.paths.shamir_keys.read_bytes() == keys  # the same shares: nothing re-initialised
+
+    back = cli("scale", "--dir", str(handle.dir), "--nodes", "3")
+    assert back.returncode == 0, back.stderr
+    handle.reopen()
+    assert voters(handle) == ["node-1", "node-2", "node-3"] and sealed(handle) == []
+
+
+def test_a_netns_mesh_scales_3_to_5_each_new_node_in_its_own_namespace_and_back(
+        make_mesh: Callable[..., MeshHandle]) -> None:
+    why = netns.unavailable()
+    if why:
+        pytest.skip(f"network-namespace hosts are not possible here: {why}")
+    layouts = []
+    try:
+        handle = make_mesh("runtime: netns\n")
+        layouts.append(handle.mesh.layout)
+        out = cli("scale", "--dir", str(handle.dir), "--nodes", "5")
+        handle.reopen()
+        layouts.append(handle.mesh.layout)
+        assert out.returncode == 0, out.stderr
+        assert voters(handle) == [f"node-{i}" for i in range(1, 6)]
+        added = handle.mesh.layout.nodes[3:]
+        assert all(n.netns and n.host.startswith(NETNS_PREFIX) for n in added)
+        assert len({n.host for n in handle.mesh.layout.nodes}) == 5  # each its own address
+        assert {n.netns for n in added} <= set(namespaces())
+
+        back = cli("scale", "--dir", str(handle.dir), "--nodes", "3")
+        assert back.returncode == 0, back.stderr
+        handle.reopen()
+        assert voters(handle) == ["node-1", "node-2", "node-3"]
+        assert not {n.netns for n in added} & set(namespaces())  # the removed nodes' namespaces are gone
+        assert {n.netns for n in handle.mesh.layout.nodes} <= set(namespaces())
+    finally:
+        for layout in layouts:
+            stop_state_dir(layout.paths.root)
+            netns.remove(layout)
+
+
+def namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]

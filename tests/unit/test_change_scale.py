@@ -71,10 +71,17 @@ def test_up_f_with_another_nodes_is_refused_with_the_scale_command_when_no_scale
     assert "vaultmesh scale --nodes 5" in (err.value.hint or "")
 
 
-def test_more_than_seven_nodes_or_a_shamir_mesh_is_refused(root: Path, tmp_path: Path) -> None:
+def test_more_than_seven_nodes_or_a_shamir_mesh_without_its_key_shares_is_refused(root: Path,
+                                                                                  tmp_path: Path) -> None:
     with pytest.raises(UnsafePlan, match="more than 7"):
         check_target(m.open_mesh(root), 9)
     text = "nodes: 3\nseal:\n  type: shamir\nports:\n  base: 41320\n"
     m.create_mesh(tmp_path / "shamir", parse_spec(text), text, engine=None, spec_dir=tmp_path)
-    with pytest.raises(StateError, match="Shamir"):
-        check_target(m.open_mesh(tmp_path / "shamir"), 5)
+    shamir = m.open_mesh(tmp_path / "shamir")
+    with pytest.raises(StateError, match=r"Shamir-sealed .* key shares") as err:
+        check_target(shamir, 5)
+    assert str(shamir.paths.shamir_keys) in str(err.value)
+    check_target(shamir, 1)  # a node that goes needs no key share
+    shamir.paths.shamir_keys.parent.mkdir(parents=True, exist_ok=True)
+    shamir.paths.shamir_keys.write_text("{}")
+    check_target(shamir, 5)

@@ -12,21 +12,25 @@ mesh as it then is and finishes; the mesh file's ``nodes`` line says ``N`` once 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
 from vaultmesh.change.observe import HANDOVER_TIMEOUT, HANDOVER_TRIES, POLL, observe, quiet, step_down
 from vaultmesh.change.plan import ChangeView, Step, holds, plan_scale, refusal, resume
-from vaultmesh.errors import NotReady, StateError, UnsafePlan
+from vaultmesh.errors import NotReady, RuntimeFailure, StateError, UnsafePlan, VaultmeshError
+from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import keeper_process as keeper
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.mesh import entry_wanted
-from vaultmesh.runtime import processes
+from vaultmesh.lifecycle.up import Executor, converge
+from vaultmesh.lifecycle.view import MeshView
+from vaultmesh.runtime import netns, processes
 from vaultmesh.runtime.local import log_tail, resolve_engine, start_process, stop_processes
 from vaultmesh.waiting import wait_until
 
@@ -42,6 +46,9 @@ READY_TIMEOUT = 20.0
 settling: autopilot reports the mesh unhealthy until it is stable)."""
 
 MAX_NODES = 7
+
+RESTART_UNSEAL = 15.0
+"""Seconds an added node gets to unseal after ``up``'s path restarted it (~0.3 s when its data had arrived)."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +83,60 @@ class _Run:
         return view
 
     def relayout(self, n: int) -> None:
-        """The state dir laid out for ``n`` nodes, every config re-rendered, the entry reloaded on it."""
+        """The state dir laid out for ``n`` nodes, every config re-rendered (and a namespace for each added
+        node of a netns mesh), the entry reloaded on it."""
         self.mesh = m.resize(self.mesh, n)
+        if any(x.netns for x in self.mesh.layout.nodes):
+            netns.ensure(self.mesh.layout)
         self.client = self.mesh.client(token=self.client.token, retry=RetryPolicy(deadline=5.0))
         said = reload_entry(self.mesh)
         if said:
             self.progress(said)
+
+    def bring_up(self, name: str, running: set[str]) -> None:
+        """Start the added node ``name`` as ``up`` starts a missing one (``lifecycle.up.converge`` on the nodes
+        already running and this one): once it joined Raft, ``up`` unseals it with the Shamir keys, or restarts
+        it so it unseals at once instead of on OpenBao's next 5 s retry. Returns once it is unsealed. A node
+        still sealed ``RESTART_UNSEAL`` s after that restart joins again from nothing (``rejoin``)."""
+        layout = self.mesh.layout
+        mesh = replace(self.mesh, layout=replace(layout, nodes=tuple(
+            x for x in layout.nodes if x.name in running or x.name == name)))
+        engine = resolve_engine(self.mesh.engine).path
+        ex = Executor(mesh, engine, entry_wanted(mesh.spec), self.progress)
+        restarted: list[float] = []
+
+        def unsealed(view: MeshView) -> bool:
+            return any(x.name == name and x.running and x.sealed is False for x in view.nodes)
+
+        def done(view: MeshView) -> bool:
+            if unsealed(view):
+                return True
+            if name in ex.restarted and not restarted:
+                restarted.append(time.monotonic())
+            return bool(restarted) and time.monotonic() - restarted[0] > RESTART_UNSEAL
+
+        try:
+            if not unsealed(converge(ex, time.monotonic(), self.step_timeout, False, until=done).view):
+                self.rejoin(layout.node(name))
+                ex = Executor(mesh, engine, entry_wanted(mesh.spec), self.progress)
+                ex.restarted.add(name)  # no restart this time: it unseals on OpenBao's own retry
+                converge(ex, time.monotonic(), self.step_timeout, False, until=unsealed)
+        except (NotReady, RuntimeFailure) as err:
+            raise type(err)(str(err), hint="fix it and run `vaultmesh scale` again: it resumes from here") from None
+
+    def rejoin(self, node: NodeLayout) -> None:
+        """An added node restarted before the leader's snapshot reached it (its health says initialised once it
+        joined, before it has the mesh's data) never unseals: stop it, take it out of Raft, delete its data."""
+        self.progress(f"{node.name} did not unseal {RESTART_UNSEAL:g} s after its restart (it had not received "
+                      "the mesh's data yet): it joins again from nothing")
+        pid = processes.node_process(node).pid(adopt=True)
+        if pid is not None:
+            stop_processes([pid], timeout=processes.STOP_TIMEOUT)
+        with contextlib.suppress(VaultmeshError):  # not a peer (yet): nothing to remove
+            self.client.write("sys/storage/raft/remove-peer", {"server_id": node.name})
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        node.data_dir.mkdir(parents=True, exist_ok=True)
+        processes.wait_ports_free(node)
 
     def settle(self, step: Step, timeout: float) -> str | None:
         last: list[str | None] = ["not observed"]
@@ -106,16 +161,15 @@ class _Run:
         facts = view.node(step.node)
         match step.action:
             case "start":
-                pid = processes.node_process(node).pid(adopt=True)
-                if pid is None:
+                if processes.node_process(node).pid(adopt=True) is None:
                     if facts is not None and not facts.member and node.data_dir.exists():
                         # Raft data of a node removed before (an interrupted scale down): it would not rejoin
                         shutil.rmtree(node.data_dir)
                     node.data_dir.mkdir(parents=True, exist_ok=True)
                     processes.wait_ports_free(node)
-                    engine = resolve_engine(m.node_engine(self.mesh.paths, node.name) or self.mesh.engine).path
-                    pid = processes.start_node(node, engine)
+                self.bring_up(node.name, {x.name for x in view.nodes if x.running})
                 self.must_settle(step, "join Raft")
+                pid = processes.node_process(node).pid()
                 return f"{node.name} ({node.zone}) started on {node.api_addr} (pid {pid}), joined as a non-voter"
             case "promote":
                 self.must_settle(step, "become a caught-up, stable voter")
@@ -137,6 +191,8 @@ class _Run:
                 self.must_settle(step, "stop")
                 return f"{node.name} stopped" + (f" (pid {pid})" if pid else "")
             case "delete-data":
+                if node.netns:  # first: once its folder is gone, no later run plans anything for this node
+                    netns.remove_node(node)
                 shutil.rmtree(node.dir, ignore_errors=True)
                 self.must_settle(step, "lose its folder")
                 return f"{node.name}: its folder {node.dir} deleted"
@@ -166,11 +222,15 @@ def reload_entry(mesh: m.Mesh) -> str | None:
 def check_target(mesh: m.Mesh, n: int) -> None:
     if n > MAX_NODES:
         raise UnsafePlan(f"{n} nodes is more than {MAX_NODES}: Raft gets chatty and slow", hint="choose 3, 5 or 7")
-    if mesh.spec.seal.type == "shamir":
-        raise StateError("scaling a Shamir-sealed mesh is not built yet: every new node would wait for key "
-                         "shares", hint="use an auto-unseal (static or transit) mesh")
-    if any(x.netns for x in mesh.layout.nodes):
-        raise StateError("scaling a runtime: netns mesh is not built yet", hint="use runtime: local")
+    if mesh.spec.seal.type == "shamir" and n > len(mesh.layout.nodes) and not mesh.paths.shamir_keys.exists():
+        raise StateError(f"a new node of this Shamir-sealed mesh must be unsealed with the key shares, and "
+                         f"{mesh.paths.shamir_keys} is gone; nothing was changed",
+                         hint="put the unseal keys file back, then run `vaultmesh scale` again")
+    if any(x.netns for x in mesh.layout.nodes) and n > len(mesh.layout.nodes):
+        why = netns.unavailable()
+        if why is not None:
+            raise StateError(f"a new node of this runtime: netns mesh needs a namespace, and {why}; nothing was "
+                             "changed", hint="run `vaultmesh scale` as root on a machine with iproute2")
 
 
 def scale_locked(mesh: m.Mesh, n: int, *, progress: Progress = quiet,

@@ -179,6 +179,18 @@ def remove(layout: MeshLayout) -> list[str]:
     return gone
 
 
+def remove_node(node: NodeLayout) -> list[str]:
+    """Delete one node's veth and namespace (a node ``scale`` removed; stop it first); returns what was deleted.
+    The bridge stays: the other nodes use it."""
+    ns, _, veth = _names(node)
+    gone = []
+    if _exists("link", veth) and _ip("link", "del", veth, check=False).returncode == 0:
+        gone.append(veth)
+    if _exists("netns", ns) and _ip("netns", "del", ns, check=False).returncode == 0:
+        gone.append(ns)
+    return gone
+
+
 def set_link(name: str, *, up: bool) -> None:
     """Bring link ``name`` (in the root namespace) up or down; setting it as it is already is a no-op."""
     _ip("link", "set", name, "up" if up else "down")
