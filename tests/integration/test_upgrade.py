@@ -60,9 +60,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def versions(handle: MeshHandle) -> dict[str, str | None]:
+    """Each node's version, and the transit seal node's (``seal``) when the mesh has one."""
     client = EngineClient(handle.addrs, ca_file=handle.ca)
     out: dict[str, str | None] = {}
-    for node in handle.mesh.layout.nodes:
+    seal = handle.mesh.layout.seal_node
+    for node in (*handle.mesh.layout.nodes, *((seal,) if seal else ())):
         try:
             out[node.name] = client.health(node.api_addr, timeout=1.0).get("version")
         except OSError:
@@ -77,9 +79,20 @@ def old_mesh(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Itera
         yield handle
 
 
-def test_an_upgrade_under_load_loses_nothing_and_changes_leadership_once(old_mesh: MeshHandle, old_engine: str,
-                                                                         new_engine: str) -> None:
+@pytest.fixture
+def old_transit_mesh(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Iterator[MeshHandle]:
+    """Three nodes and their transit seal node, all on the old engine."""
+    bring_up = functools.partial(up, engine_override=old_engine)
+    with owned_mesh(tmp_path_factory.mktemp("upgrade") / "state", "seal:\n  type: transit\n",
+                    bring_up=bring_up) as handle:
+        yield handle
+
+
+def test_an_upgrade_under_load_loses_nothing_and_changes_leadership_once(old_transit_mesh: MeshHandle,
+                                                                         old_engine: str, new_engine: str) -> None:
+    old_mesh = old_transit_mesh
     target = resolve_engine(new_engine).version
+    assert set(versions(old_mesh)) == {"node-1", "node-2", "node-3", "seal"}
     assert set(versions(old_mesh).values()) == {OLD}
 
     with WriteLoad(old_mesh, "upgrade-load") as load:
@@ -94,6 +107,10 @@ def test_an_upgrade_under_load_loses_nothing_and_changes_leadership_once(old_mes
     assert set(versions(old_mesh).values()) == {target}
     assert doc["before"] == {n: OLD for n in ("node-1", "node-2", "node-3")} and doc["target"] == target
     assert doc["snapshot"] and Path(doc["snapshot"]).exists()
+    # the seal node first, the nodes stayed unsealed; then each node, restarted, unsealed through the new one
+    assert doc["steps"][0].startswith(f"the transit seal node: {OLD} -> {target}"), doc["steps"]
+    assert "every node stayed unsealed" in doc["steps"][0]
+    assert sum("a healthy voter" in s for s in doc["steps"][1:]) == 3, doc["steps"]
     state = json.loads(old_mesh.mesh.paths.state_file.read_text())
     assert state["engine"] == new_engine and set(state["node_engines"].values()) == {new_engine}
     status = json.loads(cli("status", "--dir", str(old_mesh.dir), "--json").stdout)

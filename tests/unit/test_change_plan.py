@@ -48,6 +48,38 @@ def test_upgrade_replaces_standbys_one_at_a_time_then_hands_over_and_replaces_th
     assert plan.min_voters == 2
 
 
+def seal_node(version: str = OLD, **kw: object) -> NodeFacts:
+    return NodeFacts("seal", "seal", version=version, member=False, voter=False, **kw)  # type: ignore[arg-type]
+
+
+def test_upgrade_replaces_the_transit_seal_node_first_with_its_own_invariant() -> None:
+    view = replace(mesh(leader=2), seal=seal_node(), seal_ready=True)
+    plan = plan_upgrade(view, NEW)
+    assert plan.steps[0] == Step("seal", "replace", "seal-on-target")
+    assert [(s.node, s.action) for s in plan.steps[1:]] == [
+        ("node-1", "replace"), ("node-3", "replace"), ("node-2", "step-down"), ("node-2", "replace")]
+    assert plan_upgrade(replace(view, seal=seal_node(NEW)), NEW).steps[0].node == "node-1"
+    # on the target but not serving (an interrupted run stopped it): it is done again
+    assert plan_upgrade(replace(view, seal=seal_node(NEW), seal_ready=False), NEW).steps[0].node == "seal"
+
+
+def test_the_seal_node_is_done_once_it_serves_the_transit_key_and_every_node_stayed_unsealed() -> None:
+    step = Step("seal", "replace", "seal-on-target")
+    view = replace(mesh(), seal=seal_node(NEW), seal_ready=True)
+    assert holds(step, view, NEW) is None
+    assert "not running" in (holds(step, replace(view, seal=seal_node(NEW, running=False)), NEW) or "")
+    assert "runs 2.6.2" in (holds(step, replace(view, seal=seal_node()), NEW) or "")
+    assert "transit key" in (holds(step, replace(view, seal_ready=False), NEW) or "")
+    assert "node-2 sealed while the seal node restarted" in (
+        holds(step, with_node(view, "node-2", unsealed=False), NEW) or "")
+
+
+def test_a_seal_node_newer_than_the_target_is_a_downgrade_and_one_on_it_is_nothing_to_do() -> None:
+    view = replace(mesh(version=NEW), seal=seal_node("2.8.0"), seal_ready=True)
+    assert "downgrade from 2.8.0" in (refusal(view, target=NEW) or "")
+    assert plan_upgrade(replace(view, seal=seal_node(NEW)), NEW).done
+
+
 def test_upgrade_of_a_mesh_on_the_target_has_no_steps() -> None:
     assert plan_upgrade(mesh(version=NEW), NEW).done
 
@@ -130,6 +162,14 @@ def test_one_node_an_interrupted_run_left_stopped_is_resumed_not_refused() -> No
     assert refusal(replace(view, failure_tolerance=0, autopilot_healthy=False), target=NEW) is None
 
 
+def test_a_scale_resumes_a_node_it_added_and_left_stopped_but_not_a_stopped_voter() -> None:
+    view = with_node(mesh(4), "node-4", running=False, voter=False)
+    view = replace(view, autopilot_healthy=False, failure_tolerance=1)
+    assert refusal(view, nodes=5) is None
+    assert [(s.node, s.action) for s in plan_scale(view, 5).steps][:1] == [("node-4", "start")]
+    assert "down or sealed" in (refusal(with_node(view, "node-4", voter=True), nodes=5) or "")
+
+
 def test_three_versions_at_once_are_refused() -> None:
     view = with_node(mesh(), "node-3", version="2.5.0")
     assert "versions besides the target" in (refusal(view, target=NEW) or "")
@@ -180,10 +220,12 @@ class Model:
     nodes: dict[str, NodeFacts]
     commit: int = 10
     handovers: list[tuple[str, str]] = field(default_factory=list)
+    seal: NodeFacts | None = None
+    """The transit seal node: while it is down a node that restarts stays sealed."""
 
     @classmethod
     def of(cls, view: ChangeView) -> Model:
-        return cls({x.name: x for x in view.nodes})
+        return cls({x.name: x for x in view.nodes}, seal=view.seal)
 
     def view(self) -> ChangeView:
         nodes = tuple(self.nodes.values())
@@ -191,7 +233,8 @@ class Model:
         voters = sum(1 for x in nodes if x.member and x.voter)
         tolerance = max(0, len(alive) - quorum(voters))
         return ChangeView(nodes, commit_index=self.commit, autopilot_healthy=all(
-            x.healthy and x.running for x in nodes if x.member), failure_tolerance=tolerance)
+            x.healthy and x.running for x in nodes if x.member), failure_tolerance=tolerance, seal=self.seal,
+            seal_ready=self.seal.running and self.seal.healthy if self.seal else None)
 
     def set(self, name: str, **kw: object) -> None:
         self.nodes[name] = replace(self.nodes[name], **kw)  # type: ignore[arg-type]
@@ -236,6 +279,13 @@ class Model:
 
     def apply(self, name: str, effect: tuple[str, dict[str, object]]) -> None:
         kind, fields = effect
+        if name == "seal":
+            assert self.seal is not None
+            self.seal = replace(self.seal, running=False, healthy=False, version=None) if kind == "stop" else \
+                replace(self.seal, **fields)  # type: ignore[arg-type]
+            return
+        if kind == "set" and fields.get("running") and self.seal is not None and not self.seal.running:
+            fields = {**fields, "unsealed": False}  # no seal node to unseal through
         if name not in self.nodes:
             zone = ZONES[(int(name.split("-")[1]) - 1) % 3]
             self.nodes[name] = NodeFacts(name, zone, running=False, member=False, voter=False, healthy=False,
@@ -297,6 +347,9 @@ def test_an_upgrade_changes_leadership_exactly_once_and_never_from_newer_to_olde
     assert len(model.handovers) == 1 and model.handovers[0] == (OLD, NEW)
 
 
+TRANSIT = replace(mesh(), seal=seal_node(), seal_ready=True)
+
+
 @pytest.mark.parametrize("cut", range(full_length(mesh(), "upgrade", NEW) + 1))
 def test_an_upgrade_interrupted_at_any_state_resumes_and_reaches_the_target(cut: int) -> None:
     model = Model.of(mesh())
@@ -305,6 +358,16 @@ def test_an_upgrade_interrupted_at_any_state_resumes_and_reaches_the_target(cut:
     assert all(x.version == NEW and x.running and x.healthy for x in model.nodes.values())
     assert len(model.handovers) == 1
     assert all(parse_version(b) >= parse_version(a) for a, b in model.handovers)
+
+
+@pytest.mark.parametrize("cut", range(full_length(TRANSIT, "upgrade", NEW) + 1))
+def test_a_transit_mesh_upgrade_interrupted_at_any_state_resumes_with_the_seal_node_first(cut: int) -> None:
+    model = Model.of(TRANSIT)
+    run(model, "upgrade", NEW, stop_after=cut, floor=2)
+    run(model, "upgrade", NEW, floor=2)
+    assert model.seal is not None and model.seal.version == NEW and model.seal.running
+    assert all(x.version == NEW and x.running and x.unsealed for x in model.nodes.values())
+    assert len(model.handovers) == 1
 
 
 @pytest.mark.parametrize(("start", "to", "leader"), [(3, 5, 1), (5, 3, 5), (5, 3, 4), (3, 7, 2), (7, 3, 7)])

@@ -15,6 +15,7 @@ from vaultmesh.durations import parse_seconds
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
+from vaultmesh.lifecycle.up import seal_ready
 from vaultmesh.runtime import processes
 
 QUICK = RetryPolicy(deadline=1.5)
@@ -82,6 +83,17 @@ def _applied(node: NodeLayout, seen: dict[str, Any], client: EngineClient) -> in
         return None
 
 
+def _seal(mesh: m.Mesh, client: EngineClient) -> tuple[NodeFacts | None, bool | None]:
+    """The transit seal node (None: the mesh has none) and whether it serves the transit key."""
+    node = mesh.layout.seal_node
+    if node is None:
+        return None, None
+    seen = _node(node, client)
+    facts = NodeFacts(node.name, node.zone, running=seen["running"], unsealed=bool(seen.get("unsealed")),
+                      version=seen.get("version"), member=False, voter=False, has_data=seen["has_data"])
+    return facts, bool(seen.get("unsealed")) and seal_ready(mesh, client)
+
+
 def observe(mesh: m.Mesh, client: EngineClient, *, now: float | None = None) -> ChangeView:
     """The mesh as a change sees it. ``client`` carries an admin token (autopilot's state needs one). The
     leader's commit index is the one it reported with the nodes' applied indexes, in the same round."""
@@ -117,7 +129,8 @@ def observe(mesh: m.Mesh, client: EngineClient, *, now: float | None = None) -> 
             healthy=bool(server.get("healthy")) and server.get("node_status") == "alive",
             stable_for=_since(server.get("stable_since"), t) if server.get("healthy") else 0.0,
             has_data=s["has_data"]))
-    return ChangeView(tuple(facts), commit_index=commit,
+    seal, ready = _seal(mesh, client)
+    return ChangeView(tuple(facts), commit_index=commit, seal=seal, seal_ready=ready,
                       autopilot_healthy=bool(ap.get("healthy")) if ap else None,
                       failure_tolerance=ap.get("failure_tolerance") if ap else None,
                       stabilization=parse_seconds(mesh.spec.raft.autopilot.server_stabilization_time),

@@ -1,8 +1,10 @@
 """The pure core of a change to a running mesh: a ``ChangePlan`` of steps, each with the invariant that must
 hold after it (Patroni's ``quorum.py`` shape). Facts in, plan out: no processes, sockets or clocks.
 
-- ``plan_upgrade(view, target)``: standbys one at a time, then the leader last after a clean handover
-  (``sys/step-down``) once every other node runs the target, so a newer node never hands leadership to an older one.
+- ``plan_upgrade(view, target)``: the transit seal node first (the nodes stay unsealed while it restarts; every
+  node replaced after it unseals through the new one), then the standbys one at a time, then the leader last after a
+  clean handover (``sys/step-down``) once every other node runs the target, so a newer node never hands leadership
+  to an older one.
 - ``plan_scale(view, n)``: add nodes one at a time (start: it joins Raft as a non-voter; promote: autopilot makes it
   a voter once it caught up and is stable), remove them one at a time (step the leader away from a node that goes,
   remove the peer, stop it, delete its data); names and zones round-robin, so zones stay balanced; the voters never
@@ -30,8 +32,8 @@ Action = Literal["replace", "settle", "step-down", "start", "promote", "remove-p
 - ``remove-peer``: ``sys/storage/raft/remove-peer`` for a node that goes;
 - ``stop``, ``delete-data``: end its process, remove its folder."""
 
-Check = Literal["on-target", "led-by-target", "joined", "voter", "led-elsewhere", "not-a-peer", "stopped",
-                "no-data"]
+Check = Literal["on-target", "seal-on-target", "led-by-target", "joined", "voter", "led-elsewhere", "not-a-peer",
+                "stopped", "no-data"]
 """The invariant after a step (``holds`` says what each one asks)."""
 
 
@@ -69,6 +71,10 @@ class ChangeView:
     stabilization: float = 0.5
     """Seconds a replaced or added node must stay healthy (autopilot's ``server_stabilization_time``)."""
     shamir: bool = False
+    seal: NodeFacts | None = None
+    """The transit seal node (None: the mesh has none); its ``name`` is ``seal``."""
+    seal_ready: bool | None = None
+    """The seal node encrypts with the mesh's transit key and seal token (None: not probed)."""
 
     def node(self, name: str) -> NodeFacts | None:
         return next((n for n in self.nodes if n.name == name), None)
@@ -171,6 +177,18 @@ def holds(step: Step, view: ChangeView, target: str | None = None) -> str | None
     node = view.node(step.node)
     leader = view.leader
     match step.check:
+        case "seal-on-target":
+            sealed = [x.name for x in view.nodes if x.member and x.running and not x.unsealed]
+            if sealed:
+                return f"{', '.join(sealed)} sealed while the seal node restarted"
+            seal = view.seal
+            if seal is None or not seal.running:
+                return "the seal node is not running"
+            if not seal.unsealed:
+                return "the seal node is sealed"
+            if target is not None and not _on(seal, target):
+                return f"the seal node runs {seal.version or 'an unknown version'}, not {target}"
+            return None if view.seal_ready else "the seal node does not serve the transit key yet"
         case "on-target":
             if node is None:
                 return "not found"
@@ -220,15 +238,20 @@ def resume(plan: ChangePlan, view: ChangeView) -> int:
 # -- planners ------------------------------------------------------------------------------------------------
 
 def plan_upgrade(view: ChangeView, target: str) -> ChangePlan:
-    """Every node not on ``target``: the standbys one at a time (by name), then, when the leader is not on it,
-    a step-down (every other node now runs the target, so the next leader does too) and the old leader."""
+    """The transit seal node first when it is not on ``target`` (or not serving); every node not on it: the
+    standbys one at a time (by name), then, when the leader is not on it, a step-down (every other node now runs
+    the target, so the next leader does too) and the old leader. Each node replaced after the seal node unseals
+    through it: the check that the new seal node still unseals the mesh."""
     n = len(view.members) or len(view.nodes)
     leader = view.leader
     # a node an interrupted run left unsettled or stopped first: it serves nobody until it runs again
     # (not the index or the stable time: under load a healthy node lags the commit index by a few entries at
     # any instant, and a new leader's stable time starts again; the step before waited for both)
-    steps = [Step(x.name, "settle", "on-target") for x in view.nodes
-             if _on(x, target) and not (x.running and x.unsealed and x.member and x.voter and x.healthy)]
+    seal = view.seal
+    steps = [Step(seal.name, "replace", "seal-on-target")] if seal is not None and not (
+        _on(seal, target) and seal.running and seal.unsealed and view.seal_ready) else []
+    steps += [Step(x.name, "settle", "on-target") for x in view.nodes
+              if _on(x, target) and not (x.running and x.unsealed and x.member and x.voter and x.healthy)]
     stale = sorted((x for x in view.nodes if not _on(x, target)), key=lambda x: x.running)
     steps += [Step(x.name, "replace", "on-target") for x in stale if leader is None or x.name != leader.name]
     if leader is not None and not _on(leader, target):
@@ -284,10 +307,11 @@ def refusal(view: ChangeView, *, target: str | None = None, allow_downgrade: boo
             want = parse_version(target)
         except ValueError:
             return f"the engine's version {target!r} is not a version number"
-        unknown = [x.name for x in view.nodes if x.running and x.version is None]
+        every = (*view.nodes, *((view.seal,) if view.seal is not None else ()))
+        unknown = [x.name for x in every if x.running and x.version is None]
         if unknown:
             return f"cannot read the version of {', '.join(unknown)}; nothing was changed"
-        newer = sorted({x.version for x in view.nodes if x.version and parse_version(x.version) > want})
+        newer = sorted({x.version for x in every if x.version and parse_version(x.version) > want})
         if newer and not allow_downgrade:
             return (f"refusing to downgrade from {', '.join(newer)} to {target}: a newer node must never hand "
                     "leadership to an older one (--allow-downgrade, with a snapshot to go back to)")
@@ -297,7 +321,7 @@ def refusal(view: ChangeView, *, target: str | None = None, allow_downgrade: boo
         if len(versions) > 1:
             return (f"the nodes run {len(versions)} versions besides the target ({', '.join(sorted(versions))}); "
                     "move them to one version first")
-        if all(_on(x, target) for x in view.nodes) and not down:
+        if all(_on(x, target) for x in every) and not down:
             return None  # nothing to do: not a refusal
         unsettled = [x for x in view.nodes if _serving(x, view) is not None]
         if len(unsettled) == 1 and view.leader is not None and len(view.members) >= 3:
@@ -307,6 +331,9 @@ def refusal(view: ChangeView, *, target: str | None = None, allow_downgrade: boo
             return f"a mesh needs at least 1 node, not {nodes}"
         if nodes % 2 == 0:
             return f"{nodes} nodes tolerate no more failures than {nodes - 1}: choose an odd number"
+        added = [x for x in view.nodes if x.name in down and not x.voter]
+        if view.leader is not None and len(down) == 1 and added and (view.failure_tolerance or 0) >= 1:
+            return None  # an interrupted run left the node it added (not a voter yet) stopped: it starts it
     if view.leader is None:
         return "the mesh has no leader; nothing was changed (run `vaultmesh up` to heal it first)"
     if down:

@@ -3,9 +3,10 @@ the state lock (the keeper skips its turns meanwhile).
 
 Each turn: observe (``observe``) -> plan from what the mesh is (``plan_upgrade``) -> the step to resume at
 (``resume``) -> do it -> wait until its invariant holds (unsealed, a voter, its applied index at the leader's commit
-index, autopilot healthy for the stabilisation time; after a step-down: a leader on the target). Killed at any
-point, the command run again plans from the mesh as it then is and finishes. A snapshot is taken and verified
-before the first step.
+index, autopilot healthy for the stabilisation time; after a step-down: a leader on the target). The transit seal
+node goes first: the nodes must stay unsealed while it restarts and it must serve the transit key again; each node
+replaced after it then unseals through the new seal node. Killed at any point, the command run again plans from the
+mesh as it then is and finishes. A snapshot is taken and verified before the first step.
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ class _Run:
         return last[0]
 
     def perform(self, step: Step, view: ChangeView) -> str:
-        node = self.mesh.layout.node(step.node)
-        before = view.node(step.node)
+        layout = self.mesh.layout
+        seal = step.check == "seal-on-target"
+        node = layout.seal_node if seal and layout.seal_node is not None else layout.node(step.node)
+        before = view.seal if seal else view.node(step.node)
         match step.action:
             case "replace":
                 # recorded first: a heal of this node from here on starts the new binary, never the old one
@@ -100,7 +103,8 @@ class _Run:
                 if pid is not None:
                     stop_processes([pid], timeout=processes.STOP_TIMEOUT)
                 processes.wait_ports_free(node)
-                self.started[node.name] = time.time()
+                if not seal:
+                    self.started[node.name] = time.time()
                 new = processes.start_node(node, self.engine)
                 why = self.settle(step, self.step_timeout)
                 if why is not None:
@@ -108,6 +112,9 @@ class _Run:
                                    f"{why}; last lines of {node.log_file}:\n{log_tail(node.log_file)}",
                                    hint="fix it and run `vaultmesh upgrade` again: it resumes from here")
                 was = before.version if before and before.version else "stopped"
+                if seal:
+                    return (f"the transit seal node: {was} -> {self.target} (pid {new}), serving the transit key; "
+                            "every node stayed unsealed")
                 return (f"{node.name}: {was} -> {self.target} (pid {new}), caught up, a healthy voter for the "
                         "stabilisation time")
             case "settle":
@@ -155,7 +162,7 @@ def upgrade(root: Path, engine_path: str, *, allow_downgrade: bool = False, prog
             manifest = snap.save(mesh, reason="before-upgrade")
             archive.verify_file(manifest.path)
             progress(f"snapshot {manifest.path} taken and verified (index {manifest.index})")
-        for _ in range(4 * len(mesh.layout.nodes) + 4):
+        for _ in range(4 * len(mesh.layout.nodes) + 5):
             view = run.look()
             if view.leader is None:
                 if not wait_until(lambda: run.look().leader is not None, timeout=run.step_timeout, interval=POLL):
