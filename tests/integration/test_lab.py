@@ -6,6 +6,7 @@ cut and has it back when it is mended; `lab down` leaves no namespace, link, pro
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from vaultmesh.errors import RuntimeFailure, VaultmeshError
 from vaultmesh.lab import LabRecord, cut, lab_down, lab_up, load, mend, unavailable
 from vaultmesh.lab import hosts as lab_hosts
 from vaultmesh.lab.plan import LabHost
+from vaultmesh.runtime import netns
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +122,21 @@ def test_lab_hosts_answer_ssh_with_verified_keys_can_be_cut_and_mended_and_down_
     mend(lab_dir, "h2")
     eventually(lambda: reachable(record, h2), timeout=10)
 
+    conf = h1.files.supervisord_conf  # a program under the host's supervisor, written over SFTP, as a node is
+    with contextlib.closing(ssh(record, h1)) as client:
+        with contextlib.closing(client.open_sftp()) as sftp:
+            sftp.putfo(io.BytesIO(b"[program:sleeper]\ncommand=/bin/sleep 600\nstartsecs=0\n"),
+                       str(h1.files.conf_d / "sleeper.conf"))
+        assert run(client, f"supervisorctl -c {conf} update")[0] == 0
+        code, pid = run(client, f"supervisorctl -c {conf} pid sleeper")
+    assert code == 0, pid
+    sleeper = int(pid)
+    assert sleeper in netns.namespace_pids(h1.netns)
+
     res = CliRunner().invoke(lab_cli, ["down", "--dir", str(lab_dir)])
     assert res.exit_code == 0, res.output
     assert leftovers(record) == []
+    assert not psutil.pid_exists(sleeper) or psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE
     res = CliRunner().invoke(lab_cli, ["down", "--dir", str(lab_dir)])
     assert res.exit_code == 0 and "nothing to do" in res.stdout
 
