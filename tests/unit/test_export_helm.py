@@ -239,3 +239,31 @@ def test_export_helm_of_a_transit_mesh_fails_in_one_line(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["export", "helm", "-f", str(meshfile), "--dir", str(tmp_path / "none")])
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "seal: transit has no Helm export" in result.stderr
+
+
+def test_export_helm_certs_makes_the_files_the_kubectl_lines_read(tmp_path: Path) -> None:
+    import ssl
+
+    from cryptography import x509
+
+    from vaultmesh import pki
+
+    meshfile = tmp_path / "mesh.yaml"
+    meshfile.write_text("name: blue\n")
+    certs = tmp_path / "k8s"
+    args = ["export", "helm", "-f", str(meshfile), "--certs", str(certs), "--namespace", "sec",
+            "--dir", str(tmp_path / "none")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "--from-file=tls.key=key.pem" in result.stderr
+    for name, mode in [("ca.pem", 0o644), ("cert.pem", 0o644), ("key.pem", 0o600), ("static.key", 0o600)]:
+        assert stat.S_IMODE((certs / name).stat().st_mode) == mode, name
+    assert len((certs / "static.key").read_bytes()) == 32
+    cert = pki.CertPair((certs / "cert.pem").read_bytes(), b"").cert
+    sans = cert.extensions.get_extension_for_class(pki.x509.SubjectAlternativeName).value
+    assert set(tls_names(spec("name: blue\n"), "sec")) <= set(sans.get_values_for_type(pki.x509.DNSName))
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((certs / "ca.pem").read_bytes()))
+    ssl.create_default_context().load_cert_chain(certs / "cert.pem", certs / "key.pem")  # the key is the cert's
+    before = {p.name: p.read_bytes() for p in certs.iterdir() if p.is_file()}
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert {p.name: p.read_bytes() for p in certs.iterdir() if p.is_file()} == before  # kept, not re-issued
