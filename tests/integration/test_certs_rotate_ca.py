@@ -10,7 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import hvac
 import pytest
@@ -25,7 +25,7 @@ from vaultmesh.waiting import wait_until
 from .conftest import MeshHandle, owned_mesh
 from .test_certs import LEAVES, Load
 from .test_lifecycle import bao, cli_env, run_cli
-from .workloads import WriteLoad
+from .workloads import WriteLoad, mesh_issuer
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +38,39 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
         yield handle
 
 
-def _rotate_ca(handle: MeshHandle, *args: str) -> dict[str, object]:
+def _rotate_ca(handle: MeshHandle, *args: str, ok: bool = True) -> dict[str, object]:
     proc = subprocess.run([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(handle.dir), "certs",
                            "rotate-ca", "--json", *args], capture_output=True, text=True, timeout=120)
+    if not ok:
+        assert proc.returncode != 0, proc.stdout
+        return {"stderr": proc.stderr}
     assert proc.returncode == 0, proc.stderr
     return dict(json.loads(proc.stdout))
+
+
+def _jwt_config(handle: MeshHandle, ca_pem: str) -> None:
+    issuer = mesh_issuer(handle)
+    handle.client().write("auth/rotjwt/config", {"oidc_discovery_url": issuer.url, "oidc_discovery_ca_pem": ca_pem,
+                                                 "bound_issuer": issuer.url})
+
+
+def _jwt_mount(handle: MeshHandle, ca_pem: str) -> Callable[[], None]:
+    """A jwt auth mount trusting the identity issuer through ``ca_pem`` (as ``{{vaultmesh.ca_pem}}`` renders it),
+    and a login through it."""
+    admin = handle.client()
+    admin.write("sys/auth/rotjwt", {"type": "jwt"})
+    _jwt_config(handle, ca_pem)
+    admin.write("auth/rotjwt/role/w", {"role_type": "jwt", "bound_audiences": ["vaultmesh"], "user_claim": "sub",
+                                       "token_policies": ["default"], "token_ttl": "60s"})
+    issuer = mesh_issuer(handle)
+
+    def login() -> None:
+        c = EngineClient(handle.addrs, ca_file=handle.ca)
+        auth = (c.write("auth/rotjwt/login", {"role": "w", "jwt": issuer.token("w")}) or {}).get("auth") or {}
+        assert auth.get("client_token"), auth
+
+    login()
+    return login
 
 
 def _verifies(address: str, ca_pem: bytes) -> bool:
@@ -85,6 +113,7 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
     paths = mesh.mesh.paths
     old_pem = paths.ca_cert.read_bytes()
     old_serial = pki.serial_of(pki.certificates(old_pem)[0])
+    login = _jwt_mount(mesh, old_pem.decode())
     with WriteLoad(mesh, "rotca") as load, Load(mesh) as fresh:
         first = _rotate_ca(mesh, "--stop-after", "trust")
         assert first["stage"] == "trust" and first["old_ca"] == old_serial
@@ -95,6 +124,10 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
         restarted = _standby(mesh)
         _restart(mesh, restarted)  # the bundle on disk, every leaf from the old CA
 
+        # the jwt mount trusts the old CA alone: the new one must not sign until it holds the file (as apply does)
+        refused = _rotate_ca(mesh, "--stop-after", "reissue", ok=False)
+        assert "auth mount rotjwt/ trusts only the old CA" in str(refused["stderr"]), refused
+        _jwt_config(mesh, paths.ca_cert.read_text())
         middle = _rotate_ca(mesh, "--stop-after", "reissue")
         assert middle["stage"] == "reissue"
         assert {r["name"] for r in middle["rotated"]} == LEAVES  # type: ignore[attr-defined]
@@ -106,6 +139,10 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
         start = len(load.acked)
         assert wait_until(lambda: len(load.acked) >= start + 20, timeout=20)  # the load runs on after it
     assert load.errors == [] and fresh.errors == [], (load.errors[:3], fresh.errors[:3])
+    # a client made before the rotation, on a new connection now: it loaded the CA file again
+    assert load.client.transport is not None
+    load.client.transport.close()
+    load.client.write("rotca/after", {"v": "after"})
     assert load.lost() == [] and fresh.unreadable() == []
 
     new_pem = paths.ca_cert.read_bytes()
@@ -123,5 +160,6 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
     assert env["BAO_CACERT"] == str(paths.ca_cert)
     proc = bao(env, "status", "-format=json")
     assert proc.returncode == 0, proc.stderr
+    login()  # the jwt mount (now on both CAs' PEM) still reaches the issuer on its new leaf
     client = hvac.Client(url=env["BAO_ADDR"], token=env["BAO_TOKEN"], verify=env["BAO_CACERT"])
     assert client.sys.read_health_status(method="GET")["sealed"] is False
