@@ -554,11 +554,11 @@ def query_prometheus(url: str, ca: str, exprs: list[str], *, now: float) -> Prom
         for expr, fut in futures.items():
             try:
                 ranges[expr] = fut.result()
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, VaultmeshError) as err:
                 errors.append(f"{type(err).__name__}: {err}".splitlines()[0])
         try:
             found = list((alerts_future.result() or {}).get("alerts") or [])
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, VaultmeshError) as err:
             errors.append(f"{type(err).__name__}: {err}".splitlines()[0])
             found = []
     return PromAnswers(url, None, errors[0] if errors else None, ranges, found)
@@ -587,10 +587,13 @@ class Page:
     def observe(self) -> tuple[MeshView | None, str | None]:
         layout = self.mesh.layout
         try:
-            return gather_view(layout.nodes, self.client, seal_node=layout.seal_node,
-                               login=lambda: m.admin_token(self.mesh, self.client)), None
+            view = gather_view(layout.nodes, self.client, seal_node=layout.seal_node,
+                               login=lambda: m.admin_token(self.mesh, self.client))
         except (VaultmeshError, OSError) as err:
             return None, str(err).splitlines()[0]
+        if not view.token_ok:
+            self.client.token = None  # revoked or never had: log in again next time (the reaper renews the cache)
+        return view, None
 
     def ask_prometheus(self, now: float) -> PromAnswers:
         record = self.prometheus() or {}
