@@ -194,3 +194,36 @@ def test_the_syntax_check_can_fail(tmp_path: Path) -> None:
     done = subprocess.run([ANSIBLE, "--syntax-check", "-i", "inventory.yaml", "site.yaml"], cwd=out,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
+
+
+HOSTS = """\
+name: lab
+runtime: ssh
+hosts:
+  - {name: h1, address: 10.214.1.11, zone: zone-a, ssh: {user: root, key_file: /k/id, known_hosts: /k/kh}}
+  - {name: h2, address: 10.214.1.12, zone: zone-b, service: supervisor, ssh: {user: ops, port: 2222}}
+  - {name: h3, address: 10.214.1.13, zone: zone-c, root: /srv/lab/h3, run_as: bao}
+"""
+
+
+def test_hosts_of_the_mesh_file_become_the_inventory_reached_over_ssh_with_checked_host_keys() -> None:
+    hosts = inventory(spec(HOSTS), bundles(HOSTS))["all"]["children"]["vaultmesh_lab"]["hosts"]
+    assert list(hosts) == ["h1", "h2", "h3"]
+    h1, h2, h3 = hosts.values()
+    assert h1["ansible_host"] == "10.214.1.11" and h1["ansible_user"] == "root"
+    assert h1["ansible_ssh_private_key_file"] == "/k/id"
+    assert h1["ansible_ssh_common_args"] == "-o UserKnownHostsFile=/k/kh -o StrictHostKeyChecking=yes"
+    assert "ansible_become" not in h1 and h2["ansible_become"] is True and h2["ansible_port"] == 2222
+    assert h2["vaultmesh_manager"] == "supervisor" and h1["vaultmesh_manager"] == "auto"
+    assert [h["vaultmesh_zone"] for h in hosts.values()] == ["zone-a", "zone-b", "zone-c"]
+    assert h3["vaultmesh_user"] == "bao" and h3["vaultmesh_ca"] == "/srv/lab/h3/var/lib/vaultmesh/lab/pki/ca.pem"
+    assert h3["vaultmesh_program"]["dest"] == "/srv/lab/h3/etc/supervisor/conf.d/vaultmesh-lab-node-3.conf"
+
+
+def test_on_hosts_every_node_listens_on_its_address_and_joins_the_others_there() -> None:
+    b = bundles(HOSTS)[1]
+    config = next(f.data for f in b.files if f.path.endswith("config.hcl")).decode()
+    assert 'address = "10.214.1.12:8200"' in config and 'api_addr = "https://10.214.1.12:8200"' in config
+    assert 'leader_api_addr = "https://10.214.1.11:8200"' in config
+    assert 'leader_api_addr = "https://10.214.1.13:8200"' in config
+    assert b.api_port == 8200

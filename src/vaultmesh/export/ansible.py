@@ -80,23 +80,19 @@ class HostBundle:
     """Ansible connection variables (``ansible_host``, ``ansible_user``, ...); empty: this machine."""
 
 
-def _hosts_of(spec: MeshSpec) -> list[Any]:
-    """The ``hosts:`` of a ``runtime: ssh`` mesh file (none: every node on this machine's loopback)."""
-    return list(getattr(spec, "hosts", None) or [])
-
-
 def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_key: bytes | None,
                  admin_password: str, certs: dict[str, pki.CertPair] | None = None) -> list[HostBundle]:
-    """Each node's bundle, rendered with ``render.node`` for the host it runs on (``hosts:``, else loopback:
-    ports ``base + 2i`` on 127.0.0.1). ``certs``: node certificates to keep (by node name); the others are
-    issued by ``ca`` for the node's name, its address and localhost."""
+    """Each node's bundle, rendered with ``render.node`` for the host it runs on (``runtime: ssh``: node i on
+    ``hosts[i]``, ports ``base`` and ``base + 1`` on each; else loopback: ports ``base + 2i`` on 127.0.0.1).
+    ``certs``: node certificates to keep (by node name); the others are issued by ``ca`` for the node's name,
+    its address and localhost."""
     if spec.seal.type != "static" and spec.seal.type not in KMS_SEALS:
         raise VaultmeshError(f"seal: {spec.seal.type} has no Ansible export: a rollout waits for every node to be "
                              "unsealed, which a "
                              + ("Shamir mesh needs a human for" if spec.seal.type == "shamir" else
                                 "transit seal node on this machine's loopback cannot do for other hosts"),
                              hint="use the static or a KMS seal")
-    hosts = _hosts_of(spec)
+    hosts = spec.hosts if spec.runtime == "ssh" else []
     base = spec.ports.base or API_PORT
     zones = zone_layout(spec)
     ports: list[int] = []
@@ -105,14 +101,14 @@ def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_k
     out = []
     for i, (name, zone) in enumerate(zones):
         h = hosts[i] if hosts else None
-        root = getattr(h, "root", "/") if h else "/"
+        root = h.root if h else "/"
         mesh_dir = Path(posixpath.join(root, HOST_BASE, spec.name))
         layout = build_layout(spec.name, mesh_dir, zones, [*ports, base + 2 * len(zones)], transit_seal=False)
         address = h.address if h else HOST
         layout = replace(layout, nodes=tuple(replace(n, host=hosts[j].address) if hosts else n
                                              for j, n in enumerate(layout.nodes)))
         node = layout.nodes[i]
-        user = getattr(h, "run_as", "openbao") if h else "openbao"
+        user = h.run_as if h else "openbao"
         paths: StatePaths = layout.paths
         cert = (certs or {}).get(name)
         if cert is None:
@@ -120,8 +116,8 @@ def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_k
             cert = pki.issue_server_cert(ca, name, dns_names=dns, ip_addresses=[*ips, address], now=now,
                                          days=spec.tls.cert_days)
         config = render_node_config(spec, layout, node, self_init=i == 0)
-        service = NodeService(mesh=spec.name, node=name, engine=getattr(h, "engine", "/usr/bin/bao") if h
-                              else "/usr/bin/bao", config=str(node.config_file), data_dir=str(node.data_dir),
+        service = NodeService(mesh=spec.name, node=name, engine=h.engine if h else "/usr/bin/bao",
+                              config=str(node.config_file), data_dir=str(node.data_dir),
                               audit_dir=str(node.dir / "audit"), env_file=str(node.dir / "env"), user=user,
                               group=user)
         files = [HostFile(str(paths.ca_cert), ca.cert_pem, 0o644),
@@ -147,7 +143,7 @@ def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_k
                    **({"ansible_become": True} if s.user != "root" else {})}
         out.append(HostBundle(host=h.name if h else name, address=address, zone=zone, api_port=node.api_port,
                               service=service, files=tuple(files), dirs=tuple(dirs),
-                              manager=getattr(h, "service", "auto") if h else "auto", root=root,
+                              manager=h.service if h else "auto", root=root,
                               first_start_env=env, ssh=ssh))
     return out
 
