@@ -165,3 +165,14 @@ def test_lab_down_removes_a_half_made_lab_and_what_else_runs_in_its_namespaces(l
         with contextlib.suppress(ProcessLookupError):
             stray.kill()
         stray.wait()
+
+
+def test_lab_up_refuses_namespaces_or_links_left_by_a_lab_whose_folder_was_removed(lab_dir: Path) -> None:
+    bridge = f"vmlb{netns.mesh_net_id(lab_dir)}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        with pytest.raises(VaultmeshError, match=f"{bridge} exists already"):
+            lab_up(lab_dir, 1)
+        assert not lab_dir.exists()
+    finally:
+        netns.delete("link", bridge)

@@ -196,6 +196,12 @@ def _ready(host: LabHost) -> bool:
     return supervisor_pid(host) == host.supervisord_pid
 
 
+def _existing(record: LabRecord) -> list[str]:
+    """The lab's namespaces and links that exist on this machine."""
+    names = [*(("netns", h.netns) for h in record.hosts), *(("link", n) for n in record.links)]
+    return [name for kind, name in names if netns.exists(kind, name)]
+
+
 def lab_up(dir: Path, hosts: int, *, engine: str | None = None, timeout: float = READY_TIMEOUT,
            progress: Progress = _quiet) -> LabRecord:
     """Make ``hosts`` local hosts in ``dir`` and wait until each one's sshd and supervisord answer.
@@ -213,9 +219,15 @@ def lab_up(dir: Path, hosts: int, *, engine: str | None = None, timeout: float =
         raise VaultmeshError(f"{dir} is not empty and holds no lab; nothing was done",
                              hint="pick a new or empty --dir")
     engine_path = resolve_engine(engine).path
-    ensure_dir(dir, 0o755)
     lab_id = netns.mesh_net_id(dir)
     record = plan_lab(dir, lab_id, netns.choose_octet(lab_id, netns.used_octets(LAB_PREFIX)), hosts)
+    stale = _existing(record)
+    if stale:
+        verb = "exist" if len(stale) > 1 else "exists"
+        raise VaultmeshError(f"{', '.join(stale)} {verb} already: left from a lab in {dir} whose folder was "
+                             "removed without `lab down`; nothing was done",
+                             hint="stop what runs in them (ip netns pids NAME), then ip netns del / ip link del each")
+    ensure_dir(dir, 0o755)
     _save(record)
     user_key = _write_key(record.key_file, "vaultmesh-lab")
     netns.ensure_bridge(record.bridge, record.gateway)
@@ -264,8 +276,7 @@ def lab_down(dir: Path, *, progress: Progress = _quiet) -> list[str]:
         gone += [name for kind, name in (("link", host.veth), ("netns", host.netns)) if netns.delete(kind, name)]
     if netns.delete("link", record.bridge):
         gone.append(record.bridge)
-    left = [name for kind, name in (*(("netns", h.netns) for h in record.hosts), *(("link", n) for n in record.links))
-            if netns.exists(kind, name)]
+    left = _existing(record)
     if left:
         raise RuntimeFailure(f"lab down: {', '.join(left)} could not be deleted; {dir} is kept",
                              hint=f"see `ip netns pids` and `ip link`, then run `vaultmesh lab down --dir {dir}` again")
