@@ -31,9 +31,10 @@ NOW = float(RECORDED["now"])
 SPEC = parse_spec("", source="test")  # the recording's mesh: the default one (name vaultmesh, 3 nodes)
 
 
-def node(name: str, *, leader: bool = False, reachable: bool = True, sealed: bool = False) -> NodeView:
+def node(name: str, *, leader: bool = False, reachable: bool = True, sealed: bool = False,
+         running: bool = True) -> NodeView:
     return NodeView(name, f"zone-{'abc'[int(name[-1]) - 1]}", f"https://127.0.0.1:1{name[-1]}000", 100,
-                    running=reachable, reachable=reachable, initialized=True, sealed=sealed if reachable else None,
+                    running=running, reachable=reachable, initialized=True, sealed=sealed if reachable else None,
                     standby=not leader if reachable else None, voter=True if reachable else None,
                     autopilot_healthy=reachable, version="2.7.2" if reachable else None,
                     error=None if reachable else "connection refused")
@@ -110,7 +111,10 @@ def test_a_mesh_that_cannot_be_observed_says_why() -> None:
 def test_roles_of_nodes_that_do_not_lead() -> None:
     assert page.role(node("node-1", leader=True)) == "leader"
     assert page.role(node("node-1", sealed=True)) == "sealed"
-    assert page.role(node("node-1", reachable=False)) == "connection refused"
+    frozen = node("node-1", reachable=False)
+    assert page.role(frozen) == "not answering" and page.role(node("node-1", reachable=False, running=False)) == "down"
+    doc = page.document(SPEC, MeshView((frozen,)), None, {}, page.PromAnswers(None, "off"), now=NOW)
+    assert (doc["nodes"][0]["role"], doc["nodes"][0]["error"]) == ("not answering", "connection refused")
 
 
 def test_alerts_of_this_mesh_firing_first_and_nan_points_dropped() -> None:

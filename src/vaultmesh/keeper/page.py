@@ -134,14 +134,15 @@ def lags(panels: list[Panel], answers: PromAnswers) -> dict[str, float]:
 
 
 def role(n: NodeView) -> str:
-    """``leader``, ``standby``, ``sealed``, or why it does not answer (``down`` when nothing says)."""
+    """``leader``, ``standby``, ``sealed``, ``not answering`` (its process runs) or ``down``; the node's
+    ``error`` says why."""
     if n.leader:
         return "leader"
     if n.reachable and n.sealed:
         return "sealed"
     if n.reachable:
         return "standby"
-    return n.error or ("not answering" if n.running else "down")
+    return "not answering" if n.running else "down"
 
 
 def alerts(answers: PromAnswers, mesh: str) -> list[dict[str, Any]]:
@@ -169,7 +170,7 @@ def document(spec: MeshSpec, view: MeshView | None, record: KeeperStatus | None,
     nodes = []
     for n in view.nodes if view else ():
         nodes.append({"name": n.name, "zone": n.zone, "role": role(n), "leader": n.leader, "sealed": n.sealed,
-                      "voter": n.voter, "version": n.version, "healthy": n.healthy,
+                      "voter": n.voter, "version": n.version, "healthy": n.healthy, "error": n.error,
                       "lag": 0.0 if n.leader else lag.get(n.name)})
     seal = view.seal_node if view else None
     snap: dict[str, Any] = dict(record.snapshot or {}) if record else {}
@@ -237,7 +238,8 @@ font-weight:600}
 .sub{color:var(--dim);font-size:12px}
 .t-ok{color:var(--ok)}.t-warn{color:var(--warn)}.t-bad{color:var(--bad)}
 table{width:100%;border-collapse:collapse}
-th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line)}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);white-space:nowrap}
+.why{max-width:220px;overflow:hidden;text-overflow:ellipsis}
 th{font-size:12px;color:var(--dim);font-weight:600}
 tr.leader td:first-child{font-weight:700}
 .star{color:#f59e0b}
@@ -339,6 +341,7 @@ function nodes(doc) {
     tr.appendChild(el("td", null, n.zone));
     const r = el("td"); r.appendChild(el("span", "badge " + (n.leader ? "ok" : n.role === "standby" ? "off"
                                                                     : "bad"), n.role)); tr.appendChild(r);
+    if (n.error) { r.title = n.error; r.appendChild(el("div", "sub why", n.error)); }
     tr.appendChild(el("td", n.sealed ? "t-bad" : "", n.sealed === null ? "-" : n.sealed ? "sealed" : "unsealed"));
     tr.appendChild(el("td", null, yesno(n.voter)));
     tr.appendChild(el("td", null, n.version || "-"));
