@@ -113,12 +113,20 @@ def renew(mesh: m.Mesh, target: Target, *, ca: pki.CertPair, now: dt.datetime,
     ensure_dir(target.cert_file.parent)
     write_atomic(target.key_file, pair.key_pem)
     write_atomic(target.cert_file, pair.cert_pem, mode=0o644)
+    hosted = mesh.layout.node(target.name) if target.kind == "node" else None
+    if hosted is not None and hosted.remote is not None:  # runtime: ssh: the host gets the pair, then the HUP
+        from vaultmesh.hosts import runtime as hosts
+
+        hosts.push(hosted, hosts.local_bundle(hosted, mesh.paths, static_seal=mesh.spec.seal.type == "static"))
     if pid is None or target.address is None:
         return Rotated(target.name, before, new, False)
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        return Rotated(target.name, before, new, False)
+    if hosted is not None and hosted.remote is not None:
+        hosts.hup(hosted)
+    else:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return Rotated(target.name, before, new, False)
     address = target.address
     last: list[str | None] = [None]
 
