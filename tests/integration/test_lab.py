@@ -43,7 +43,7 @@ def lab_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def ssh(record: LabRecord, host: LabHost, *, known_hosts: Path | None = None,
-        timeout: float = 5.0) -> paramiko.SSHClient:
+        timeout: float = 10.0) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     client.load_host_keys(str(known_hosts or record.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -53,14 +53,14 @@ def ssh(record: LabRecord, host: LabHost, *, known_hosts: Path | None = None,
 
 
 def run(client: paramiko.SSHClient, command: str) -> tuple[int, str]:
-    _, out, _ = client.exec_command(command, timeout=10)
+    _, out, _ = client.exec_command(command, timeout=30)
     text = out.read().decode()
     return out.channel.recv_exit_status(), text
 
 
-def reachable(record: LabRecord, host: LabHost) -> bool:
+def reachable(record: LabRecord, host: LabHost, timeout: float = 10.0) -> bool:
     try:
-        ssh(record, host, timeout=2.0).close()
+        ssh(record, host, timeout=timeout).close()
     except (OSError, paramiko.SSHException):
         return False
     return True
@@ -116,11 +116,11 @@ def test_lab_hosts_answer_ssh_with_verified_keys_can_be_cut_and_mended_and_down_
     h1, h2 = record.hosts
     cut(lab_dir, "h2")
     cut(lab_dir, "h2")
-    assert not reachable(record, h2)
+    assert not reachable(record, h2, timeout=2.0)  # its connect times out; a host not cut answers in ms
     assert reachable(record, h1)
     mend(lab_dir, "h2")
     mend(lab_dir, "h2")
-    eventually(lambda: reachable(record, h2), timeout=10)
+    eventually(lambda: reachable(record, h2, timeout=2.0), timeout=20)
 
     conf = h1.files.supervisord_conf  # a program under the host's supervisor, written over SFTP, as a node is
     with contextlib.closing(ssh(record, h1)) as client:
