@@ -113,7 +113,13 @@ class _Run:
                 return True
             if name in ex.restarted and not restarted:
                 restarted.append(time.monotonic())
-            return bool(restarted) and time.monotonic() - restarted[0] > RESTART_UNSEAL
+                return False
+            if not restarted:
+                return False
+            again = next(x for x in view.nodes if x.name == name)
+            # it came back without its Raft state (it asks to join again: "cluster already has state", forever)
+            return (again.reachable and again.initialized is False) or \
+                time.monotonic() - restarted[0] > RESTART_UNSEAL
 
         try:
             if not unsealed(converge(ex, time.monotonic(), self.step_timeout, False, until=done).view):
@@ -127,8 +133,8 @@ class _Run:
     def rejoin(self, node: NodeLayout) -> None:
         """An added node restarted before the leader's snapshot reached it (its health says initialised once it
         joined, before it has the mesh's data) never unseals: stop it, take it out of Raft, delete its data."""
-        self.progress(f"{node.name} did not unseal {RESTART_UNSEAL:g} s after its restart (it had not received "
-                      "the mesh's data yet): it joins again from nothing")
+        self.progress(f"{node.name} did not unseal after its restart (it had not received the leader's log yet): "
+                      "it joins again from nothing")
         pid = processes.node_process(node).pid(adopt=True)
         if pid is not None:
             stop_processes([pid], timeout=processes.STOP_TIMEOUT)
