@@ -1,6 +1,7 @@
-"""certs rotate-ca on a real mesh, under load: stopped after the trust stage (the interruption), a standby restarted
-there and after the leaves were re-issued (each rejoins), run again to the end; nothing failed, nothing lost, the
-new CA alone verifies every listener, the old one none, and `bao`/hvac work with `vaultmesh env`."""
+"""certs rotate-ca on a real transit-sealed mesh, under load: stopped after the trust stage (the interruption), a
+standby restarted there and after the leaves were re-issued (each rejoins), run again to the end (it restarts every
+node it did not see restarted since the trust stage, for the seal's CA); nothing failed, nothing lost, the new CA
+alone verifies every listener, the old one none, and `bao`/hvac work with `vaultmesh env`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshHandle]:
-    with owned_mesh(tmp_path_factory.mktemp("rotate-ca") / "state") as handle:
+    with owned_mesh(tmp_path_factory.mktemp("rotate-ca") / "state", "seal:\n  type: transit\n") as handle:
         assert wait_until(lambda: all(r.source == "listener" for r in probe.observe(handle.mesh)
                                       if r.name != "ca"), timeout=20)
         yield handle
@@ -122,15 +123,21 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
         assert bundle == [old_serial, new_serial]
         assert record_file(mesh.mesh).exists()
         restarted = _standby(mesh)
+        before = mesh.pids()
         _restart(mesh, restarted)  # the bundle on disk, every leaf from the old CA
+        mine = mesh.pids()[restarted]
 
         # the jwt mount trusts the old CA alone: the new one must not sign until it holds the file (as apply does)
         refused = _rotate_ca(mesh, "--stop-after", "reissue", ok=False)
         assert "auth mount rotjwt/ trusts only the old CA" in str(refused["stderr"]), refused
+        # the restart stage ran first: every node but the one already restarted since trust, for the seal's CA
+        pids = mesh.pids()
+        assert pids[restarted] == mine
+        assert all(pids[n.name] != before[n.name] for n in mesh.mesh.layout.nodes if n.name != restarted)
         _jwt_config(mesh, paths.ca_cert.read_text())
         middle = _rotate_ca(mesh, "--stop-after", "reissue")
         assert middle["stage"] == "reissue"
-        assert {r["name"] for r in middle["rotated"]} == LEAVES  # type: ignore[attr-defined]
+        assert {r["name"] for r in middle["rotated"]} == LEAVES | {"seal"}  # type: ignore[attr-defined]
         again = _standby(mesh, not_=restarted)
         _restart(mesh, again)  # every leaf from the new CA, both CAs trusted
 
@@ -151,7 +158,7 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
     assert paths.ca_key.stat().st_mode & 0o777 == 0o600
     assert not record_file(mesh.mesh).exists() and not (paths.ca_cert.parent / "ca-next-key.pem").exists()
     rows = {r.name: r for r in probe.observe(mesh.mesh)}
-    for name in LEAVES | {"entry"}:
+    for name in LEAVES | {"seal", "entry"}:
         address = rows[name].address
         assert address is not None and rows[name].source == "listener", (name, rows[name].down)
         assert _verifies(address, new_pem) and not _verifies(address, old_pem), name

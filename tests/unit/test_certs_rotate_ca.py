@@ -71,7 +71,7 @@ def test_an_interrupted_rotation_resumes_at_the_first_step_not_reached(label: st
                                                                        at: int) -> None:
     plan = cp.plan_rotation(view)
     assert cp.resume(plan, view) == at
-    assert cp.refusal(view, seal="static") is None
+    assert cp.refusal(view) is None
 
 
 @pytest.mark.parametrize(("label", "view", "at"), list(states()), ids=[s[0] for s in states()])
@@ -84,7 +84,7 @@ def test_every_invariant_before_the_resume_point_holds_and_the_one_there_does_no
 
 def test_a_finished_rotation_is_no_rotation() -> None:
     done = cp.CAView(("new",), "new", _listeners("new"))
-    assert not done.rotating and cp.refusal(done, seal="static") is None
+    assert not done.rotating and cp.refusal(done) is None
     # run again, it makes another CA (as `certs rotate` renews every leaf again)
     assert cp.resume(cp.plan_rotation(done), done) == 0
 
@@ -98,27 +98,26 @@ def test_a_listener_serving_neither_ca_is_reissued() -> None:
 def test_stop_after_a_stage_runs_through_its_last_step() -> None:
     plan = cp.plan_rotation(BEFORE)
     assert cp.stop_index(plan, "trust") == 2
+    assert cp.stop_index(plan, "restart") == 2  # no reader: the stage has no step
     assert cp.stop_index(plan, "reissue") == 3 + len(NAMES)
     assert cp.stop_index(plan, None) == len(plan.steps)
 
 
-@pytest.mark.parametrize(("view", "seal", "words"), [
-    (BEFORE, "transit", "transit-sealed mesh is not built yet"),
-    (replace(BEFORE, bundle=()), "static", "holds no certificate"),
-    (replace(BEFORE, bundle=("old", "x")), "static", "2 certificates but no rotation"),
-    (replace(BEFORE, signer=None), "static", "not the key of the CA"),
-    (replace(BEFORE, old="old", new="new", signer="x", bundle=("old", "new")), "static", "neither CA"),
-    (replace(BEFORE, old="old", new="new", bundle=("old", "new")), "static", "has no key on disk"),
-    (replace(BEFORE, old="old", new="new", new_ready=True, bundle=("old", "new", "x")), "static",
-     "a CA of neither side"),
+@pytest.mark.parametrize(("view", "words"), [
+    (replace(BEFORE, bundle=()), "holds no certificate"),
+    (replace(BEFORE, bundle=("old", "x")), "2 certificates but no rotation"),
+    (replace(BEFORE, signer=None), "not the key of the CA"),
+    (replace(BEFORE, old="old", new="new", signer="x", bundle=("old", "new")), "neither CA"),
+    (replace(BEFORE, old="old", new="new", bundle=("old", "new")), "has no key on disk"),
+    (replace(BEFORE, old="old", new="new", new_ready=True, bundle=("old", "new", "x")), "a CA of neither side"),
 ])
-def test_refusals_are_one_line(view: cp.CAView, seal: str, words: str) -> None:
-    why = cp.refusal(view, seal=seal)
+def test_refusals_are_one_line(view: cp.CAView, words: str) -> None:
+    why = cp.refusal(view)
     assert why is not None and words in why and "\n" not in why
 
 
 def test_a_mesh_on_hosts_is_refused() -> None:
-    why = cp.refusal(BEFORE, seal="static", remote=True)
+    why = cp.refusal(BEFORE, remote=True)
     assert why is not None and "runtime: ssh" in why
 
 
@@ -211,3 +210,35 @@ def test_a_transport_made_on_a_ca_file_loads_it_again_when_it_changes(tmp_path: 
             fixed.send("GET", f"https://127.0.0.1:{port}", "/", {}, None, 2.0)
     finally:
         stop.set()
+
+
+# -- a transit seal: the nodes read the CA file at start only --------------------------------------------
+
+READERS = (cp.Reader("node-1", False), cp.Reader("node-2", False, leader=True), cp.Reader("node-3", False))
+
+
+def test_on_a_transit_seal_every_node_restarts_after_trust_the_leader_last() -> None:
+    plan = cp.plan_rotation(replace(BEFORE, readers=READERS))
+    assert [str(s) for s in plan.steps[:6]] == ["make-ca", "trust", "restart node-1", "restart node-3",
+                                                "restart node-2", "sign"]
+    assert cp.stop_index(plan, "restart") == 5
+
+
+@pytest.mark.parametrize("restarted", [0, 1, 2, 3])
+def test_a_rotation_cut_among_the_restarts_resumes_at_the_first_node_not_restarted(restarted: int) -> None:
+    order = ["node-1", "node-3", "node-2"]
+    readers = tuple(replace(r, read_new=r.name in order[:restarted]) for r in READERS)
+    view = cp.CAView(("old", "new"), "old", _listeners("old"), old="old", new="new", new_ready=True,
+                     readers=readers)
+    plan = cp.plan_rotation(view)
+    assert cp.resume(plan, view) == 2 + restarted
+    if restarted < 3:
+        assert cp.holds(plan.steps[2 + restarted], view) == "runs since before the CA file held the new CA"
+
+
+def test_a_node_restarted_later_by_anyone_still_reads_the_new_ca() -> None:
+    # past the drop, a node restarted by the keeper reads the new CA alone: still "read new"
+    done = cp.CAView(("new",), "new", _listeners("new"), old="old", new="new",
+                     readers=tuple(replace(r, read_new=True) for r in READERS))
+    plan = cp.plan_rotation(done)
+    assert cp.resume(plan, done) == len(plan.steps) - 1  # only finish is left

@@ -8,6 +8,8 @@ the key of the file's *first* certificate, always (every issuer reads the pair s
 
     make-ca   a new CA (its key 0600) beside the old one, and ``pki/rotation.json`` naming both (by serial)
     trust     the CA file holds old + new (the old one first: it still signs); the entry reloads its checks' CA
+    restart   transit seal only, one step per node (standbys first, the leader last): the node is restarted, so
+              its seal client reads the file (OpenBao reads ``tls_ca_cert`` at start only), and settles
     sign      the new CA signs: its key becomes ``ca-key.pem`` and it goes first in the file (new + old)
     reissue   one step per listener: a leaf from the new CA, loaded with no restart, read back
     drop      the CA file holds the new CA alone; the entry reloads
@@ -22,14 +24,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Action = Literal["make-ca", "trust", "sign", "reissue", "drop", "finish"]
-Check = Literal["ca-made", "trusted", "signs-new", "issued-by-new", "dropped", "finished"]
+Action = Literal["make-ca", "trust", "restart", "sign", "reissue", "drop", "finish"]
+Check = Literal["ca-made", "trusted", "reads-new", "signs-new", "issued-by-new", "dropped", "finished"]
 
-STAGES: tuple[Action, ...] = ("make-ca", "trust", "sign", "reissue", "drop", "finish")
+STAGES: tuple[Action, ...] = ("make-ca", "trust", "restart", "sign", "reissue", "drop", "finish")
 """The stages in order (``--stop-after`` names one)."""
 
-_CHECK: dict[Action, Check] = {"make-ca": "ca-made", "trust": "trusted", "sign": "signs-new",
-                               "reissue": "issued-by-new", "drop": "dropped", "finish": "finished"}
+_CHECK: dict[Action, Check] = {"make-ca": "ca-made", "trust": "trusted", "restart": "reads-new",
+                               "sign": "signs-new", "reissue": "issued-by-new", "drop": "dropped",
+                               "finish": "finished"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,16 @@ class Listener:
     name: str
     running: bool
     issued_by: str | None
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A node whose seal client reads the CA file at start only (transit seal): whether the process running
+    now started after the file first held the new CA, and whether it leads."""
+
+    name: str
+    read_new: bool
+    leader: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class CAView:
     """The new CA's certificate and key are on disk beside the old one (before ``sign`` moves them in)."""
     entry_current: bool = True
     """No entry runs, or it was started after the CA file was last written (so its checks trust that file)."""
+    readers: tuple[Reader, ...] = ()
+    """The nodes that must be restarted to trust the new CA (transit seal: all of them; else none)."""
     stale_mounts: tuple[str, ...] = ()
     """Auth mounts (jwt/oidc) whose configured CA PEM lacks the new CA: the issuer's new leaf would not verify
     for them (``vaultmesh apply`` renders ``{{vaultmesh.ca_pem}}`` from the CA file again)."""
@@ -69,6 +84,9 @@ class CAView:
 
     def listener(self, name: str) -> Listener | None:
         return next((x for x in self.listeners if x.name == name), None)
+
+    def reader(self, name: str) -> Reader | None:
+        return next((x for x in self.readers if x.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -95,8 +113,12 @@ class CAPlan:
 
 
 def plan_rotation(view: CAView) -> CAPlan:
-    """Every stage of a rotation, a ``reissue`` step per listener (by name, as ``view`` lists them)."""
-    steps = [CAStep(a, _CHECK[a]) for a in ("make-ca", "trust", "sign")]
+    """Every stage of a rotation: a ``restart`` step per reader (by name, the leader last, so leadership moves
+    once), a ``reissue`` step per listener (as ``view`` lists them)."""
+    steps = [CAStep(a, _CHECK[a]) for a in ("make-ca", "trust")]
+    readers = sorted(view.readers, key=lambda x: (x.leader, x.name))
+    steps += [CAStep("restart", "reads-new", x.name) for x in readers]
+    steps.append(CAStep("sign", "signs-new"))
     steps += [CAStep("reissue", "issued-by-new", x.name) for x in view.listeners]
     steps += [CAStep(a, _CHECK[a]) for a in ("drop", "finish")]
     return CAPlan(tuple(steps))
@@ -116,6 +138,11 @@ def holds(step: CAStep, view: CAView) -> str | None:
                 return "the CA file does not hold the new CA"
             # past ``sign`` the file was written again with the same CAs: the entry reloaded for ``trust``
             return None if view.entry_current or view.signer == new else "the entry has not reloaded the CA file"
+        case "reads-new":
+            r = view.reader(step.target)
+            if r is None:
+                return "not found"
+            return None if r.read_new else "runs since before the CA file held the new CA"
         case "signs-new":
             if view.signer != new:
                 return "the old CA still signs"
@@ -147,19 +174,17 @@ def stop_index(plan: CAPlan, stop_after: Action | None) -> int:
     """How many steps a run with ``--stop-after`` does at most: through the last step of that stage."""
     if stop_after is None:
         return len(plan.steps)
-    return max(i + 1 for i, s in enumerate(plan.steps) if s.action == stop_after)
+    last = STAGES.index(stop_after)
+    return sum(1 for s in plan.steps if STAGES.index(s.action) <= last)
 
 
-def refusal(view: CAView, *, seal: str, remote: bool = False) -> str | None:
+def refusal(view: CAView, *, remote: bool = False) -> str | None:
     """Why a rotation must not start or go on, in one line (None: it may). ``remote``: nodes run on other hosts
     (``runtime: ssh``). The mesh's own health (a node down, no failure tolerance, autopilot unhealthy) is
     ``change.plan.refusal``'s."""
     if remote:
         return ("rotate-ca on a mesh on hosts (runtime: ssh) is not built yet: each host reads its own copy of the "
                 "CA file, which `vaultmesh up` pushes")
-    if seal == "transit":
-        return ("rotate-ca on a transit-sealed mesh is not built yet: OpenBao 2.7.2 reads the seal's tls_ca_cert "
-                "only at start (SIGHUP reloads listeners, not the seal), so every node would need a restart")
     if not view.bundle:
         return "the CA file pki/ca.pem holds no certificate; nothing was changed (restore pki/ from a backup)"
     if not view.rotating:

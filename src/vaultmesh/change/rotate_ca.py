@@ -8,7 +8,9 @@ running mesh):
                                 reads the file as it is then, and the leader serves a leaf that file verifies
     a node's API listener       serves a leaf; verifies no client certificate (no ``tls_client_ca_file``)
     the transit seal            ``tls_ca_cert`` is read once, at start, and SIGHUP does not reload seals (it
-                                reloads listeners, audit, log level, plugins): refused, see ``ca_plan.refusal``
+                                reloads listeners, audit, log level, plugins), while the seal's health check
+                                encrypts every 10 minutes: each node is restarted once the file holds both CAs
+                                (standbys first, the leader last), each settled before the next
     the entry (HAProxy)         ``ca-file`` of its checks is read at start: reloaded (``-sf``) after each change of
                                 the file, so it never marks a node down for a leaf of the new CA
     vaultmesh's clients         (the keeper's, ``run``'s, the SDK's, ``vaultmesh env``'s ``bao``/hvac, which read the
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +46,15 @@ from vaultmesh.certs.report import Target
 from vaultmesh.certs.rotate import RELOAD_TIMEOUT, Rotated, check_entry, renew
 from vaultmesh.change.observe import POLL
 from vaultmesh.change.observe import observe as observe_mesh
-from vaultmesh.change.plan import refusal
+from vaultmesh.change.plan import Step, refusal
+from vaultmesh.change.plan import holds as holds_change
 from vaultmesh.change.scale import reload_entry
-from vaultmesh.errors import NotReady, RuntimeFailure, StateError, UnsafePlan
+from vaultmesh.errors import NotReady, RuntimeFailure, StateError, UnsafePlan, VaultmeshError
 from vaultmesh.fsutil import read_json, write_atomic, write_json
+from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.runtime import processes
+from vaultmesh.runtime.local import log_tail, resolve_engine, stop_processes
 from vaultmesh.waiting import wait_until
 
 Progress = Callable[[str], None]
@@ -131,6 +137,21 @@ def _leaf_of(mesh: m.Mesh, t: Target, context: ssl.SSLContext) -> x509.Certifica
         return None
 
 
+def boot_seconds() -> float:
+    """Seconds since boot (``CLOCK_BOOTTIME``), the clock of a process's start time in ``/proc``."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` started, in ``boot_seconds`` (``/proc/<pid>/stat`` field 22); None when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -200,13 +221,29 @@ def observe(mesh: m.Mesh, client: EngineClient | None = None) -> tuple[cp.CAView
         leaf = _leaf_of(mesh, t, context)
         ca = pki.issuer_of(leaf, known) if leaf is not None else None
         listeners.append(cp.Listener(t.name, bool(running(mesh, t)), pki.serial_of(ca) if ca else None))
+    readers: list[cp.Reader] = []
+    if mesh.spec.seal.type == "transit":
+        since = float((record or {}).get("trusted_at_boot") or float("inf"))
+        for node in mesh.layout.nodes:
+            pid = processes.node_process(node).pid()
+            start = started_at(pid) if pid is not None else None
+            readers.append(cp.Reader(node.name, start is not None and start > since, _leads(mesh, node)))
     stale: tuple[str, ...] = ()
     if record is not None and client is not None:
         stale = stale_mounts(_mount_configs(client), record["new"])
     view = cp.CAView(tuple(pki.serial_of(c) for c in cas), _signer(mesh, cas), tuple(listeners),
                      old=record["old"] if record else None, new=record["new"] if record else None,
-                     new_ready=new_ready, entry_current=entry_current(mesh, record), stale_mounts=stale)
+                     new_ready=new_ready, entry_current=entry_current(mesh, record), readers=tuple(readers),
+                     stale_mounts=stale)
     return view, leaves
+
+
+def _leads(mesh: m.Mesh, node: NodeLayout) -> bool:
+    try:
+        h = EngineClient([node.api_addr], ca_file=str(mesh.paths.ca_cert)).health(node.api_addr, timeout=1.0)
+    except (OSError, VaultmeshError):
+        return False
+    return h.get("sealed") is False and h.get("standby") is False
 
 
 # -- doing ---------------------------------------------------------------------------------------------------
@@ -222,6 +259,7 @@ class _Run:
     progress: Progress
     now: dt.datetime
     reload_timeout: float
+    step_timeout: float = 120.0
     rotated: list[Rotated] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
@@ -274,10 +312,14 @@ class _Run:
             case "trust":
                 record = self.record()
                 self.write_ca_file(record["old"], record["new"])
+                write_json(record_file(self.mesh), {**record, "trusted_at_boot": boot_seconds()})
                 return f"{paths.ca_cert} trusts both CAs (the old one signs){self.reload_entry()}"
+            case "restart":
+                return self.restart(self.mesh.layout.node(step.target))
             case "sign":
                 record = self.record()
-                why = cp.sign_refusal(view)
+                why = cp.sign_refusal(replace(view, stale_mounts=stale_mounts(_mount_configs(self.client),
+                                                                             record["new"])))
                 if why is not None:
                     raise UnsafePlan(why)
                 key = next_key(self.mesh).read_bytes() if next_key(self.mesh).exists() else paths.ca_key.read_bytes()
@@ -303,6 +345,34 @@ class _Run:
                 record_file(self.mesh).unlink(missing_ok=True)
                 return "every listener verifies with the new CA alone, none with the old one; rotation done"
         raise AssertionError(step.action)
+
+    def restart(self, node: NodeLayout) -> str:
+        """Stop the node (SIGTERM: a leader hands over as it shuts down), start it on the same binary, and wait
+        until it is a caught-up, healthy voter again for the stabilisation time (counted from this start) and the
+        mesh tolerates a failure again."""
+        pid = processes.node_process(node).pid(adopt=True)
+        if pid is not None:
+            stop_processes([pid], timeout=processes.STOP_TIMEOUT)
+        processes.wait_ports_free(node)
+        engine = m.node_engine(self.mesh.paths, node.name) or resolve_engine(self.mesh.engine).path
+        started = time.time()
+        new = processes.start_node(node, engine)
+        step = Step(node.name, "settle", "voter")
+        last: list[str | None] = ["not observed"]
+
+        def settled() -> bool:
+            view = observe_mesh(self.mesh, self.client)
+            now = time.time()
+            view = replace(view, nodes=tuple(replace(n, stable_for=min(n.stable_for, now - started))
+                                             if n.name == node.name else n for n in view.nodes))
+            last[0] = holds_change(step, view) or refusal(view)
+            return last[0] is None
+
+        if not wait_until(settled, timeout=self.step_timeout, interval=POLL):
+            raise NotReady(f"{node.name} did not settle within {self.step_timeout:g} s of its restart: {last[0]}; "
+                           f"last lines of {node.log_file}:\n{log_tail(node.log_file)}",
+                           hint="fix it and run `vaultmesh certs rotate-ca` again: it resumes from here")
+        return f"{node.name} restarted (pid {pid} -> {new}) on the CA file with both CAs, a settled voter"
 
     def _local_leaves(self) -> str:
         """The keeper's Prometheus's certificate (no listener of the mesh's own: its web config is read per
@@ -359,8 +429,7 @@ def rotate_ca(root: Path, *, progress: Progress = _quiet, stop_after: cp.Action 
     with m.locked(root):
         mesh = m.open_mesh(root)
         view, _ = observe(mesh)
-        why = cp.refusal(view, seal=mesh.spec.seal.type,
-                         remote=any(n.remote is not None for n in mesh.layout.nodes))
+        why = cp.refusal(view, remote=any(n.remote is not None for n in mesh.layout.nodes))
         if why is not None:
             raise UnsafePlan(why)
         client = mesh.client(token=m.admin_token(mesh), retry=RetryPolicy(deadline=5.0))
@@ -386,7 +455,7 @@ def rotate_ca(root: Path, *, progress: Progress = _quiet, stop_after: cp.Action 
             sentence = run.perform(step, view, leaves)
             done.append(sentence)
             progress(sentence)
-            view, leaves = observe(mesh, client if step.action in ("make-ca", "trust") else None)
+            view, leaves = observe(mesh)
             if view.rotating:
                 sides = (view.old, view.new)
             missing = cp.holds(step, view)

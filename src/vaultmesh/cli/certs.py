@@ -70,14 +70,16 @@ def rotate(ctx: Ctx, as_json: bool) -> None:
 
 
 @certs.command("rotate-ca")
-@click.option("--stop-after", type=click.Choice(["make-ca", "trust", "sign", "reissue", "drop"]), default=None,
-              hidden=True, help="Stop once this stage is done (tests; running it again goes on from there).")
+@click.option("--stop-after", type=click.Choice(["make-ca", "trust", "restart", "sign", "reissue", "drop"]),
+              default=None, hidden=True,
+              help="Stop once this stage is done (tests; running it again goes on from there).")
 @json_option('{"old_ca", "new_ca", "stage", "steps": [...], "seconds", "rotated": [{"name", "old_serial", '
              '"new_serial", "loaded"}, ...]} on stdout.')
 @mesh_command()
 def rotate_ca(ctx: Ctx, stop_after: str | None, as_json: bool) -> None:
     """Replace the mesh CA in stages, each checked before the next: a new CA; the CA file trusts both (the entry
-    reloads); the new CA signs; every leaf re-issued from it with no restart and read back; the old CA dropped;
+    reloads; on a transit seal each node is restarted once, standbys first, as OpenBao reads the seal's CA at start
+    only); the new CA signs; every leaf re-issued from it with no restart and read back; the old CA dropped;
     every listener verified with the new CA alone. Refuses (one line) when a node is down, the mesh tolerates no
     failure or autopilot is unhealthy. Interrupted, it is resumed by running it again."""
     from vaultmesh.change import rotate_ca as r
