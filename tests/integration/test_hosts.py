@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.polling import eventually
 from vaultmesh.api.client import RetryPolicy
@@ -39,6 +40,8 @@ class HostsMesh:
     lab: LabRecord
     handle: MeshHandle
     seconds: float
+    mesh_file: Path
+    """The lab's mesh file with every host's engine at OpenBao 2.6.2 (the upgrade test moves them to 2.7.2)."""
 
     @property
     def mesh(self) -> m.Mesh:
@@ -46,8 +49,8 @@ class HostsMesh:
 
     def up(self) -> list[str]:
         said: list[str] = []
-        spec, text = load_spec(Path(self.lab.mesh_file))
-        up(self.handle.dir, spec, text, spec_dir=Path(self.lab.mesh_file).parent, timeout=120, progress=said.append)
+        spec, text = load_spec(self.mesh_file)
+        up(self.handle.dir, spec, text, spec_dir=self.mesh_file.parent, timeout=120, progress=said.append)
         return said
 
     def doc(self) -> dict:
@@ -59,7 +62,7 @@ class HostsMesh:
 
 
 @pytest.fixture(scope="module")
-def on_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsMesh]:
+def on_hosts(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Iterator[HostsMesh]:
     why = unavailable()
     if why:
         pytest.skip(why)
@@ -67,12 +70,17 @@ def on_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsMesh]:
     lab_dir, state = base / "lab", base / "state"
     try:
         record = lab_up(lab_dir, 3)
-        spec, text = load_spec(Path(record.mesh_file))
+        doc = yaml.safe_load(Path(record.mesh_file).read_text())
+        for host in doc["hosts"]:
+            host["engine"] = old_engine  # the hosts share this machine's files: one path serves all three
+        mesh_file = lab_dir / "mesh-2.6.2.yaml"
+        mesh_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+        spec, text = load_spec(mesh_file)
         t0 = time.monotonic()
         result = up(state, spec, text, spec_dir=lab_dir, timeout=120)
         seconds = time.monotonic() - t0
         print(f"zero to healthy on 3 lab hosts over SSH: {seconds:.1f} s")
-        yield HostsMesh(record, MeshHandle(state, result.mesh), seconds)
+        yield HostsMesh(record, MeshHandle(state, result.mesh), seconds, mesh_file)
     finally:
         try:
             if m.exists(state):
@@ -237,3 +245,23 @@ def test_a_snapshot_of_a_mesh_on_hosts_is_taken_and_verified(on_hosts: HostsMesh
 
     manifest = save(on_hosts.mesh, reason="test")
     assert manifest.canary is not None and manifest.index > 0
+
+
+def test_upgrade_over_ssh_moves_every_host_to_the_new_engine_under_load(on_hosts: HostsMesh) -> None:
+    from vaultmesh.change.upgrade import upgrade
+
+    from .workloads import WriteLoad
+
+    new = on_hosts.lab.hosts[0].files.engine  # 2.7.2, where the lab installed it (the same file on each host)
+    assert {n["version"] for n in on_hosts.doc()["nodes"]} == {"2.6.2"}
+    with WriteLoad(on_hosts.handle, "hosts-upgrade-load") as load:
+        result = upgrade(on_hosts.handle.dir, str(new))
+    assert load.errors == []
+    assert load.lost() == []
+    assert len(load.leaders) == 2, load.leaders  # exactly one leadership change
+    assert result.target == "2.7.2"
+    doc = on_hosts.doc()
+    assert doc["healthy"] and {n["version"] for n in doc["nodes"]} == {"2.7.2"}
+    for node in on_hosts.mesh.layout.nodes:  # each host's service now names the new binary
+        assert str(new) in Path(service.program_file(node, "supervisor")).read_text()
+    assert not [line for line in on_hosts.up() if "restarted" in line or "started" in line]

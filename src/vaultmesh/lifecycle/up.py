@@ -190,7 +190,11 @@ class Executor:
                            seal_probe=self._seal_ready if self.seal_client else None, run=facts)
 
     def engine_for(self, name: str) -> str:
-        """The binary a node (or ``seal``) starts on: the one ``upgrade`` moved it to, else the mesh's."""
+        """The binary a node (or ``seal``) starts on: the one ``upgrade`` moved it to, else the mesh's (a node on
+        a host: its host's, ``hosts[].engine``)."""
+        node = self.node_layout(name)
+        if node is not None and node.remote is not None:
+            return m.node_engine(self.mesh.paths, name) or node.remote.engine
         return m.node_engine(self.mesh.paths, name) or self.engine
 
     def node_layout(self, name: str | None) -> NodeLayout | None:
@@ -268,9 +272,8 @@ class Executor:
             processes.start_node(node, self.engine_for(node.name))
         for node in nodes:
             if node.remote is not None:
-                from vaultmesh.hosts import runtime as hosts
-
-                hosts.restart(node)
+                processes.stop_node(node)
+                processes.start_node(node, self.engine_for(node.name))
         if why:
             self.progress(f"restarted {', '.join(names)}: {why}")
             return f"restarted {', '.join(names)}: {why}"
@@ -356,7 +359,7 @@ def push_bundles(mesh: m.Mesh, progress: Progress = _quiet, *, settle: bool = Fa
     nodes = [n for n in mesh.layout.nodes if n.remote is not None]
 
     def one(node: NodeLayout) -> list[str]:
-        hosts.engine_version(node)
+        hosts.engine_version(node, m.node_engine(mesh.paths, node.name))
         written = hosts.push(node, hosts.local_bundle(node, mesh.paths, static_seal=static))
         if settle:
             hosts.forget_env(node)

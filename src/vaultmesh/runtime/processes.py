@@ -136,7 +136,7 @@ def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = No
     if node.remote is not None:
         from vaultmesh.hosts import runtime as hosts
 
-        return hosts.start(node, env)
+        return hosts.start(node, env, engine=engine or None)
     prefix: list[str] = []
     if node.netns:  # runtime: netns: the node's own namespace, whose ports are its own
         from vaultmesh.runtime.netns import exec_prefix
@@ -146,6 +146,20 @@ def start_node(node: NodeLayout, engine: str, env: Mapping[str, str] | None = No
         check_ports_free({f"{node.name} api": node.api_port, f"{node.name} cluster": node.cluster_port})
     return start_process([*prefix, engine, "server", f"-config={node.config_file}"], cwd=node.dir,
                          log_file=node.log_file, pid_file=node.pid_file, env=env, inherit=KMS_ENV)
+
+
+def stop_node(node: NodeLayout, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop a node (or the seal node) wherever it runs: by pid here, through its service manager on a host.
+    False: it was not running."""
+    if node.remote is not None:
+        from vaultmesh.hosts import runtime as hosts
+
+        return hosts.stop(node)
+    pid = node_process(node).pid(adopt=True)
+    if pid is None:
+        return False
+    stop_processes([pid], timeout=timeout)
+    return True
 
 
 def wait_ports_free(node: NodeLayout, timeout: float = 5.0) -> bool:
