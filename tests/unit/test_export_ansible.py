@@ -36,7 +36,7 @@ def bundles(text: str = "name: prod\n") -> list[Any]:
 
 
 def tasks() -> list[dict[str, Any]]:
-    return playbook(spec())[0]["tasks"]
+    return playbook(spec())[1]["tasks"]
 
 
 def task(word: str) -> dict[str, Any]:
@@ -46,10 +46,24 @@ def task(word: str) -> dict[str, Any]:
 
 
 def test_one_host_at_a_time_in_node_order_and_a_failure_stops_the_rollout() -> None:
-    play = playbook(spec())[0]
-    assert play["serial"] == 1 and play["order"] == "inventory" and play["any_errors_fatal"] is True
+    play = playbook(spec())[1]
+    assert play["serial"] == 1 and play["any_errors_fatal"] is True
     assert list(inventory(spec(), bundles())["all"]["children"]["vaultmesh_prod"]["hosts"]) == [
         "node-1", "node-2", "node-3"]
+
+
+def test_the_active_node_is_rolled_last() -> None:
+    first, rollout = playbook(spec())
+    assert first["hosts"] == "vaultmesh_prod" and first["gather_facts"] is False
+    ask, remember, order = first["tasks"]
+    assert ask["ansible.builtin.uri"]["status_code"] == [200] and ask["failed_when"] is False
+    assert ask["ansible.builtin.uri"]["validate_certs"] is True
+    assert remember["ansible.builtin.set_fact"] == {"vaultmesh_leads": "{{ leading.status | default(-1) == 200 }}"}
+    # add_host keeps the loop's order (group_by would take the order hosts answer in: measured, h3 went first)
+    assert order["ansible.builtin.add_host"]["groups"] == "vaultmesh_prod_rollout"
+    assert order["loop"] == "{{ (ansible_play_hosts_all | reject('in', leaders) | list) + leaders }}"
+    assert order["run_once"] is True and order["changed_when"] is False
+    assert rollout["hosts"] == "vaultmesh_prod_rollout"
 
 
 def test_every_host_waits_for_sys_health_over_verified_tls_before_the_next() -> None:
@@ -163,7 +177,7 @@ def test_export_ansible_writes_the_dir_with_secrets_0600(tmp_path: Path) -> None
     assert stat.S_IMODE((out / "secrets" / "admin-password").stat().st_mode) == 0o600
     key = out / "files/node-2/var/lib/vaultmesh/prod/nodes/node-2/tls/key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    assert yaml.safe_load((out / "site.yaml").read_text())[0]["serial"] == 1
+    assert yaml.safe_load((out / "site.yaml").read_text())[1]["serial"] == 1
 
 
 def test_a_second_export_into_the_same_dir_changes_no_file(tmp_path: Path) -> None:

@@ -226,7 +226,9 @@ CHANGED = "bundle is changed or service_file is changed"
 
 
 def playbook(spec: MeshSpec) -> list[dict[str, Any]]:
-    """``site.yaml``: one play over the mesh's group, one host at a time, each gated on its health."""
+    """``site.yaml``: a first play asks every node whether it is active (none is on a first run); the second
+    goes over the others in inventory order (node 1 first: it initialises the mesh), then the active one, so a
+    change that restarts every node moves leadership once; one host at a time, each gated on its health."""
     tasks = [
         _task("the engine is installed", "ansible.builtin.stat", {"path": "{{ vaultmesh_engine }}"},
               register="engine"),
@@ -289,9 +291,28 @@ def playbook(spec: MeshSpec) -> list[dict[str, Any]]:
               {"path": "{{ vaultmesh_first_start_env.dest }}", "state": "absent"},
               when="vaultmesh_first_start_env is defined"),
     ]
-    return [{"name": f"OpenBao mesh {spec.name}, one node at a time, each healthy before the next",
-             "hosts": group_name(spec), "serial": 1, "order": "inventory", "any_errors_fatal": True,
-             "gather_facts": True, "tasks": tasks}]
+    group = group_name(spec)
+    health: dict[str, Any] = {"url": "https://{{ vaultmesh_address }}:{{ vaultmesh_api_port }}/v1/sys/health",
+              "ca_path": "{{ vaultmesh_ca }}", "validate_certs": True}
+    leaders = ("ansible_play_hosts_all | map('extract', hostvars) | selectattr('vaultmesh_leads') "
+               "| map(attribute='inventory_hostname') | list")
+    order = [
+        _task("is the node active now", "ansible.builtin.uri", {**health, "status_code": [200]},
+              register="leading", failed_when=False),
+        _task("remember it", "ansible.builtin.set_fact",
+              {"vaultmesh_leads": "{{ leading.status | default(-1) == 200 }}"}),
+        _task("the rollout's order: the others in inventory order, then the active node", "ansible.builtin.add_host",
+              {"name": "{{ item }}", "groups": f"{group}_rollout"},
+              loop="{{ (ansible_play_hosts_all | reject('in', leaders) | list) + leaders }}",
+              vars={"leaders": f"{{{{ {leaders} }}}}"}, run_once=True, changed_when=False),
+    ]
+    return [
+        {"name": f"OpenBao mesh {spec.name}: which node leads now (it is restarted last)", "hosts": group,
+         "gather_facts": False, "tasks": order},
+        {"name": f"OpenBao mesh {spec.name}, one node at a time, each healthy before the next",
+         "hosts": f"{group}_rollout", "serial": 1, "any_errors_fatal": True,
+         "gather_facts": True, "tasks": tasks},
+    ]
 
 
 def _yaml(value: object, header: str) -> bytes:
