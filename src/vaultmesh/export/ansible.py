@@ -2,16 +2,18 @@
 
 ``site.yaml`` installs every host's bundle (the CA, the seal key, the node's config, certificate and key), its
 service (the hardened systemd unit of ``render.unit``, or the supervisord program where systemd does not run the
-host) and starts it, one host at a time (``serial: 1``, in inventory order: node 1, which initialises the mesh,
-first). Before the next host it polls the node's ``/v1/sys/health`` over TLS verified with the mesh CA until it
-answers 200 (active), 429 (standby) or 473 (performance standby); a host that does not stops the rollout. A second
-run changes nothing (no restart) unless a file of the bundle changed, and then restarts that node only, then waits.
+host) and starts it, one host at a time (``serial: 1``): the others in inventory order (node 1, which
+initialises the mesh, first), the node that is active now last. Before the next host it polls the node's
+``/v1/sys/health`` over TLS verified with the mesh CA until it answers 200 (active), 429 (standby) or 473
+(performance standby); a host that does not stops the rollout. A second run changes nothing (no restart) unless a
+file of the bundle changed, and then restarts that node only, then waits.
 
 The bundle is an input (``HostBundle``): ``host_bundles`` renders it from the spec with ``render.node`` until the
 multi-host runtime's shared bundle replaces it; the playbook does not care who rendered it.
 
 Not done by the playbook: installing the engine (it checks that ``engine`` exists on the host), unsealing a
-Shamir mesh, restarting the leader last, or the mesh-as-code part (``vaultmesh apply`` does that afterwards).
+Shamir mesh, a step-down before the active node restarts, or the mesh-as-code part (``vaultmesh apply`` does
+that afterwards).
 """
 
 from __future__ import annotations
