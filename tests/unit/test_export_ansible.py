@@ -93,10 +93,42 @@ def test_the_bundle_is_the_ca_seal_key_config_certificate_and_key_at_the_hosts_p
     node = "/var/lib/vaultmesh/prod/nodes/node-2"
     assert set(files) == {"/var/lib/vaultmesh/prod/pki/ca.pem", "/var/lib/vaultmesh/prod/seal/static.key",
                           f"{node}/config.hcl", f"{node}/tls/cert.pem", f"{node}/tls/key.pem"}
-    assert files[f"{node}/tls/key.pem"].mode == 0o640 and files[f"{node}/tls/key.pem"].group == "openbao"
-    assert files[f"{node}/tls/key.pem"].owner == "root"  # the node reads it, cannot change it
+    # the SSH runtime's choices (hosts.service): key, config and seal key 0600, the node's own (owner_commands)
+    for path in (f"{node}/tls/key.pem", f"{node}/config.hcl", "/var/lib/vaultmesh/prod/seal/static.key"):
+        assert (files[path].mode, files[path].owner, files[path].group) == (0o600, "openbao", "openbao"), path
+    assert (files["/var/lib/vaultmesh/prod/pki/ca.pem"].owner, files["/var/lib/vaultmesh/prod/pki/ca.pem"].mode) == (
+        "root", 0o644)
     assert files["/var/lib/vaultmesh/prod/seal/static.key"].data == KEY
     assert b.service.data_dir == f"{node}/data" and b.service.audit_dir == f"{node}/audit"
+    env = bundles()[0].first_start_env
+    assert env is not None and (env.path, env.mode) == ("/var/lib/vaultmesh/prod/nodes/node-1/env", 0o600)
+
+
+def test_a_hosts_bundle_is_the_one_the_ssh_runtime_pushes() -> None:
+    """One bundle definition: the export's files, service and config are what ``vaultmesh up`` stages for the
+    same host (hosts.service and render_hosted_config on the mesh laid out on its hosts)."""
+    from vaultmesh.hosts import service
+    from vaultmesh.layout import build_layout
+    from vaultmesh.lifecycle.mesh import remotes_of
+    from vaultmesh.render.node import render_hosted_config
+    from vaultmesh.spec.models import zone_layout
+
+    s = spec(HOSTS)
+    layout = build_layout("lab", Path("/state"), zone_layout(s), [8200, 8201] * 3 + [8202], transit_seal=False,
+                          remotes=remotes_of(s, {"ssh": {"dir": "lab"}}))
+    for i, (b, node) in enumerate(zip(bundles(HOSTS), layout.nodes, strict=True)):
+        config = render_hosted_config(s, layout, node, self_init=i == 0)
+        assert "/state" not in config
+        files = {f.path: f.mode for f in service.node_bundle(node, ca=b"", config=b"", cert=b"", key=b"",
+                                                            static_key=b"")}
+        assert {f.path: f.mode for f in b.files} == files
+        assert next(f.data for f in b.files if f.path.endswith("config.hcl")).decode() == config
+        assert b.service == service.node_service(node)
+    out = {f.path: f.data for f in ansible_files(s, bundles(HOSTS))}
+    node = layout.nodes[1]
+    assert out[f"files/h2{service.program_file(node, 'supervisor')}"] == service.render_service(
+        node, "supervisor").encode()
+    assert out[f"files/h2{service.program_file(node, 'systemd')}"] == service.render_service(node, "systemd").encode()
 
 
 def test_only_node_1_initialises_and_only_it_gets_the_admin_password() -> None:

@@ -165,7 +165,9 @@ def ansible(ctx: Ctx, file_: Path | None, out: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     ensure_dir(out)
     ca, static_key, password = _export_ca(out, spec, now), _static_key(out), _admin_password(out)
-    bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password)
+    spec_dir = file_.parent if file_ is not None else None
+    bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password,
+                           spec_dir=spec_dir)
     kept = {}
     for b in bundles:  # keep the certificates an earlier export issued: same bundle, no restart
         cert_file = next(f for f in b.files if f.path.endswith("/tls/cert.pem"))
@@ -175,7 +177,8 @@ def ansible(ctx: Ctx, file_: Path | None, out: Path) -> None:
         if cert is not None and key is not None:
             kept[b.service.node] = pki.CertPair(cert, key)
     if kept:
-        bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password, certs=kept)
+        bundles = host_bundles(spec, ca=ca, now=now, static_key=static_key, admin_password=password, certs=kept,
+                               spec_dir=spec_dir)
     files = ansible_files(spec, bundles)
     ensure_dir(out / "files", 0o700)
     for f in files:

@@ -8,8 +8,10 @@ initialises the mesh, first), the node that is active now last. Before the next 
 (performance standby); a host that does not stops the rollout. A second run changes nothing (no restart) unless a
 file of the bundle changed, and then restarts that node only, then waits.
 
-The bundle is an input (``HostBundle``): ``host_bundles`` renders it from the spec with ``render.node`` until the
-multi-host runtime's shared bundle replaces it; the playbook does not care who rendered it.
+A host's bundle (``HostBundle``) is the one ``runtime: ssh`` pushes: ``host_bundles`` lays the mesh out on its
+hosts, renders each node's config as its host reads it (``render.node.render_hosted_config``, as ``vaultmesh up``
+stages it) and takes the files, modes, owners, service and paths of ``hosts.service``; a mesh without
+``hosts:`` gets one loopback host per node.
 
 Not done by the playbook: installing the engine (it checks that ``engine`` exists on the host), unsealing a
 Shamir mesh, a step-down before the active node restarts, or the mesh-as-code part (``vaultmesh apply`` does
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
+import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +32,13 @@ import yaml
 
 from vaultmesh import pki
 from vaultmesh.errors import VaultmeshError
-from vaultmesh.layout import HOST, StatePaths, build_layout
-from vaultmesh.render.node import ADMIN_PASSWORD_ENV, render_node_config
-from vaultmesh.render.unit import NodeService, render_supervisor_program, render_systemd_unit
+from vaultmesh.hosts import service
+from vaultmesh.layout import HOST, REMOTE_BASE, NodeLayout, Remote, build_layout
+from vaultmesh.lifecycle.mesh import remotes_of
+from vaultmesh.render.node import ADMIN_PASSWORD_ENV, render_hosted_config
+from vaultmesh.render.unit import NodeService
 from vaultmesh.spec.models import KMS_SEALS, MeshSpec, zone_layout
 
-HOST_BASE = "var/lib/vaultmesh"
-"""Below a host's root: the mesh's folder on the host, ``<root>/var/lib/vaultmesh/<mesh>``, laid out like the
-state dir (``pki/ca.pem``, ``seal/static.key``, ``nodes/<name>/``)."""
 API_PORT = 8200
 """A node's API port when each node has a host of its own (cluster port: the next one)."""
 HEALTHY = [200, 429, 473]
@@ -62,30 +64,71 @@ class HostFile:
 
 @dataclass(frozen=True)
 class HostBundle:
-    """What one host gets: how Ansible reaches it, the node it runs, its files and its service."""
+    """What one host gets: how Ansible reaches it, the node it runs (laid out on its host: ``node.remote``), its
+    files and folders."""
 
     host: str
-    address: str
     zone: str
-    api_port: int
-    service: NodeService
+    node: NodeLayout
     files: tuple[HostFile, ...]
     dirs: tuple[HostFile, ...]
     """Folders to make (``data`` empty): the mesh's, the node's, its data and audit dirs."""
-    manager: str = "auto"
-    """``auto`` (systemd where it runs the host, else supervisord), ``systemd`` or ``supervisor``."""
-    root: str = "/"
     first_start_env: HostFile | None = None
     """Node 1's environment for its first start (the admin password self-initialisation reads): copied only
     while the node has no Raft data, removed once it is healthy."""
     ssh: dict[str, Any] = field(default_factory=dict)
     """Ansible connection variables (``ansible_host``, ``ansible_user``, ...); empty: this machine."""
 
+    @property
+    def remote(self) -> Remote:
+        assert self.node.remote is not None
+        return self.node.remote
+
+    @property
+    def service(self) -> NodeService:
+        return service.node_service(self.node)
+
+    @property
+    def address(self) -> str:
+        return self.node.host
+
+    @property
+    def api_port(self) -> int:
+        return self.node.api_port
+
+    @property
+    def manager(self) -> str:
+        """``auto`` (systemd where it runs the host, else supervisord), ``systemd`` or ``supervisor``."""
+        return self.remote.service
+
+    @property
+    def root(self) -> str:
+        return str(self.remote.root)
+
+
+def loopback_remotes(spec: MeshSpec) -> tuple[Remote, ...]:
+    """Without ``hosts:``: each node a host of its own on this machine's loopback (root ``/``, its own ports),
+    run as ``openbao`` on ``/usr/bin/bao`` by the service manager that runs the machine."""
+    mesh_dir = Path("/", REMOTE_BASE, spec.name)
+    return tuple(Remote(name, HOST, Path("/"), "auto", "/usr/bin/bao", "openbao", "root", 22, Path(), Path(),
+                        mesh_dir) for name, _ in zone_layout(spec))
+
+
+def _owned(f: service.BundleFile, node: NodeLayout) -> HostFile:
+    """A bundle file with the owner ``hosts.service.owner_commands`` gives it: the node's folder and the seal key
+    are the service user's, the rest root's."""
+    user = node.remote.run_as if node.remote else "root"
+    mine = f.path.startswith(service.node_dir(node) + "/") or f.path == str(service.host_paths(node).static_key)
+    return HostFile(f.path, f.data, f.mode, *((user, user) if mine else ("root", "root")))
+
 
 def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_key: bytes | None,
-                 admin_password: str, certs: dict[str, pki.CertPair] | None = None) -> list[HostBundle]:
-    """Each node's bundle, rendered with ``render.node`` for the host it runs on (``runtime: ssh``: node i on
-    ``hosts[i]``, ports ``base`` and ``base + 1`` on each; else loopback: ports ``base + 2i`` on 127.0.0.1).
+                 admin_password: str, certs: dict[str, pki.CertPair] | None = None,
+                 spec_dir: Path | None = None) -> list[HostBundle]:
+    """Each node's bundle, the one the SSH runtime pushes (``runtime: ssh``): its config rendered for its host
+    (``render_hosted_config``), the files and modes of ``hosts.service.node_bundle``, its service of
+    ``hosts.service.node_service``, node i on ``hosts[i]`` (ports ``base`` and ``base + 1`` on each; relative key
+    paths are ``spec_dir``'s); without hosts, loopback hosts (``loopback_remotes``, ports ``base + 2i``).
     ``certs``: node certificates to keep (by node name); the others are issued by ``ca`` for the node's name,
     its address and localhost."""
     if spec.seal.type != "static" and spec.seal.type not in KMS_SEALS:
@@ -94,58 +137,49 @@ def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_k
                              + ("Shamir mesh needs a human for" if spec.seal.type == "shamir" else
                                 "transit seal node on this machine's loopback cannot do for other hosts"),
                              hint="use the static or a KMS seal")
-    hosts = spec.hosts if spec.runtime == "ssh" else []
+    remotes = remotes_of(spec, {"ssh": {"dir": spec.name}, "spec_dir": str(spec_dir) if spec_dir else None})
+    hosted = bool(remotes)
+    remotes = remotes or loopback_remotes(spec)
     base = spec.ports.base or API_PORT
     zones = zone_layout(spec)
     ports: list[int] = []
     for i in range(len(zones)):
-        ports += [base, base + 1] if hosts else [base + 2 * i, base + 2 * i + 1]
+        ports += [base, base + 1] if hosted else [base + 2 * i, base + 2 * i + 1]
+    layout = build_layout(spec.name, remotes[0].mesh_dir, zones, [*ports, base + 2 * len(zones)],
+                          transit_seal=False, remotes=remotes)
+    seal_key = static_key if spec.seal.type == "static" else None
     out = []
-    for i, (name, zone) in enumerate(zones):
-        h = hosts[i] if hosts else None
-        root = h.root if h else "/"
-        mesh_dir = Path(posixpath.join(root, HOST_BASE, spec.name))
-        layout = build_layout(spec.name, mesh_dir, zones, [*ports, base + 2 * len(zones)], transit_seal=False)
-        address = h.address if h else HOST
-        layout = replace(layout, nodes=tuple(replace(n, host=hosts[j].address) if hosts else n
-                                             for j, n in enumerate(layout.nodes)))
-        node = layout.nodes[i]
-        user = h.run_as if h else "openbao"
-        paths: StatePaths = layout.paths
-        cert = (certs or {}).get(name)
+    for i, node in enumerate(layout.nodes):
+        remote = node.remote
+        assert remote is not None
+        user, paths = remote.run_as, service.host_paths(node)
+        cert = (certs or {}).get(node.name)
         if cert is None:
-            dns, ips = pki.node_cert_names(name)
-            cert = pki.issue_server_cert(ca, name, dns_names=dns, ip_addresses=[*ips, address], now=now,
+            dns, ips = pki.node_cert_names(node.name)
+            cert = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=[*ips, node.host], now=now,
                                          days=spec.tls.cert_days)
-        config = render_node_config(spec, layout, node, self_init=i == 0)
-        service = NodeService(mesh=spec.name, node=name, engine=h.engine if h else "/usr/bin/bao",
-                              config=str(node.config_file), data_dir=str(node.data_dir),
-                              audit_dir=str(node.dir / "audit"), env_file=str(node.dir / "env"), user=user,
-                              group=user)
-        files = [HostFile(str(paths.ca_cert), ca.cert_pem, 0o644),
-                 HostFile(str(node.config_file), config.encode(), 0o640, group=user),
-                 HostFile(str(node.cert_file), cert.cert_pem, 0o644),
-                 HostFile(str(node.key_file), cert.key_pem, 0o640, group=user)]
-        if static_key is not None and spec.seal.type == "static":
-            files.append(HostFile(str(paths.static_key), static_key, 0o640, group=user))
-        dirs = [HostFile(str(d), b"", 0o755) for d in (paths.root, paths.ca_cert.parent, paths.nodes_dir, node.dir)]
-        dirs += [HostFile(str(node.key_file.parent), b"", 0o750, group=user)]
-        if spec.seal.type == "static":
+        config = render_hosted_config(spec, layout, node, self_init=i == 0)
+        files = service.node_bundle(node, ca=ca.cert_pem, config=config.encode(), cert=cert.cert_pem,
+                                    key=cert.key_pem, static_key=seal_key)
+        svc = service.node_service(node)
+        folder = service.node_dir(node)
+        dirs = [HostFile(str(d), b"", 0o755) for d in (paths.root, paths.ca_cert.parent, paths.nodes_dir)]
+        dirs += [HostFile(d, b"", 0o700, owner=user, group=user)
+                 for d in (folder, f"{folder}/tls", svc.data_dir, svc.audit_dir)]
+        if seal_key is not None:
             dirs.append(HostFile(str(paths.static_key.parent), b"", 0o750, group=user))
-        dirs += [HostFile(service.data_dir, b"", 0o700, owner=user, group=user),
-                 HostFile(service.audit_dir, b"", 0o700, owner=user, group=user)]
-        env = HostFile(service.env_file, f"{ADMIN_PASSWORD_ENV}={admin_password}\n".encode(), 0o640,
-                       group=user) if i == 0 else None
+        env = _owned(service.BundleFile(service.env_file(node),
+                                        f"{ADMIN_PASSWORD_ENV}={shlex.quote(admin_password)}\n".encode(), 0o600),
+                     node) if i == 0 else None
         ssh: dict[str, Any] = {"ansible_connection": "local"}
-        if h is not None:
-            s = h.ssh
-            ssh = {"ansible_host": h.address, "ansible_user": s.user, "ansible_port": s.port,
-                   "ansible_ssh_private_key_file": s.key_file,
-                   "ansible_ssh_common_args": f"-o UserKnownHostsFile={s.known_hosts} -o StrictHostKeyChecking=yes",
-                   **({"ansible_become": True} if s.user != "root" else {})}
-        out.append(HostBundle(host=h.name if h else name, address=address, zone=zone, api_port=node.api_port,
-                              service=service, files=tuple(files), dirs=tuple(dirs),
-                              manager=h.service if h else "auto", root=root,
+        if hosted:
+            ssh = {"ansible_host": remote.address, "ansible_user": remote.user, "ansible_port": remote.port,
+                   "ansible_ssh_private_key_file": str(remote.key_file),
+                   "ansible_ssh_common_args": f"-o UserKnownHostsFile={remote.known_hosts} "
+                                              "-o StrictHostKeyChecking=yes",
+                   **({"ansible_become": True} if remote.user != "root" else {})}
+        out.append(HostBundle(host=remote.host, zone=node.zone, node=node,
+                              files=tuple(_owned(f, node) for f in files), dirs=tuple(dirs),
                               first_start_env=env, ssh=ssh))
     return out
 
@@ -170,15 +204,15 @@ def _copy_item(bundle: HostBundle, f: HostFile) -> dict[str, str]:
 
 
 def unit_path(bundle: HostBundle) -> str:
-    return posixpath.join(bundle.root, "etc/systemd/system", f"{bundle.service.name}.service")
+    return service.program_file(bundle.node, "systemd")
 
 
 def program_path(bundle: HostBundle) -> str:
-    return posixpath.join(bundle.root, "etc/supervisor/conf.d", f"{bundle.service.name}.conf")
+    return service.program_file(bundle.node, "supervisor")
 
 
 def supervisor_config(bundle: HostBundle) -> str:
-    return posixpath.join(bundle.root, "etc/supervisor/supervisord.conf")
+    return posixpath.join(bundle.root, service.SUPERVISOR_CONFIG)
 
 
 def host_vars(bundle: HostBundle) -> dict[str, Any]:
@@ -268,7 +302,7 @@ def playbook(spec: MeshSpec) -> list[dict[str, Any]]:
               {"name": "{{ vaultmesh_service }}", "enabled": True, "daemon_reload": True,
                "state": f"{{{{ 'restarted' if ({CHANGED}) else 'started' }}}}"}, when=SYSTEMD),
         _task("the supervisord program", "ansible.builtin.copy",
-              {"src": "{{ vaultmesh_program.src }}", "dest": "{{ vaultmesh_program.dest }}", "mode": "0644",
+              {"src": "{{ vaultmesh_program.src }}", "dest": "{{ vaultmesh_program.dest }}", "mode": "0600",
                "owner": "root", "group": "root"}, register="service_file", when=SUPERVISOR),
         _task("supervisord reads it (and starts it)", "ansible.builtin.command",
               {"argv": ["supervisorctl", "-c", "{{ vaultmesh_supervisor_config }}", "update",
@@ -331,6 +365,7 @@ def ansible_files(spec: MeshSpec, bundles: Sequence[HostBundle]) -> list[ExportF
     for b in bundles:
         for f in (*b.files, *([b.first_start_env] if b.first_start_env else [])):
             out.append(ExportFile(_source(b, f.path), f.data, 0o600 if f.secret else 0o644))
-        out.append(ExportFile(_source(b, unit_path(b)), render_systemd_unit(b.service).encode(), 0o644))
-        out.append(ExportFile(_source(b, program_path(b)), render_supervisor_program(b.service).encode(), 0o644))
+        out.append(ExportFile(_source(b, unit_path(b)), service.render_service(b.node, "systemd").encode(), 0o644))
+        out.append(ExportFile(_source(b, program_path(b)), service.render_service(b.node, "supervisor").encode(),
+                              0o644))
     return out

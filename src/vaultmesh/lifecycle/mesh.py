@@ -30,10 +30,9 @@ from vaultmesh.layout import (
     Remote,
     StatePaths,
     build_layout,
-    host_view,
 )
 from vaultmesh.render.entry import render_entry_config
-from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_node_config, render_seal_node_config
+from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_hosted_config, render_seal_node_config
 from vaultmesh.runtime.local import check_ports_free, free_ports
 from vaultmesh.spec.load import parse_spec
 from vaultmesh.spec.models import LifecycleSpec, MeshSpec, zone_layout
@@ -386,9 +385,8 @@ def render_configs(mesh: Mesh) -> None:
     self_init = not mesh.initialized and spec.seal.type != "shamir"
     audit = [DEFAULT_AUDIT, *declared_audit(mesh.paths.root)]
     for i, node in enumerate(layout.nodes):
-        seen, as_seen = host_view(layout, node)  # a remote node's config names the paths on its host
-        text = render_node_config(spec, seen, as_seen, self_init=self_init and i == 0, audit=audit,
-                                  seal_token=seal_token)
+        text = render_hosted_config(spec, layout, node, self_init=self_init and i == 0, audit=audit,
+                                    seal_token=seal_token)  # a remote node's config names the paths on its host
         write_atomic(node.config_file, text.encode())
     if layout.seal_node:
         write_atomic(layout.seal_node.config_file, render_seal_node_config(layout).encode())

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vaultmesh.layout import ADMIN_POLICY, ADMIN_USER, MeshLayout, NodeLayout
+from vaultmesh.layout import ADMIN_POLICY, ADMIN_USER, MeshLayout, NodeLayout, host_view
 from vaultmesh.render.hcl import Block, Value, render_document
 from vaultmesh.spec.models import LifecycleSpec
 
@@ -145,6 +145,15 @@ def render_node_config(spec: LifecycleSpec, layout: MeshLayout, node: NodeLayout
         "log_level": spec.log_level,
     }
     return render_document(attrs, blocks)
+
+
+def render_hosted_config(spec: LifecycleSpec, layout: MeshLayout, node: NodeLayout, *, self_init: bool,
+                         audit: list[AuditDevice] | None = None, seal_token: str | None = None) -> str:
+    """The config of ``node`` as the host it runs on reads it: ``render_node_config`` with the mesh seen from
+    that host (``layout.host_view``: a hosted node's paths are those of the mesh's folder there; a local node's
+    are the state dir's). What ``vaultmesh up`` stages and pushes and ``export ansible`` ships is this text."""
+    seen, as_seen = host_view(layout, node)
+    return render_node_config(spec, seen, as_seen, self_init=self_init, audit=audit, seal_token=seal_token)
 
 
 def render_seal_node_config(layout: MeshLayout, *, log_level: str = "info") -> str:
