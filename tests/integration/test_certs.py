@@ -212,11 +212,14 @@ def test_the_keeper_renews_a_leaf_past_two_thirds_and_exports_its_expiry(mesh: M
     want = f'vaultmesh_certificate_expiry_timestamp_seconds{{cert="node-2"}} {renewed.not_after.timestamp():.1f}'
     name = want.split(" ")[0]
 
-    def scraped() -> str:
+    def scraped() -> str:  # the series with the renewed value: the keeper's gauge follows its renewal
         text = scrape()
-        return text if name in text else ""
+        for line in text.splitlines():
+            if line.startswith(name) and abs(float(line.split(" ")[1]) - renewed.not_after.timestamp()) <= 1:
+                return text
+        return ""
 
-    text = wait_until(scraped, timeout=10)
+    text = wait_until(scraped, timeout=10) or scrape()
     series = {line.split(" ")[0] for line in text.splitlines()
               if line.startswith("vaultmesh_certificate_expiry_timestamp_seconds{")}
     assert series == {f'vaultmesh_certificate_expiry_timestamp_seconds{{cert="{n}"}}'
