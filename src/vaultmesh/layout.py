@@ -237,10 +237,14 @@ class MeshLayout:
     nodes: tuple[NodeLayout, ...]
     entry_port: int
     seal_node: NodeLayout | None = None
+    entry_hosts: tuple[Remote, ...] = ()
+    """``runtime: ssh`` with ``entry.hosts``: the hosts that each run an entry on their own address; empty: the
+    entry runs here, on loopback."""
 
     @property
     def entry_addr(self) -> str:
-        return https_url(HOST, self.entry_port)
+        """Where clients reach the entry: this machine's loopback, or the first entry host's address."""
+        return https_url(self.entry_hosts[0].address if self.entry_hosts else HOST, self.entry_port)
 
     def node(self, name: str) -> NodeLayout:
         for n in self.nodes:
@@ -277,11 +281,12 @@ def host_view(layout: MeshLayout, node: NodeLayout) -> tuple[MeshLayout, NodeLay
 
 def build_layout(name: str, root: Path, zones: list[tuple[str, str]], ports: list[int],
                  *, transit_seal: bool, netns: tuple[str, int] | None = None,
-                 remotes: tuple[Remote, ...] = ()) -> MeshLayout:
+                 remotes: tuple[Remote, ...] = (), entry_hosts: tuple[str, ...] = ()) -> MeshLayout:
     """Assign ``ports`` (api, cluster per node, then entry, then seal api, cluster) to the mesh's parts.
 
     ``netns`` (id, octet): each node runs in its own network namespace with its own address (see NETNS_PREFIX).
-    ``remotes``: node i runs on ``remotes[i]`` and listens on its address (``runtime: ssh``).
+    ``remotes``: node i runs on ``remotes[i]`` and listens on its address (``runtime: ssh``); ``entry_hosts``
+    names those of them that run an entry.
     """
     need = 2 * len(zones) + 1 + (2 if transit_seal else 0)
     if len(ports) < need:
@@ -302,4 +307,4 @@ def build_layout(name: str, root: Path, zones: list[tuple[str, str]], ports: lis
     if transit_seal:
         seal = NodeLayout("seal", "seal", ports[2 * len(zones) + 1], ports[2 * len(zones) + 2],
                           paths.seal_node_dir)
-    return MeshLayout(name, paths, nodes, entry, seal)
+    return MeshLayout(name, paths, nodes, entry, seal, tuple(r for r in remotes if r.host in entry_hosts))

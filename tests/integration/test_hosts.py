@@ -73,6 +73,7 @@ def on_hosts(tmp_path_factory: pytest.TempPathFactory, old_engine: str) -> Itera
         doc = yaml.safe_load(Path(record.mesh_file).read_text())
         for host in doc["hosts"]:
             host["engine"] = old_engine  # the hosts share this machine's files: one path serves all three
+        doc["entry"] = {"hosts": ["h1"]}  # the entry runs on h1, under its supervisor
         mesh_file = lab_dir / "mesh-2.6.2.yaml"
         mesh_file.write_text(yaml.safe_dump(doc, sort_keys=False))
         spec, text = load_spec(mesh_file)
@@ -103,6 +104,10 @@ def test_every_node_runs_on_its_own_host_under_its_supervisor(on_hosts: HostsMes
         assert key.stat().st_mode & 0o777 == 0o600
         assert (Path(service.node_dir(node)) / "env").read_bytes() == b""  # the handed password is gone
     assert {h["zone"] for h in doc["nodes"]} == {"zone-a", "zone-b", "zone-c"}
+    h1 = on_hosts.lab.hosts[0]
+    assert doc["entry"]["running"] and doc["entry"]["routing"]
+    assert doc["entry"]["address"].startswith(f"https://{h1.address}:")
+    assert hosts.entry_pid(on_hosts.mesh.layout.entry_hosts[0]) is not None
 
 
 def _host_files(on_hosts: HostsMesh) -> dict[str, int]:
@@ -142,6 +147,23 @@ def test_a_node_killed_on_its_host_is_restarted_by_its_supervisor(on_hosts: Host
     assert killed is not None
     eventually(lambda: hosts.pid(node) not in (None, killed), timeout=30)
     eventually(lambda: on_hosts.doc()["healthy"], timeout=60)
+
+
+def test_the_leader_killed_on_its_host_fails_over_to_another_host(on_hosts: HostsMesh) -> None:
+    import signal
+
+    from vaultmesh.chaos.inject import leader, signal_nodes
+
+    mesh = on_hosts.mesh
+    old = eventually(lambda: leader(mesh), timeout=30)
+    injected = signal_nodes([old], signal.SIGKILL)
+    t0 = time.monotonic()
+    new = eventually(lambda: (n := leader(mesh)) is not None and n.name != old.name and n, timeout=60,
+                     interval=0.05)
+    print(f"failover across hosts: {old.name} ({old.remote.host if old.remote else '?'}) killed, "
+          f"{new.name} leads after {time.monotonic() - t0:.1f} s")
+    assert injected.nodes == (old.name,)
+    eventually(lambda: on_hosts.doc()["healthy"], timeout=90, interval=0.5)  # its supervisor restarts it
 
 
 def test_a_service_stopped_on_its_host_is_started_again_by_the_keeper(on_hosts: HostsMesh) -> None:
@@ -265,3 +287,18 @@ def test_upgrade_over_ssh_moves_every_host_to_the_new_engine_under_load(on_hosts
     for node in on_hosts.mesh.layout.nodes:  # each host's service now names the new binary
         assert str(new) in Path(service.program_file(node, "supervisor")).read_text()
     assert not [line for line in on_hosts.up() if "restarted" in line or "started" in line]
+
+
+def test_destroy_leaves_nothing_on_the_hosts(on_hosts: HostsMesh) -> None:
+    # the last test of the module: the fixture's own destroy then finds no mesh
+    mesh = on_hosts.mesh
+    nodes, entry = mesh.layout.nodes, mesh.layout.entry_hosts
+    destroy(on_hosts.handle.dir)
+    assert not on_hosts.handle.dir.exists()
+    for node in nodes:
+        assert node.remote is not None
+        assert not node.remote.mesh_dir.exists()
+        assert not Path(service.program_file(node, "supervisor")).exists()
+        assert hosts.pid(node) is None
+    for remote in entry:
+        assert not Path(service.entry_program_file(remote)).exists() and hosts.entry_pid(remote) is None

@@ -30,7 +30,8 @@ def test_a_mesh_on_hosts_takes_each_hosts_zone() -> None:
 
 
 @pytest.mark.parametrize(("doc", "words"), [
-    ({"runtime": "ssh", "hosts": _hosts(2)}, "nodes is 3 but hosts names 2"),
+    ({"runtime": "ssh", "hosts": _hosts(4)}, "nodes is 3 but hosts names 4"),
+    ({"runtime": "ssh"}, "nodes is 3 but hosts names 0"),
     ({"hosts": _hosts(3)}, "only read with runtime: ssh"),
     ({"runtime": "ssh", "hosts": _hosts(3), "seal": {"type": "transit"}}, "transit seal node"),
     ({"runtime": "ssh", "hosts": [*_hosts(2), {**_hosts(1)[0], "name": "h9"}]}, "address 10.9.0.11 appears twice"),
@@ -129,3 +130,40 @@ def test_a_service_user_other_than_root_is_made_and_given_the_nodes_folder(tmp_p
     from dataclasses import replace
 
     assert service.owner_commands(replace(node, remote=root)) == []
+
+
+def test_the_entry_runs_on_named_hosts_only_of_a_mesh_on_hosts() -> None:
+    assert _spec(entry={"hosts": ["h1"]}).entry.hosts == ["h1"]
+    with pytest.raises(ValidationError, match=r"entry\.hosts names h9"):
+        _spec(entry={"hosts": ["h9"]})
+    with pytest.raises(ValidationError, match="only read with runtime: ssh"):
+        MeshSpec.model_validate({"entry": {"hosts": ["h1"]}})
+
+
+def test_an_entry_on_a_host_binds_its_address_and_checks_with_its_copy_of_the_ca(tmp_path: Path) -> None:
+    from vaultmesh.render.entry import render_entry_config
+
+    remotes = tuple(_remote(i) for i in (1, 2, 3))
+    layout = build_layout("m", tmp_path, [("node-1", "a"), ("node-2", "b"), ("node-3", "c")],
+                          [8200, 8201] * 3 + [9000], transit_seal=False, remotes=remotes, entry_hosts=("h2",))
+    assert layout.entry_addr == "https://10.9.0.12:9000"
+    text = render_entry_config(layout, bind="10.9.0.12", ca_file="/srv/h2/var/lib/vaultmesh/m/pki/ca.pem")
+    assert "bind 10.9.0.12:9000" in text and "ca-file /srv/h2/var/lib/vaultmesh/m/pki/ca.pem" in text
+    assert "server node-1 10.9.0.11:8200" in text
+    program = service.render_entry_program(layout.entry_hosts[0], "/usr/sbin/haproxy")
+    assert "command=/usr/sbin/haproxy -db -f /srv/h2/var/lib/vaultmesh/m/entry/haproxy.cfg" in program
+    assert "user=openbao" in program
+    local = build_layout("m", tmp_path, [("node-1", "a")], [1, 2, 3], transit_seal=False)
+    assert local.entry_addr == "https://127.0.0.1:3"
+
+
+def test_nodes_may_share_hosts_round_robin_on_ports_of_their_own_with_a_warning() -> None:
+    from vaultmesh.lifecycle.mesh import pick_ports, remotes_of
+    from vaultmesh.spec.models import zone_warnings
+
+    spec = MeshSpec.model_validate({"runtime": "ssh", "nodes": 5, "hosts": _hosts(2)})
+    assert [r.host for r in remotes_of(spec, {"ssh": {"dir": "m"}})] == ["h1", "h2", "h1", "h2", "h1"]
+    ports = pick_ports(spec)
+    assert ports[:10] == [8200, 8201, 8200, 8201, 8202, 8203, 8202, 8203, 8204, 8205]
+    assert any("hosts h1, h2 each run more than one node" in w for w in zone_warnings(spec))
+    assert not any("more than one node" in w for w in zone_warnings(_spec()))

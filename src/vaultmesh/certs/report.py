@@ -56,7 +56,7 @@ def targets(layout: MeshLayout, *, entry: bool, issuer: str | None, keeper: str 
         s = layout.seal_node
         out.append(Target("seal", "seal", f"{s.host}:{s.api_port}", s.cert_file, s.key_file))
     if entry:
-        out.append(Target("entry", "entry", f"{HOST}:{layout.entry_port}", None))
+        out.append(Target("entry", "entry", layout.entry_addr.removeprefix("https://"), None))
     out.append(Target("identity", "issuer", issuer, paths.identity_cert, paths.identity_key))
     out.append(Target("keeper", "keeper", keeper, paths.keeper_cert, paths.keeper_key))
     out.append(Target("ca", "ca", None, paths.ca_cert))

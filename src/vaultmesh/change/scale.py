@@ -224,6 +224,10 @@ def reload_entry(mesh: m.Mesh) -> str | None:
 
 
 def check_target(mesh: m.Mesh, n: int) -> None:
+    if any(x.remote for x in mesh.layout.nodes):
+        raise StateError("scaling a runtime: ssh mesh is not built yet (one node per host: a node added or removed "
+                         "is a host added to or removed from hosts:); nothing was changed",
+                         hint="bring up another mesh (--dir) on the new hosts: list")
     if n > MAX_NODES:
         raise UnsafePlan(f"{n} nodes is more than {MAX_NODES}: Raft gets chatty and slow", hint="choose 3, 5 or 7")
     if mesh.spec.seal.type == "shamir" and n > len(mesh.layout.nodes) and not mesh.paths.shamir_keys.exists():

@@ -13,7 +13,8 @@ from vaultmesh.api.client import EngineClient
 from vaultmesh.errors import VaultmeshError
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.runtime.local import tracked_pid, wait_until
+from vaultmesh.runtime import processes
+from vaultmesh.runtime.local import wait_until
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -48,26 +49,38 @@ def wait_leader(mesh: m.Mesh, *, timeout: float = 30.0, clock: Clock = time.mono
 
 
 def node_pid(node: NodeLayout) -> int:
-    pid = tracked_pid(node.pid_file, str(node.config_file))
+    pid = processes.node_process(node).pid(adopt=True)
     if pid is None:
-        raise VaultmeshError(f"{node.name} is not running (no live process for {node.pid_file})")
+        where = f"on {node.remote.host}" if node.remote else f"for {node.pid_file}"
+        raise VaultmeshError(f"{node.name} is not running (no live process {where})")
     return pid
 
 
-def signal_nodes(nodes: list[NodeLayout], sig: int) -> Injected:
-    """Send ``sig`` to each node's own process (by its pid file, checked against its config path)."""
-    pids = [(n, node_pid(n)) for n in nodes]
-    for _, pid in pids:
+def _signal(node: NodeLayout, pid: int, sig: int) -> None:
+    """``sig`` to the node's process: here by pid, on its host over SSH (``runtime: ssh``)."""
+    if node.remote is not None:
+        from vaultmesh.hosts import runtime as hosts
+
+        hosts.kill(node, signal.Signals(sig).name.removeprefix("SIG"))
+    else:
         os.kill(pid, sig)
+
+
+def signal_nodes(nodes: list[NodeLayout], sig: int) -> Injected:
+    """Send ``sig`` to each node's own process (by its pid file, checked against its config path; on its host
+    for a node of a ``runtime: ssh`` mesh)."""
+    pids = [(n, node_pid(n)) for n in nodes]
+    for n, pid in pids:
+        _signal(n, pid, sig)
     name = signal.Signals(sig).name
     return Injected(tuple(n.name for n, _ in pids), ", ".join(f"{name} {n.name} (pid {pid})" for n, pid in pids))
 
 
 def resume_nodes(nodes: list[NodeLayout]) -> None:
     for n in nodes:
-        pid = tracked_pid(n.pid_file, str(n.config_file))
+        pid = processes.node_process(n).pid(adopt=True)
         if pid is not None:
-            os.kill(pid, signal.SIGCONT)
+            _signal(n, pid, signal.SIGCONT)
 
 
 def zone_of(mesh: m.Mesh, zone: str) -> list[NodeLayout]:

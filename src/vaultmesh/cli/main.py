@@ -144,8 +144,9 @@ def status(ctx: Ctx, as_json: bool) -> None:
         console = out_console()
         console.print(table)
         console.print(f"keeper: {doc['keeper']['summary']}", soft_wrap=True)
-        if doc["monitoring"]["dashboard_url"]:
-            console.print(f"dashboard: {doc['monitoring']['dashboard_url']}", soft_wrap=True)
+        page = (doc.get("monitoring") or {}).get("dashboard_url")
+        if page:
+            console.print(f"dashboard: {page}", soft_wrap=True)
         first = (doc.get("certificates") or {}).get("soonest")
         if first:
             console.print(f"certificates: {first['name']} ends first, {first['not_after'][:10]} "

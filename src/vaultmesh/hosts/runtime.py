@@ -33,13 +33,17 @@ def _session(node: NodeLayout) -> Session:
 
 def kind(node: NodeLayout) -> str:
     """The host's service manager for the node (probed once per host and process when ``auto``)."""
-    remote = _remote(node)
+    return kind_of(_remote(node))
+
+
+def kind_of(remote: Remote) -> str:
+    """The host's service manager (probed once per host and process when ``auto``)."""
     with _lock:
         found = _kinds.get(remote.address)
     if found is None:
         runs = False
         if remote.service == "auto":
-            res = _session(node).run(service.SYSTEMD_PROBE, check=False)
+            res = session(remote).run(service.SYSTEMD_PROBE, check=False)
             runs = res.out.strip() in ("running", "degraded", "starting", "initializing")
         found = service.manager(remote, runs)
         with _lock:
@@ -90,7 +94,7 @@ def push(node: NodeLayout, files: list[service.BundleFile]) -> list[str]:
     for f in changed:
         s.put(f.path, f.data, f.mode)
     folder = service.node_dir(node)
-    s.run(["mkdir", "-p", "-m", "0700", f"{folder}/data"])
+    s.run(["mkdir", "-p", "-m", "0700", f"{folder}/data", f"{folder}/audit"])
     return [f.path for f in changed]
 
 
@@ -192,3 +196,62 @@ def log_tail(node: NodeLayout, lines: int = 15) -> str:
     except RuntimeFailure as err:
         return f"(no log: {err})"
     return "\n".join(res.out.rstrip().splitlines()[-lines:]) or f"(no log on {_remote(node).host})"
+
+
+# -- the entry on a host (entry.hosts) -------------------------------------------------------------------
+
+def entry_pid(remote: Remote) -> int | None:
+    return service.parse_pid(session(remote).run(service.entry_pid_probe(remote), check=False).out)
+
+
+def push_entry(remote: Remote, config: bytes) -> bool:
+    """The entry's config on its host, written when its bytes differ. True: it was written."""
+    s = session(remote)
+    path = service.entry_config(remote)
+    if s.digests([path]).get(path) == digest(config):
+        return False
+    s.put(path, config, 0o644)
+    return True
+
+
+def start_entry(remote: Remote, *, timeout: float = 20.0) -> int:
+    """Install the entry's program on its host (supervisord only) and start it; returns its pid there."""
+    if kind_of(remote) == "systemd":
+        raise RuntimeFailure(f"host {remote.where}: an entry on a systemd host is not built yet",
+                             hint="leave entry.hosts empty (the entry runs on this machine), or use supervisord")
+    s = session(remote)
+    found = s.run(["sh", "-c", "command -v haproxy"], check=False).out.strip()
+    if not found:
+        raise RuntimeFailure(f"host {remote.where} has no haproxy for the entry",
+                             hint=f"apt-get install haproxy on {remote.host}, or drop it from entry.hosts")
+    text = service.render_entry_program(remote, found).encode()
+    path = service.entry_program_file(remote)
+    if s.digests([path]).get(path) != digest(text):
+        s.put(path, text, 0o600)
+        s.run(service.entry_ctl(remote, "add"), check=False)
+    res = s.run(service.entry_ctl(remote, "start"), check=False)
+    if res.code != 0 and "already started" not in res.out:
+        raise RuntimeFailure(f"host {remote.where}: starting the entry failed: {(res.out + res.err).strip()[-300:]}")
+    pid = wait_until(lambda: entry_pid(remote), timeout=timeout, interval=0.2)
+    if not pid:
+        raise RuntimeFailure(f"host {remote.where}: the entry does not run after its start",
+                             hint=f"`supervisorctl tail {service.entry_name(remote)}` on {remote.host}")
+    return int(pid)
+
+
+def restart_entry(remote: Remote) -> None:
+    session(remote).run(service.entry_ctl(remote, "restart"), check=False)
+
+
+def stop_entry(remote: Remote) -> bool:
+    if entry_pid(remote) is None:
+        return False
+    session(remote).run(service.entry_ctl(remote, "stop"), check=False, timeout=40)
+    return True
+
+
+def remove_entry(remote: Remote) -> None:
+    stop_entry(remote)
+    s = session(remote)
+    s.run(["rm", "-f", service.entry_program_file(remote)])
+    s.run(service.entry_ctl(remote, "forget"), check=False)

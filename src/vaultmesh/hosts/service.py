@@ -75,7 +75,7 @@ def node_service(node: NodeLayout, engine: str | None = None) -> NodeService:
     assert remote is not None
     folder = node_dir(node)
     return NodeService(mesh=posixpath.basename(str(remote.mesh_dir)), node=node.name, engine=engine or remote.engine,
-                       config=f"{folder}/config.hcl", data_dir=f"{folder}/data", audit_dir=folder,
+                       config=f"{folder}/config.hcl", data_dir=f"{folder}/data", audit_dir=f"{folder}/audit",
                        env_file=env_file(node), user=remote.run_as, group=remote.run_as)
 
 
@@ -149,3 +149,53 @@ def node_bundle(node: NodeLayout, *, ca: bytes, config: bytes, cert: bytes, key:
     if static_key is not None:
         files.append(BundleFile(str(paths.static_key), static_key, 0o600))
     return files
+
+
+# -- the entry on a host (entry.hosts) -------------------------------------------------------------------
+
+def entry_name(remote: Remote) -> str:
+    """The entry's program on a host: ``vaultmesh-<mesh>-entry``."""
+    return f"vaultmesh-{posixpath.basename(str(remote.mesh_dir))}-entry"
+
+
+def entry_config(remote: Remote) -> str:
+    """The entry's HAProxy config on its host."""
+    return str(StatePaths(remote.mesh_dir).entry_dir / "haproxy.cfg")
+
+
+def entry_program_file(remote: Remote) -> str:
+    return posixpath.join(str(remote.root), SUPERVISOR_PROGRAMS, f"{entry_name(remote)}.conf")
+
+
+def render_entry_program(remote: Remote, haproxy: str = "/usr/sbin/haproxy") -> str:
+    """supervisord's program for the entry: HAProxy in the foreground on its config, as the node's user,
+    restarted when it exits unexpectedly. It holds no key (TLS passes through)."""
+    return "\n".join([
+        f"; {entry_name(remote)}: the entry of mesh {posixpath.basename(str(remote.mesh_dir))}, rendered by "
+        "vaultmesh; do not edit.",
+        f"[program:{entry_name(remote)}]",
+        f"command={shlex.join([haproxy, '-db', '-f', entry_config(remote)])}",
+        f"directory={posixpath.dirname(entry_config(remote))}",
+        f"user={remote.run_as}",
+        "autostart=true",
+        "autorestart=unexpected",
+        "startsecs=1",
+        "stopsignal=TERM",
+        "stopwaitsecs=10",
+        "redirect_stderr=true",
+        "stdout_logfile=AUTO",
+        "",
+    ])
+
+
+def entry_ctl(remote: Remote, verb: str) -> list[str]:
+    """supervisorctl for the entry's program (``add``, ``start``, ``stop``, ``restart``, ``forget``)."""
+    base = ["supervisorctl", "-c", posixpath.join(str(remote.root), SUPERVISOR_CONFIG)]
+    name = entry_name(remote)
+    return {"add": [*base, "update", name], "start": [*base, "start", name], "stop": [*base, "stop", name],
+            "restart": [*base, "restart", name], "forget": [*base, "update"]}[verb]
+
+
+def entry_pid_probe(remote: Remote) -> list[str]:
+    config = re.sub(r"([.+^$()\[\]{}|*?\\])", r"\\\1", entry_config(remote))
+    return ["pgrep", "-o", "-f", "--", f"haproxy -db -f {config}$"]

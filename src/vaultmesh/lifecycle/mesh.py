@@ -35,7 +35,7 @@ from vaultmesh.render.entry import render_entry_config
 from vaultmesh.render.node import DEFAULT_AUDIT, AuditDevice, render_hosted_config, render_seal_node_config
 from vaultmesh.runtime.local import check_ports_free, free_ports
 from vaultmesh.spec.load import parse_spec
-from vaultmesh.spec.models import LifecycleSpec, MeshSpec, zone_layout
+from vaultmesh.spec.models import LifecycleSpec, MeshSpec, node_host, zone_layout
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def open_mesh(root: Path) -> Mesh:
         spec = spec.model_copy(update={"nodes": count})
     layout = build_layout(spec.name, root, zone_layout(spec), state["ports"],
                           transit_seal=spec.seal.type == "transit", netns=_netns_of(state),
-                          remotes=remotes_of(spec, state))
+                          remotes=remotes_of(spec, state), entry_hosts=tuple(spec.entry.hosts))
     return Mesh(spec, layout, state.get("engine"), bool(state.get("initialized")), state)
 
 
@@ -146,7 +146,7 @@ def remotes_of(spec: MeshSpec, state: dict[str, Any]) -> tuple[Remote, ...]:
     return tuple(
         Remote(h.name, h.address, Path(h.root), h.service, h.engine, h.run_as, h.ssh.user, h.ssh.port,
                local(h.ssh.key_file), local(h.ssh.known_hosts), Path(h.root) / REMOTE_BASE / str(rec["dir"]))
-        for h in spec.hosts[: spec.nodes])
+        for h in (node_host(spec, i) for i in range(spec.nodes)))
 
 
 def node_count(ports: list[int], *, transit_seal: bool) -> int:
@@ -211,16 +211,20 @@ def record_nodes(mesh: Mesh, n: int) -> Mesh:
     return open_mesh(paths.root)
 
 
-def _node_dirs_and_cert(node: NodeLayout, ca: pki.CertPair, spec: MeshSpec, now: dt.datetime) -> None:
-    """A node's folders and its TLS certificate from the mesh CA (kept when it is there already)."""
+def _node_dirs_and_cert(node: NodeLayout, ca: pki.CertPair, spec: MeshSpec, now: dt.datetime,
+                        also: tuple[str, ...] = ()) -> None:
+    """A node's folders and its TLS certificate from the mesh CA (kept when it is there already); ``also``: more
+    addresses it is reached at (the entry hosts': the entry passes TLS through, so clients that dial an entry on
+    a host check the active node's certificate for that host's address)."""
     ensure_dir(node.dir.parent)
     ensure_dir(node.dir)
     ensure_dir(node.data_dir)
     if node.cert_file.exists() and node.key_file.exists():
         return
     dns, ips = pki.node_cert_names(node.name)
-    if node.host not in ips:
-        ips = [*ips, node.host]  # a netns node's own address
+    for address in (node.host, *also):  # a netns or hosted node's own address, the entry hosts'
+        if address not in ips:
+            ips = [*ips, address]
     pair = pki.issue_server_cert(ca, node.name, dns_names=dns, ip_addresses=ips, now=now, days=spec.tls.cert_days)
     write_atomic(node.cert_file, pair.cert_pem, mode=0o644)
     write_atomic(node.key_file, pair.key_pem)
@@ -277,9 +281,12 @@ def rename(mesh: Mesh, name: str) -> Mesh:
 
 
 def entry_wanted(spec: MeshSpec) -> bool:
-    """Whether the mesh runs an entry (HAProxy): ``entry.mode`` and whether haproxy is installed."""
+    """Whether the mesh runs an entry (HAProxy): ``entry.mode`` and whether haproxy is installed (on the entry
+    hosts, ``entry.hosts``: their start says so when it is not)."""
     if spec.entry.mode == "none":
         return False
+    if spec.entry.hosts:
+        return True
     found = shutil.which("haproxy") is not None
     if spec.entry.mode == "haproxy" and not found:
         raise RuntimeFailure("entry.mode is haproxy but no haproxy binary is on PATH",
@@ -290,8 +297,9 @@ def entry_wanted(spec: MeshSpec) -> bool:
 def pick_ports(spec: MeshSpec) -> list[int]:
     n = 2 * spec.nodes + 1 + (2 if spec.seal.type == "transit" else 0)
     if spec.runtime == "ssh":  # every host has its own address: each node takes the same two ports on its own
-        base = spec.ports.base or REMOTE_API_PORT
-        return [*[base, base + 1] * spec.nodes, spec.ports.entry or free_ports(1)[0]]
+        base = spec.ports.base or REMOTE_API_PORT  # (a second node on a host the next two, and so on)
+        per_host = [2 * (i // len(spec.hosts)) for i in range(spec.nodes)]
+        return [*[p for i in per_host for p in (base + i, base + i + 1)], spec.ports.entry or free_ports(1)[0]]
     if spec.ports.base is not None:
         ports = list(range(spec.ports.base, spec.ports.base + n))
         if spec.ports.entry is not None:
@@ -305,8 +313,15 @@ def pick_ports(spec: MeshSpec) -> list[int]:
 
 def _on_host(layout: MeshLayout, port_name: str) -> bool:
     """The port named so (``node-1 api``) is another host's, not this machine's."""
+    if port_name == "entry":
+        return bool(layout.entry_hosts)
     node = next((n for n in layout.nodes if port_name.split(" ")[0] == n.name), None)
     return node is not None and node.remote is not None
+
+
+def hosted_entry_config(paths: StatePaths, remote: Remote) -> Path:
+    """The staged config of the entry on ``remote`` (``entry/<host>.cfg``; on the host ``entry/haproxy.cfg``)."""
+    return paths.entry_dir / f"{remote.host}.cfg"
 
 
 def port_names(layout: MeshLayout) -> dict[str, int]:
@@ -342,7 +357,8 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
         netns_rec = {"id": net_id, "octet": netns.choose_octet(net_id, netns.used_octets())}
     layout = build_layout(spec.name, root, zone_layout(spec), ports, transit_seal=spec.seal.type == "transit",
                           netns=_netns_of({"netns": netns_rec}),
-                          remotes=remotes_of(spec, {"ssh": ssh_rec, "spec_dir": str(spec_dir) if spec_dir else None}))
+                          remotes=remotes_of(spec, {"ssh": ssh_rec, "spec_dir": str(spec_dir) if spec_dir else None}),
+                          entry_hosts=tuple(spec.entry.hosts))
     check_ports_free({k: v for k, v in port_names(layout).items() if not _on_host(layout, k)})
     ensure_dir(root)
     now = dt.datetime.now(dt.UTC)
@@ -350,8 +366,9 @@ def create_mesh(root: Path, spec: MeshSpec, spec_text: str, *, engine: str | Non
     write_atomic(paths.ca_key, ca.key_pem)
     write_atomic(paths.ca_cert, ca.cert_pem, mode=0o644)
     ensure_dir(paths.nodes_dir)
+    entry_ips = tuple(r.address for r in layout.entry_hosts)
     for node in (*layout.nodes, *((layout.seal_node,) if layout.seal_node else ())):
-        _node_dirs_and_cert(node, ca, spec, now)
+        _node_dirs_and_cert(node, ca, spec, now, entry_ips)
     if spec.seal.type == "static":
         write_atomic(paths.static_key, secrets.token_bytes(32))
     if layout.seal_node:
@@ -391,6 +408,9 @@ def render_configs(mesh: Mesh) -> None:
     if layout.seal_node:
         write_atomic(layout.seal_node.config_file, render_seal_node_config(layout).encode())
     write_atomic(mesh.paths.entry_dir / "haproxy.cfg", render_entry_config(layout).encode())
+    for remote in layout.entry_hosts:  # each entry host's own copy: bound to its address, its CA file
+        text = render_entry_config(layout, bind=remote.address, ca_file=StatePaths(remote.mesh_dir).ca_cert)
+        write_atomic(hosted_entry_config(mesh.paths, remote), text.encode())
 
 
 def ensure_identity_cert(mesh: Mesh) -> tuple[Path, Path]:

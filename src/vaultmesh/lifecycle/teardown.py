@@ -58,6 +58,8 @@ def destroy(root: Path, *, progress: Progress = _quiet, warn: Progress = _warn_s
         if hosted:
             from vaultmesh.hosts import runtime as hosts
 
+            for remote in layout.entry_hosts:
+                hosts.remove_entry(remote)
             for node in hosted:  # its service, then the mesh's folder on its host
                 assert node.remote is not None
                 hosts.remove(node)

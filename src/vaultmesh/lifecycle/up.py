@@ -107,8 +107,16 @@ def up(root: Path, spec: MeshSpec | None, spec_text: str, *, engine_override: st
             progress(f"started the workload identity issuer (pid {pid})")
         ex = Executor(mesh, engine_path, entry_wanted(mesh.spec), progress)
         result = converge(ex, t0, timeout, created)
-        for name in sorted(changed - set(ex.started) - ex.restarted):  # a changed bundle: one node at a time
+        for name in sorted(changed - set(ex.started) - ex.restarted - {"entry"}):  # one node at a time
             ex.restart([name], why="its pushed files changed")
+            result = converge(ex, time.monotonic(), timeout, created)
+        if "entry" in changed and "entry" not in ex.started:
+            from vaultmesh.hosts import runtime as hosts
+
+            for remote in mesh.layout.entry_hosts:
+                hosts.restart_entry(remote)
+            progress("restarted the entry on " + ", ".join(r.host for r in mesh.layout.entry_hosts)
+                     + ": its pushed config changed")
             result = converge(ex, time.monotonic(), timeout, created)
         if hosted and (changed or ex.started):
             # node 1's config lost its self-initialisation once the mesh was; the hosts get that copy now (it
@@ -371,4 +379,9 @@ def push_bundles(mesh: m.Mesh, progress: Progress = _quiet, *, settle: bool = Fa
         if written[node.name]:
             assert node.remote is not None
             progress(f"pushed {len(written[node.name])} file(s) of {node.name} to {node.remote.where}")
-    return {name for name, paths in written.items() if paths}
+    changed = {name for name, paths in written.items() if paths}
+    for remote in mesh.layout.entry_hosts:
+        if hosts.push_entry(remote, m.hosted_entry_config(mesh.paths, remote).read_bytes()):
+            progress(f"pushed the entry's config to {remote.where}")
+            changed.add("entry")
+    return changed

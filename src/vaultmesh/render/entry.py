@@ -42,8 +42,9 @@ def _word(value: object, what: str) -> str:
     return text
 
 
-def render_entry_config(layout: MeshLayout) -> str:
-    ca = _word(layout.paths.ca_cert, "the CA path")
+def render_entry_config(layout: MeshLayout, *, bind: str = HOST, ca_file: object = None) -> str:
+    """The entry's config; ``bind`` and ``ca_file`` for an entry on a host (its address, its copy of the CA)."""
+    ca = _word(ca_file or layout.paths.ca_cert, "the CA path")
     common = (f"check check-ssl verify required ca-file {ca} check-sni localhost "
               f"inter {CHECK_INTERVAL_MS}ms downinter {DOWN_CHECK_INTERVAL_MS}ms fastinter {DOWN_CHECK_INTERVAL_MS}ms "
               "fall 2 rise 1")
@@ -69,7 +70,7 @@ defaults
     default-server on-marked-down shutdown-sessions
 
 frontend entry
-    bind {HOST}:{layout.entry_port}
+    bind {_word(bind, 'the entry address')}:{layout.entry_port}
     default_backend active
 
 backend active

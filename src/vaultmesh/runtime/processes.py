@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from vaultmesh.layout import MeshLayout, NodeLayout, StatePaths
+from vaultmesh.layout import MeshLayout, NodeLayout, Remote, StatePaths
 from vaultmesh.runtime.local import (
     KMS_ENV,
     check_ports_free,
@@ -68,7 +68,29 @@ def entry_log(layout: MeshLayout) -> Path:
 
 
 def entry_process(layout: MeshLayout) -> TrackedProcess:
+    if layout.entry_hosts:
+        return HostedEntry("entry", entry_pid_file(layout), str(entry_config(layout)), layout.entry_hosts)
     return TrackedProcess("entry", entry_pid_file(layout), str(entry_config(layout)))
+
+
+@dataclass(frozen=True)
+class HostedEntry(TrackedProcess):
+    """The entry of a ``runtime: ssh`` mesh with ``entry.hosts``: one HAProxy per entry host, under its
+    supervisor. Its pid is the first host's, and only while every entry host runs one."""
+
+    remotes: tuple[Remote, ...] = ()
+
+    def pid(self, *, adopt: bool = False) -> int | None:
+        from vaultmesh.hosts import runtime as hosts
+
+        pids = [hosts.entry_pid(r) for r in self.remotes]
+        return pids[0] if pids and all(pids) else None
+
+    def stop(self) -> None:
+        from vaultmesh.hosts import runtime as hosts
+
+        for remote in self.remotes:
+            hosts.stop_entry(remote)
 
 
 def issuer_process(paths: StatePaths) -> TrackedProcess:
@@ -171,7 +193,12 @@ def wait_ports_free(node: NodeLayout, timeout: float = 5.0) -> bool:
 
 
 def start_entry(layout: MeshLayout) -> int:
-    """Start HAProxy on the rendered entry config."""
+    """Start HAProxy on the rendered entry config (on each entry host where it does not run: ``entry.hosts``)."""
+    if layout.entry_hosts:
+        from vaultmesh.hosts import runtime as hosts
+
+        pids = [hosts.entry_pid(r) or hosts.start_entry(r) for r in layout.entry_hosts]
+        return pids[0]
     check_ports_free({"entry": layout.entry_port})
     haproxy = shutil.which("haproxy") or "haproxy"
     return start_process([haproxy, "-db", "-f", str(entry_config(layout))], cwd=layout.paths.entry_dir,
@@ -217,10 +244,11 @@ def down(layout: MeshLayout, *, progress: Progress = _quiet, timeout: float = ST
         if not running:
             continue
         progress("stopping " + ", ".join(f"{p.name} (pid {pid}{_on(p)})" for p, pid in running))
-        hosted = [p for p, _ in running if isinstance(p, HostedProcess)]
+        hosted = [p for p, _ in running if isinstance(p, HostedProcess | HostedEntry)]
         with ThreadPoolExecutor(max_workers=max(1, len(hosted))) as pool:
             waiting = [pool.submit(p.stop) for p in hosted]
-            stop_processes([pid for p, pid in running if not isinstance(p, HostedProcess)], timeout=timeout)
+            stop_processes([pid for p, pid in running if not isinstance(p, HostedProcess | HostedEntry)],
+                           timeout=timeout)
             for w in waiting:
                 w.result()
         stopped += [p.name for p, _ in running]

@@ -96,6 +96,9 @@ class EntrySpec(_Model):
     mode: Literal["auto", "haproxy", "none"] = "auto"
     """``auto``: HAProxy when the binary is installed, else clients are given the node list.
     ``haproxy``: require it. ``none``: no entry process; the address is the first healthy node."""
+    hosts: list[str] = Field(default_factory=list)
+    """``runtime: ssh``: the hosts (by name) that each run an entry, under their supervisor, on the entry port of
+    their own address; clients are given the first. Empty: the entry runs on this machine's loopback."""
 
 
 class SSHSpec(_Model):
@@ -162,7 +165,8 @@ class LifecycleSpec(_Model):
     (``vaultmesh chaos partition-zone``). PostgreSQL and the identity issuer on 127.0.0.1 are then out of the
     nodes' reach. ``ssh``: node i runs on ``hosts[i]``, reached over SSH and run by its service manager."""
     hosts: list[HostSpec] = Field(default_factory=list)
-    """``runtime: ssh``: the machines, one node on each (``nodes`` must equal their count)."""
+    """``runtime: ssh``: the machines, one node on each; with fewer hosts than ``nodes``, node i runs on host
+    ``i mod len(hosts)`` (``up`` warns: one host failing takes several nodes)."""
     issuer_address: str = "127.0.0.1"
     """The address of this machine the workload identity issuer listens on. Nodes fetch its keys (OIDC
     discovery) from there: on ``runtime: ssh`` give an address of this machine the hosts reach."""
@@ -185,15 +189,20 @@ class LifecycleSpec(_Model):
             raise ValueError("runtime: netns works with the static or shamir seal; the transit seal node listens "
                              "on loopback, out of the namespaces' reach")
         if self.runtime != "ssh":
+            if self.entry.hosts:
+                raise ValueError("entry.hosts is only read with runtime: ssh")
             if self.hosts:
                 raise ValueError("hosts: is only read with runtime: ssh; add runtime: ssh or drop hosts:")
             return self
         if self.seal.type == "transit":
             raise ValueError("runtime: ssh works with the static, shamir or a KMS seal; the transit seal node "
                              "runs on this machine's loopback, out of the hosts' reach")
-        if len(self.hosts) != self.nodes:
+        if not self.hosts or len(self.hosts) > self.nodes:
             raise ValueError(f"runtime: ssh runs one node per host: nodes is {self.nodes} but hosts names "
-                             f"{len(self.hosts)}; make them equal")
+                             f"{len(self.hosts)}; name as many hosts as nodes (fewer only to share hosts)")
+        unknown = sorted(set(self.entry.hosts) - {h.name for h in self.hosts})
+        if unknown:
+            raise ValueError(f"entry.hosts names {', '.join(unknown)}, which hosts: does not name")
         for what in ("name", "address"):
             seen = [getattr(h, what) for h in self.hosts]
             dup = sorted({v for v in seen if seen.count(v) > 1})
@@ -405,13 +414,18 @@ class MeshSpec(ResourcesSpec, LifecycleSpec):
 def zone_layout(spec: LifecycleSpec) -> list[tuple[str, str]]:
     """Node names and their zones, spread round-robin: [("node-1", "zone-a"), ...]; on ``runtime: ssh`` each
     node takes its host's zone."""
-    if spec.runtime == "ssh":
-        return [(f"node-{i + 1}", host.zone) for i, host in enumerate(spec.hosts[: spec.nodes])]
+    if spec.runtime == "ssh" and spec.hosts:
+        return [(f"node-{i + 1}", node_host(spec, i).zone) for i in range(spec.nodes)]
     return [(f"node-{i + 1}", spec.zones[i % len(spec.zones)]) for i in range(spec.nodes)]
 
 
+def node_host(spec: LifecycleSpec, i: int) -> HostSpec:
+    """The host node i (from 0) of a ``runtime: ssh`` mesh runs on: host i, round robin when hosts are fewer."""
+    return spec.hosts[i % len(spec.hosts)]
+
+
 def zone_warnings(spec: LifecycleSpec) -> list[str]:
-    """Say when a single zone's loss would take quorum with it."""
+    """Say when a single zone's loss would take quorum with it, or one host runs several nodes."""
     counts: dict[str, int] = {}
     for _, zone in zone_layout(spec):
         counts[zone] = counts.get(zone, 0) + 1
@@ -423,4 +437,9 @@ def zone_warnings(spec: LifecycleSpec) -> list[str]:
         if spec.nodes > 1 and spec.nodes - count < quorum:
             warnings.append(f"zone {zone} holds {count} of {spec.nodes} nodes: losing it loses quorum; "
                             f"declare at least 3 zones")
+    if spec.runtime == "ssh" and spec.hosts and len(spec.hosts) < spec.nodes:
+        shared = sorted({node_host(spec, i).name for i in range(len(spec.hosts), spec.nodes)})
+        they = f"hosts {', '.join(shared)} each run" if len(shared) > 1 else f"host {shared[0]} runs"
+        warnings.append(f"{they} more than one node: a host failing takes several nodes with it; give each "
+                        "node its own host")
     return warnings
