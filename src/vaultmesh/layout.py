@@ -5,6 +5,7 @@ State dir (0700 directories; secrets 0600)::
     state.json            format, vaultmesh version, ports, engine: written once, atomically
     mesh.yaml             the spec the mesh was created from
     pki/ca.pem, ca-key.pem
+                          (rotation.json, ca-next.pem, ca-next-key.pem while ``certs rotate-ca`` runs)
     seal/static.key       (static seal) 32 raw bytes
     seal/node/...         (transit seal) the seal node: config, data, log, pid, its token
     nodes/<name>/         config.hcl, data/, tls/{cert,key}.pem, bao.log, bao.pid, audit.log
@@ -133,6 +134,11 @@ class StatePaths:
 
     ca_cert = Below("root", "pki/ca.pem")
     ca_key = Below("root", "pki/ca-key.pem")
+    ca_rotation = Below("root", "pki/rotation.json")
+    """``certs rotate-ca`` under way: the two serials and the old CA's certificate (0600)."""
+    ca_next_cert = Below("root", "pki/ca-next.pem")
+    """The new CA while a rotation has made it and it does not sign yet; its key ``ca_next_key`` (0600)."""
+    ca_next_key = Below("root", "pki/ca-next-key.pem")
 
     static_key = Below("root", "seal/static.key")
     seal_node_dir = Below("root", "seal/node")

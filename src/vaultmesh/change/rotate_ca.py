@@ -69,15 +69,15 @@ def _quiet(_: str) -> None:
 
 
 def record_file(mesh: m.Mesh) -> Path:
-    return mesh.paths.ca_cert.parent / "rotation.json"
+    return mesh.paths.ca_rotation
 
 
 def next_cert(mesh: m.Mesh) -> Path:
-    return mesh.paths.ca_cert.parent / "ca-next.pem"
+    return mesh.paths.ca_next_cert
 
 
 def next_key(mesh: m.Mesh) -> Path:
-    return mesh.paths.ca_cert.parent / "ca-next-key.pem"
+    return mesh.paths.ca_next_key
 
 
 @dataclass(frozen=True)
