@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale import print_rows  # benchmarks/scale.py: the same table
-from upgrade import Load  # benchmarks/upgrade.py: the same load
+from upgrade import Load, print_rows  # benchmarks/upgrade.py: the same load and table
 
 from vaultmesh import pki
 from vaultmesh.certs.probe import served_or_why

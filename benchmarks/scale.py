@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from upgrade import Load  # benchmarks/upgrade.py: the same load, side by side
+from upgrade import Load, print_rows  # benchmarks/upgrade.py: the same load and table, side by side
 
 from vaultmesh.change.scale import scale
 from vaultmesh.lifecycle import mesh as m
@@ -123,21 +122,6 @@ def main() -> None:
         for procedure in ("vaultmesh scale", "manual (start, wait, next)"):
             rows.setdefault(procedure, []).append(one(procedure))
     print_rows("scale 3 -> 5 nodes, ~20 writes/s", rows, args.rounds)
-
-
-def print_rows(title: str, rows: dict[str, list[dict[str, object]]], rounds: int) -> None:
-    keys = list(next(iter(rows.values()))[0])
-    print(f"{title}, {rounds} round(s) (median)")
-    width = max(len(k) for k in keys) + 2
-    print("".ljust(width) + "".join(p.ljust(32) for p in rows))
-    for k in keys:
-        cells = []
-        for runs in rows.values():
-            values = [r[k] for r in runs]
-            v = statistics.median(values) if all(isinstance(x, int | float) and not isinstance(x, bool)
-                                                 for x in values) else values[-1]
-            cells.append(str(v).ljust(32))
-        print(k.ljust(width) + "".join(cells))
 
 
 if __name__ == "__main__":

@@ -162,8 +162,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for procedure in ("vaultmesh upgrade", "manual (stop, replace, start)"):
             rows.setdefault(procedure, []).append(one(procedure, old, new, target))
+    print_rows(f"rolling upgrade {OLD} -> {target}, 3 nodes, ~20 writes/s", rows, args.rounds)
+
+
+def print_rows(title: str, rows: dict[str, list[dict[str, object]]], rounds: int) -> None:
+    """The side-by-side table: one column per procedure, the median of each figure over the rounds."""
     keys = list(next(iter(rows.values()))[0])
-    print(f"rolling upgrade {OLD} -> {target}, 3 nodes, ~20 writes/s, {args.rounds} round(s) (median)")
+    print(f"{title}, {rounds} round(s) (median)")
     width = max(len(k) for k in keys) + 2
     print("".ljust(width) + "".join(p.ljust(32) for p in rows))
     for k in keys:
