@@ -170,3 +170,35 @@ def test_rotate_ca_in_stages_under_load_with_restarts_between_them(mesh: MeshHan
     login()  # the jwt mount (now on both CAs' PEM) still reaches the issuer on its new leaf
     client = hvac.Client(url=env["BAO_ADDR"], token=env["BAO_TOKEN"], verify=env["BAO_CACERT"])
     assert client.sys.read_health_status(method="GET")["sealed"] is False
+
+
+def test_rotate_ca_sigkilled_mid_way_finishes_when_run_again(mesh: MeshHandle) -> None:
+    paths = mesh.mesh.paths
+    mesh.client().delete("sys/auth/rotjwt")  # the first test's mount: its CA PEM would stop the sign stage here
+    old_pem = paths.ca_cert.read_bytes()
+    with WriteLoad(mesh, "rotca-kill") as load:
+        proc = subprocess.Popen([sys.executable, "-m", "vaultmesh.cli.main", "--dir", str(mesh.dir), "certs",
+                                 "rotate-ca"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seen = []
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                seen.append(line)
+                if "trusts both CAs" in line:
+                    break
+        finally:
+            proc.send_signal(signal.SIGKILL)  # mid-way: both CAs trusted, every leaf still from the old one
+            proc.wait(timeout=30)
+        assert any("trusts both CAs" in line for line in seen), seen
+        assert record_file(mesh.mesh).exists()
+        last = _rotate_ca(mesh)
+        assert last["stage"] == "done"
+    assert load.errors == [] and load.lost() == []
+    new_pem = paths.ca_cert.read_bytes()
+    assert len(pki.certificates(new_pem)) == 1 and new_pem != old_pem
+    assert not record_file(mesh.mesh).exists()
+    rows = {r.name: r for r in probe.observe(mesh.mesh)}
+    for name in LEAVES | {"seal", "entry"}:
+        address = rows[name].address
+        assert address is not None and rows[name].source == "listener", (name, rows[name].down)
+        assert _verifies(address, new_pem) and not _verifies(address, old_pem), name
