@@ -289,6 +289,33 @@ def test_upgrade_over_ssh_moves_every_host_to_the_new_engine_under_load(on_hosts
     assert not [line for line in on_hosts.up() if "restarted" in line or "started" in line]
 
 
+def test_rotate_ca_on_hosts_pushes_the_ca_file_at_every_stage(on_hosts: HostsMesh) -> None:
+    from vaultmesh import pki
+    from vaultmesh.certs.probe import served_or_why
+    from vaultmesh.change.rotate_ca import rotate_ca
+
+    mesh = on_hosts.mesh
+    old = mesh.paths.ca_cert.read_bytes()
+    before = on_hosts.pids()
+    rotate_ca(on_hosts.handle.dir, stop_after="trust")
+    for node in mesh.layout.nodes:  # both CAs on every host before any leaf comes from the new one
+        assert node.remote is not None
+        assert (node.remote.mesh_dir / "pki/ca.pem").read_bytes() == mesh.paths.ca_cert.read_bytes() != old
+    admin = on_hosts.handle.client()  # the workload test's jwt mount: apply gives it the CA file, both CAs
+    apply(mesh, admin, parse_spec(WORKLOAD, source="hosts-workload.yaml"), base_dir=Path(on_hosts.lab.dir), env={})
+    admin.close()
+    rotate_ca(on_hosts.handle.dir)
+    new = mesh.paths.ca_cert.read_bytes()
+    assert len(pki.certificates(new)) == 1 and new != old
+    for node in mesh.layout.nodes:
+        assert node.remote is not None
+        assert (node.remote.mesh_dir / "pki/ca.pem").read_bytes() == new  # each host's own copy
+        facts, why = served_or_why(node.api_addr.removeprefix("https://"), mesh.paths.ca_cert, "localhost")
+        assert facts is not None, why
+    assert on_hosts.pids() == before  # the static seal: leaves reloaded, no node restarted
+    assert on_hosts.doc()["healthy"]  # the entry on h1 checks its backends with the new CA
+
+
 def test_destroy_leaves_nothing_on_the_hosts(on_hosts: HostsMesh) -> None:
     # the last test of the module: the fixture's own destroy then finds no mesh
     mesh = on_hosts.mesh

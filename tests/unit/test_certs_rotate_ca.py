@@ -116,11 +116,6 @@ def test_refusals_are_one_line(view: cp.CAView, words: str) -> None:
     assert why is not None and words in why and "\n" not in why
 
 
-def test_a_mesh_on_hosts_is_refused() -> None:
-    why = cp.refusal(BEFORE, remote=True)
-    assert why is not None and "runtime: ssh" in why
-
-
 def test_the_new_ca_does_not_sign_while_an_auth_mount_trusts_only_the_old_one() -> None:
     view = replace(BEFORE, old="old", new="new", bundle=("old", "new"), stale_mounts=("jwt/",))
     why = cp.sign_refusal(view)

@@ -178,13 +178,9 @@ def stop_index(plan: CAPlan, stop_after: Action | None) -> int:
     return sum(1 for s in plan.steps if STAGES.index(s.action) <= last)
 
 
-def refusal(view: CAView, *, remote: bool = False) -> str | None:
-    """Why a rotation must not start or go on, in one line (None: it may). ``remote``: nodes run on other hosts
-    (``runtime: ssh``). The mesh's own health (a node down, no failure tolerance, autopilot unhealthy) is
-    ``change.plan.refusal``'s."""
-    if remote:
-        return ("rotate-ca on a mesh on hosts (runtime: ssh) is not built yet: each host reads its own copy of the "
-                "CA file, which `vaultmesh up` pushes")
+def refusal(view: CAView) -> str | None:
+    """Why a rotation must not start or go on, in one line (None: it may). The mesh's own health (a node down,
+    no failure tolerance, autopilot unhealthy) is ``change.plan.refusal``'s."""
     if not view.bundle:
         return "the CA file pki/ca.pem holds no certificate; nothing was changed (restore pki/ from a backup)"
     if not view.rotating:

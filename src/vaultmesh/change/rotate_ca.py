@@ -54,7 +54,7 @@ from vaultmesh.fsutil import read_json, write_atomic, write_json
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.runtime import processes
-from vaultmesh.runtime.local import log_tail, resolve_engine, stop_processes
+from vaultmesh.runtime.local import log_tail, resolve_engine
 from vaultmesh.waiting import wait_until
 
 Progress = Callable[[str], None]
@@ -282,6 +282,17 @@ class _Run:
     def write_ca_file(self, *serials: str) -> None:
         cas = self.cas()
         write_atomic(self.mesh.paths.ca_cert, pki.bundle(*(cas[s] for s in serials)), mode=0o644)
+        self.push_hosts()
+
+    def push_hosts(self) -> None:
+        """``runtime: ssh``: every host gets the CA file as it is now (its retry_join and its entry read it
+        there), before the next stage relies on it."""
+        static = self.mesh.spec.seal.type == "static"
+        for node in self.mesh.layout.nodes:
+            if node.remote is not None:
+                from vaultmesh.hosts import runtime as hosts
+
+                hosts.push(node, hosts.local_bundle(node, self.mesh.paths, static_seal=static))
 
     def reload_entry(self) -> str:
         """The entry started again on the CA file as it is now (``-sf``), and that recorded (``entry_current``)."""
@@ -326,6 +337,7 @@ class _Run:
                 cas = self.cas()
                 write_atomic(paths.ca_key, key)
                 write_atomic(paths.ca_cert, pki.bundle(cas[record["new"]], cas[record["old"]]), mode=0o644)
+                self.push_hosts()
                 next_key(self.mesh).unlink(missing_ok=True)
                 next_cert(self.mesh).unlink(missing_ok=True)
                 extra = self._local_leaves()
@@ -351,10 +363,10 @@ class _Run:
         until it is a caught-up, healthy voter again for the stabilisation time (counted from this start) and the
         mesh tolerates a failure again."""
         pid = processes.node_process(node).pid(adopt=True)
-        if pid is not None:
-            stop_processes([pid], timeout=processes.STOP_TIMEOUT)
+        processes.stop_node(node)
         processes.wait_ports_free(node)
-        engine = m.node_engine(self.mesh.paths, node.name) or resolve_engine(self.mesh.engine).path
+        engine = m.node_engine(self.mesh.paths, node.name) or (
+            node.remote.engine if node.remote else resolve_engine(self.mesh.engine).path)
         started = time.time()
         new = processes.start_node(node, engine)
         step = Step(node.name, "settle", "voter")
@@ -429,7 +441,7 @@ def rotate_ca(root: Path, *, progress: Progress = _quiet, stop_after: cp.Action 
     with m.locked(root):
         mesh = m.open_mesh(root)
         view, _ = observe(mesh)
-        why = cp.refusal(view, remote=any(n.remote is not None for n in mesh.layout.nodes))
+        why = cp.refusal(view)
         if why is not None:
             raise UnsafePlan(why)
         client = mesh.client(token=m.admin_token(mesh), retry=RetryPolicy(deadline=5.0))

@@ -213,6 +213,16 @@ def reload_entry(mesh: m.Mesh) -> str | None:
     old = processes.entry_process(layout).pid(adopt=True)
     if old is None:
         return None
+    if layout.entry_hosts:  # runtime: ssh: each entry host gets its config (its CA file, its backends) again
+        from vaultmesh.hosts import runtime as hosts
+
+        for remote in layout.entry_hosts:
+            hosts.push_entry(remote, m.hosted_entry_config(layout.paths, remote).read_bytes())
+            hosts.restart_entry(remote)
+        new = wait_until(lambda: processes.entry_process(layout).pid(), timeout=10.0, interval=0.1)
+        if not new:
+            raise NotReady("the entry did not start again on its hosts", hint="run `vaultmesh up` to restart it")
+        return f"the entry restarted on {', '.join(r.host for r in layout.entry_hosts)} (pid {old} -> {new})"
     haproxy = shutil.which("haproxy") or "haproxy"
     new = start_process([haproxy, "-db", "-f", str(processes.entry_config(layout)), "-sf", str(old)],
                         cwd=layout.paths.entry_dir, log_file=processes.entry_log(layout),
