@@ -269,6 +269,17 @@ def test_a_snapshot_of_a_mesh_on_hosts_is_taken_and_verified(on_hosts: HostsMesh
     assert manifest.canary is not None and manifest.index > 0
 
 
+def test_doctor_reads_each_nodes_limits_and_disk_on_its_host(on_hosts: HostsMesh) -> None:
+    from vaultmesh.doctor.checks import evaluate
+    from vaultmesh.doctor.gather import gather
+
+    facts = gather(on_hosts.handle.dir)
+    assert all(n.core_limit == 0 and n.data_fstype and n.data_free for n in facts.nodes), facts.nodes
+    found = {f.id: f.status for f in evaluate(facts)}
+    assert found["core.dumps"] == "pass" and found["nodes.hosts"] == "pass", found
+    assert found["raft.disk"] != "fail", found
+
+
 def test_upgrade_over_ssh_moves_every_host_to_the_new_engine_under_load(on_hosts: HostsMesh) -> None:
     from vaultmesh.change.upgrade import upgrade
 

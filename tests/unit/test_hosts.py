@@ -167,3 +167,11 @@ def test_nodes_may_share_hosts_round_robin_on_ports_of_their_own_with_a_warning(
     assert ports[:10] == [8200, 8201, 8200, 8201, 8202, 8203, 8202, 8203, 8204, 8205]
     assert any("hosts h1, h2 each run more than one node" in w for w in zone_warnings(spec))
     assert not any("more than one node" in w for w in zone_warnings(_spec()))
+
+
+def test_doctor_reads_a_hosts_limits_and_disk_from_one_command() -> None:
+    text = ("Max core file size        0                    unlimited            bytes\n"
+            "fs 250 1000 ext2/ext3\ndev 2049\n")
+    assert service.parse_disk_and_limits(text) == (0, 0.25, "ext2/ext3", 2049)
+    assert service.parse_disk_and_limits("Max core file size  unlimited  unlimited  bytes\n")[0] == -1
+    assert service.parse_disk_and_limits("") == (None, None, None, None)

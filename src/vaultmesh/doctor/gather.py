@@ -69,6 +69,15 @@ def gather(root: Path, *, now: float | None = None) -> Facts:
 def _node(mesh: m.Mesh, view: MeshView, name: str) -> NodeFacts:
     layout = mesh.layout.node(name)
     seen = next(n for n in view.nodes if n.name == name)
+    if layout.remote is not None:  # runtime: ssh: the process and the data folder are on its host
+        from vaultmesh.hosts import runtime as hosts
+
+        try:
+            core_, free_, fstype_, device_ = hosts.disk_and_limits(layout, seen.pid)
+        except VaultmeshError:
+            core_ = free_ = fstype_ = device_ = None
+        return NodeFacts(name=name, zone=layout.zone, host=layout.host, healthy=seen.healthy, version=seen.version,
+                         core_limit=core_, data_free=free_, data_fstype=fstype_, data_device=device_)
     core: int | None = None
     if seen.pid:
         try:

@@ -255,3 +255,13 @@ def remove_entry(remote: Remote) -> None:
     s = session(remote)
     s.run(["rm", "-f", service.entry_program_file(remote)])
     s.run(service.entry_ctl(remote, "forget"), check=False)
+
+
+def disk_and_limits(node: NodeLayout, pid: int | None) -> tuple[int | None, float | None, str | None, int | None]:
+    """For ``doctor``, read on the node's host in one command: the core-dump limit of its process (0: off),
+    the free share of its data folder's filesystem, that filesystem's type, and its device number."""
+    data = f"{service.node_dir(node)}/data"
+    script = (f"grep '^Max core file size' /proc/{int(pid)}/limits 2>/dev/null; " if pid else "") + \
+        f"stat -f -c 'fs %a %b %T' {shlex.quote(data)} 2>/dev/null; stat -c 'dev %d' {shlex.quote(data)} 2>/dev/null"
+    out = _session(node).shell(script, check=False).out
+    return service.parse_disk_and_limits(out)

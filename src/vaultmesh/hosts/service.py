@@ -199,3 +199,19 @@ def entry_ctl(remote: Remote, verb: str) -> list[str]:
 def entry_pid_probe(remote: Remote) -> list[str]:
     config = re.sub(r"([.+^$()\[\]{}|*?\\])", r"\\\1", entry_config(remote))
     return ["pgrep", "-o", "-f", "--", f"haproxy -db -f {config}$"]
+
+
+def parse_disk_and_limits(text: str) -> tuple[int | None, float | None, str | None, int | None]:
+    """What ``runtime.disk_and_limits`` printed: (core limit, free share, filesystem type, device); None where a
+    line is missing."""
+    core = free = fstype = device = None
+    for line in text.splitlines():
+        words = line.split()
+        if line.startswith("Max core file size") and len(words) >= 5:
+            core = 0 if words[4] == "0" else (-1 if words[4] == "unlimited" else int(words[4]))
+        elif words[:1] == ["fs"] and len(words) >= 4 and words[1].isdigit() and words[2].isdigit():
+            free = int(words[1]) / int(words[2]) if int(words[2]) else None
+            fstype = words[3]
+        elif words[:1] == ["dev"] and len(words) >= 2 and words[1].isdigit():
+            device = int(words[1])
+    return core, free, fstype, device
