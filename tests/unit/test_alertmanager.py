@@ -139,10 +139,13 @@ def test_prometheus_sends_alerts_to_the_alertmanager_over_verified_tls(tmp_path:
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_down_stops_alertmanager_with_the_keeper_before_the_nodes(tmp_path: Path) -> None:
+def test_down_stops_the_keeper_then_alertmanager_and_prometheus_then_the_nodes(tmp_path: Path) -> None:
+    from vaultmesh.runtime.processes import keeper_process, prometheus_process
+
     spec = MeshSpec()
     layout = build_layout(spec.name, tmp_path, zone_layout(spec), list(range(20000, 20007)), transit_seal=False)
-    first, nodes = stop_order(layout)[:2]
-    assert alertmanager_process(layout.paths) in first
+    keeper, users, nodes = stop_order(layout)[:3]
+    assert keeper == [keeper_process(layout.paths)]  # alone: it starts the other two again when they die
+    assert alertmanager_process(layout.paths) in users and prometheus_process(layout.paths) in users
     assert alertmanager_process(layout.paths) not in nodes
     assert alertmanager_process(layout.paths).marker == str(layout.paths.alertmanager_config)

@@ -140,10 +140,13 @@ def node_process(node: NodeLayout, name: str | None = None) -> TrackedProcess:
 
 
 def stop_order(layout: MeshLayout) -> list[list[TrackedProcess]]:
-    """The mesh's processes in the waves ``down`` stops them in: what uses the nodes (keeper, entry, issuer),
-    then every node, then the seal node they unseal with. The processes of a wave stop together."""
-    waves = [[keeper_process(layout.paths), prometheus_process(layout.paths), alertmanager_process(layout.paths),
-              entry_process(layout), issuer_process(layout.paths)],
+    """The mesh's processes in the waves ``down`` stops them in: the keeper first (it starts Prometheus and
+    Alertmanager again when they die, so it must be gone before they stop), then what uses the nodes (Prometheus,
+    Alertmanager, entry, issuer), then every node, then the seal node they unseal with. The processes of a wave
+    stop together."""
+    waves = [[keeper_process(layout.paths)],
+             [prometheus_process(layout.paths), alertmanager_process(layout.paths), entry_process(layout),
+              issuer_process(layout.paths)],
              [node_process(n) for n in reversed(layout.nodes)]]
     if layout.seal_node:
         waves.append([node_process(layout.seal_node, "seal")])
