@@ -75,14 +75,17 @@ def test_sshd_takes_keys_only_for_root_on_the_hosts_address_with_files_under_its
     assert lines["Subsystem"] == "sftp internal-sftp"
 
 
-def test_supervisord_keeps_its_socket_private_and_everything_under_the_hosts_root() -> None:
+def test_supervisord_keeps_its_socket_private_short_and_everything_else_under_the_hosts_root() -> None:
     host = lab().hosts[2]
     conf = configparser.ConfigParser(interpolation=None)
     conf.read_string(render_supervisord_conf(host))
     root = "/labs/one/hosts/h3"
-    assert conf["unix_http_server"]["file"] == f"{root}/run/supervisor.sock"
+    socket = conf["unix_http_server"]["file"]
+    assert socket.startswith("/run/vaultmesh-lab/") and socket.endswith(".sock")
+    assert len(socket) + 1 + 7 <= 107  # supervisord binds <socket>.<pid> first; a socket path has 107 bytes
+    assert socket != lab().hosts[1].files.supervisor_socket.as_posix()  # one per host
     assert conf["unix_http_server"]["chmod"] == "0700"
-    assert conf["supervisorctl"]["serverurl"] == f"unix://{root}/run/supervisor.sock"
+    assert conf["supervisorctl"]["serverurl"] == f"unix://{socket}"
     assert conf["include"]["files"] == f"{root}/etc/supervisor/conf.d/*.conf"
     assert conf["supervisord"]["pidfile"] == f"{root}/run/supervisord.pid"
     assert conf["supervisord"]["logfile"] == f"{root}/var/log/supervisord.log"

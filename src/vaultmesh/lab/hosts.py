@@ -111,6 +111,7 @@ def _install_engine(engine: str, target: Path) -> None:
 def _prepare_host(host: LabHost, user_key: str, engine: str) -> str:
     """The host's root folder: configs, its host key, the authorised key, the engine. Returns its host key."""
     files = host.files
+    ensure_dir(files.supervisor_socket.parent)  # 0700: only root reaches the supervisors
     for folder in (files.root, *files.dirs):  # open like a host's own folders; the secrets in them are 0600
         ensure_dir(folder, 0o755)
     host_key = _write_key(files.host_key, f"root@{host.name}")
@@ -274,6 +275,7 @@ def lab_down(dir: Path, *, progress: Progress = _quiet) -> list[str]:
             progress(f"host {host.name}: stopping {len(left)} process(es) left in {host.netns}")
             stop_processes(left, timeout=STOP_TIMEOUT)
         gone += [name for kind, name in (("link", host.veth), ("netns", host.netns)) if netns.delete(kind, name)]
+        host.files.supervisor_socket.unlink(missing_ok=True)
     if netns.delete("link", record.bridge):
         gone.append(record.bridge)
     left = _existing(record)

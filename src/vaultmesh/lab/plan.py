@@ -12,6 +12,7 @@ supervisord run inside the host's namespace and keep every file (config, keys, s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ MAX_HOSTS = 7
 SSH_PORT = 22
 SSH_USER = "root"
 RECORD_VERSION = 1
+SOCKET_DIR = Path("/run/vaultmesh-lab")
+"""Where the lab's supervisord sockets live (0700, root's): short paths, whatever the lab's folder."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ class HostFiles:
 
     @property
     def supervisor_socket(self) -> Path:
-        return self.root / "run/supervisor.sock"
+        """Under ``SOCKET_DIR``, named by a digest of the root: supervisord binds ``<socket>.<pid>`` first, and a
+        socket path has at most 107 bytes, which a root deep in a test's temporary folder exceeds."""
+        return SOCKET_DIR / f"{hashlib.sha256(str(self.root).encode()).hexdigest()[:16]}.sock"
 
     @property
     def supervisord_pid(self) -> Path:
