@@ -25,7 +25,7 @@ from vaultmesh.hosts import service
 from vaultmesh.lab import LabRecord, cut, lab_down, lab_up, mend, unavailable
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.status import status, status_json
-from vaultmesh.lifecycle.up import destroy, up
+from vaultmesh.lifecycle.up import destroy, down, up
 from vaultmesh.reconcile.apply import apply
 from vaultmesh.spec.load import load_spec, parse_spec
 
@@ -327,10 +327,14 @@ def test_rotate_ca_on_hosts_pushes_the_ca_file_at_every_stage(on_hosts: HostsMes
     assert on_hosts.doc()["healthy"]  # the entry on h1 checks its backends with the new CA
 
 
-def test_destroy_leaves_nothing_on_the_hosts(on_hosts: HostsMesh) -> None:
+def test_down_stops_every_service_and_destroy_leaves_nothing_on_the_hosts(on_hosts: HostsMesh) -> None:
     # the last test of the module: the fixture's own destroy then finds no mesh
     mesh = on_hosts.mesh
     nodes, entry = mesh.layout.nodes, mesh.layout.entry_hosts
+    stopped = down(on_hosts.handle.dir)
+    assert {"node-1", "node-2", "node-3", "entry", "keeper"} <= set(stopped), stopped
+    assert all(hosts.pid(n) is None for n in nodes) and all(hosts.entry_pid(r) is None for r in entry)
+    assert all(Path(service.program_file(n, "supervisor")).exists() for n in nodes)  # down keeps everything
     destroy(on_hosts.handle.dir)
     assert not on_hosts.handle.dir.exists()
     for node in nodes:

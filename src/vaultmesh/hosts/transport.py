@@ -23,6 +23,9 @@ CONNECT_TIMEOUT = 5.0
 
 COMMAND_TIMEOUT = 60.0
 
+CHANNEL_TIMEOUT = 15.0
+"""Seconds a fresh channel may take to open before the connection is made again."""
+
 
 @dataclass(frozen=True)
 class Result:
@@ -79,6 +82,25 @@ class Session:
         self._client = client
         return client
 
+    def _channel_ready(self) -> paramiko.SSHClient:
+        """The connection, once it has opened a channel within ``CHANNEL_TIMEOUT``: a connection that cannot (seen
+        on a loaded machine: the first channel of a fresh connection never answered) is dropped and made again,
+        once. Every command and file write of this module is idempotent, so the retry is safe."""
+        for attempt in (1, 2):
+            client = self._connect()
+            transport = client.get_transport()
+            try:
+                assert transport is not None
+                transport.open_session(timeout=CHANNEL_TIMEOUT).close()
+                return client
+            except (paramiko.SSHException, OSError, EOFError, AssertionError) as err:
+                self.close()
+                if attempt == 2:
+                    raise RuntimeFailure(f"host {self.remote.where}: no SSH channel opened within "
+                                         f"{CHANNEL_TIMEOUT:g} s, twice: {err or type(err).__name__}",
+                                         hint="check the host's load and its sshd (MaxSessions)") from None
+        raise AssertionError("unreachable")
+
     def close(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):
@@ -94,7 +116,7 @@ class Session:
               stdin: bytes | None = None) -> Result:
         """Run a command line the caller quoted (``run`` for argv)."""
         with self._lock:
-            client = self._connect()
+            client = self._channel_ready()
             try:
                 chan_in, chan_out, chan_err = client.exec_command(command, timeout=timeout)
                 if stdin is not None:
@@ -118,7 +140,7 @@ class Session:
         folder = posixpath.dirname(path)
         tmp = f"{path}.vaultmesh-tmp"
         with self._lock:
-            client = self._connect()
+            client = self._channel_ready()
             try:
                 sftp = client.open_sftp()
                 try:
