@@ -72,7 +72,9 @@ def test_a_socket_device_streams_audit_lines_to_rsyslog(make_mesh: Callable[...,
         if not out.exists():
             return []
         docs = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
-        return [d for d in docs if (d.get("request") or {}).get("path") == "sys/policies/acl/streamed-marker"]
+        mine = [d for d in docs if (d.get("request") or {}).get("path") == "sys/policies/acl/streamed-marker"]
+        # the response line follows the request line: wait for both, not for the first
+        return mine if {d["type"] for d in mine} >= {"request", "response"} else []
 
     docs = wait_until(streamed, timeout=20)
     assert {d["type"] for d in docs} == {"request", "response"}
