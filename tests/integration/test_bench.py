@@ -20,7 +20,7 @@ from vaultmesh.spec.load import parse_spec
 
 from .conftest import MeshHandle
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # timing-sensitive: run alone, after the rest
 
 
 def test_small_rollout_completes_without_errors_and_counts_return(shared_mesh: MeshHandle,

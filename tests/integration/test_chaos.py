@@ -13,7 +13,7 @@ from vaultmesh.runtime import netns
 
 from .conftest import MeshHandle, stop_all
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # timing-sensitive: run alone, after the rest
 
 LOAD = BenchConfig(scenario="steady", op="workload", rate=20.0, duration=6.0, hold=0.5, concurrency=8)
 """20 workloads/s: the rate at which a leader kill used to leave ghost tokens and leases behind."""

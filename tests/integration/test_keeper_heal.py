@@ -22,7 +22,7 @@ from vaultmesh.snapshot.archive import verify_file
 from .conftest import MeshHandle
 from .test_lifecycle import run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # timing-sensitive: run alone, after the rest
 
 
 def _leader(handle: MeshHandle) -> str:

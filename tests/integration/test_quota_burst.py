@@ -23,7 +23,7 @@ from vaultmesh.spec.models import MeshSpec
 from .conftest import MeshHandle
 from .workloads import MeshIssuer, mesh_issuer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # timing-sensitive: run alone, after the rest
 
 AUD = BURST_AUDIENCE
 QUOTA_RATE = 5

@@ -23,7 +23,7 @@ from vaultmesh.workload.reap import find_workload_tokens
 from .conftest import MeshHandle
 from .workloads import SHORT_TTLS, MeshIssuer, apply_file, mesh_issuer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.alone]  # timing-sensitive: run alone, after the rest
 
 NAME = "ahead"
 AUTH, KV, DB, AUD = f"jwt-{NAME}", f"secret-{NAME}", f"db-{NAME}", f"vaultmesh-{NAME}"
