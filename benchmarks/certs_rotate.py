@@ -88,13 +88,7 @@ def one(procedure: str) -> dict[str, object]:
                 rotate(m.open_mesh(root))
         else:
             manual(root)
-        done = time.monotonic() - t0
-        ok = settled(root, old)
-        healthy_after = time.monotonic() - t0
-        lost = load.finish()
-        return {"failed": load.failed, "lost": lost, "writes": len(load.acked) + load.failed,
-                "leader changes": max(0, len(load.leaders) - 1), "slowest write s": round(load.slowest, 2),
-                "command s": round(done, 1), "until healthy s": round(healthy_after, 1), "new serials": ok}
+        return load.figures(t0, lambda: settled(root, old), "new serials")
     finally:
         down(root)
         shutil.rmtree(work, ignore_errors=True)

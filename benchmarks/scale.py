@@ -81,13 +81,7 @@ def one(procedure: str) -> dict[str, object]:
             scale(root, 5)
         else:
             manual(root, 5)
-        done = time.monotonic() - t0
-        ok = settled(root, 5)
-        healthy_after = time.monotonic() - t0
-        lost = load.finish()
-        return {"failed": load.failed, "lost": lost, "writes": len(load.acked) + load.failed,
-                "leader changes": max(0, len(load.leaders) - 1), "slowest write s": round(load.slowest, 2),
-                "command s": round(done, 1), "until healthy s": round(healthy_after, 1), "5 voters": ok}
+        return load.figures(t0, lambda: settled(root, 5), "5 voters")
     finally:
         down(root)
         shutil.rmtree(work, ignore_errors=True)

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vaultmesh.api.client import EngineClient, RetryPolicy
@@ -82,6 +83,17 @@ class Load:
             t.start()
         time.sleep(1.0)  # a second of steady load before the procedure
 
+    def figures(self, t0: float, settled: Callable[[], bool], what: str) -> dict[str, object]:
+        """The row of one procedure, from the moment it returned (now): wait for ``settled`` (its target, the
+        mesh healthy), stop the load and read every acknowledged write back."""
+        done = time.monotonic() - t0
+        ok = settled()
+        healthy_after = time.monotonic() - t0
+        lost = self.finish()
+        return {"failed": self.failed, "lost": lost, "writes": len(self.acked) + self.failed,
+                "leader changes": max(0, len(self.leaders) - 1), "slowest write s": round(self.slowest, 2),
+                "command s": round(done, 1), "until healthy s": round(healthy_after, 1), what: ok}
+
     def finish(self) -> int:
         time.sleep(1.0)
         self.stop.set()
@@ -129,13 +141,7 @@ def one(procedure: str, old: str, new: str, target: str) -> dict[str, object]:
             upgrade(root, new)
         else:
             manual(root, new)
-        done = time.monotonic() - t0
-        ok = settled(root, target)
-        healthy_after = time.monotonic() - t0
-        lost = load.finish()
-        return {"failed": load.failed, "lost": lost, "writes": len(load.acked) + load.failed,
-                "leader changes": max(0, len(load.leaders) - 1), "slowest write s": round(load.slowest, 2),
-                "command s": round(done, 1), "until healthy s": round(healthy_after, 1), "on target": ok}
+        return load.figures(t0, lambda: settled(root, target), "on target")
     finally:
         down(root)
         shutil.rmtree(work, ignore_errors=True)
