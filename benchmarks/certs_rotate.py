@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from upgrade import Load, print_rows  # benchmarks/upgrade.py: the same load and table
+from upgrade import Load, healthy_when, print_rows  # benchmarks/upgrade.py: the same load and table
 
 from vaultmesh import pki
 from vaultmesh.certs.probe import served_or_why
@@ -30,7 +30,6 @@ from vaultmesh.certs.rotate import rotate
 from vaultmesh.fsutil import write_atomic
 from vaultmesh.layout import NodeLayout
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.lifecycle.status import status
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.runtime import processes
 from vaultmesh.runtime.local import resolve_engine, stop_processes
@@ -64,13 +63,8 @@ def manual(root: Path) -> None:
 
 def settled(root: Path, old: dict[str, str | None], timeout: float = 120.0) -> bool:
     mesh = m.open_mesh(root)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        _, view, _ = status(root)
-        if view.healthy and all(serial(mesh, n) not in (None, old[n.name]) for n in mesh.layout.nodes):
-            return True
-        time.sleep(0.2)
-    return False
+    return healthy_when(root, lambda _: all(serial(mesh, n) not in (None, old[n.name]) for n in mesh.layout.nodes),
+                        timeout)
 
 
 def one(procedure: str) -> dict[str, object]:

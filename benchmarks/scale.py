@@ -24,11 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from upgrade import Load, print_rows  # benchmarks/upgrade.py: the same load and table, side by side
+from upgrade import Load, healthy_when, print_rows  # benchmarks/upgrade.py: the same load and table, side by side
 
 from vaultmesh.change.scale import scale
 from vaultmesh.lifecycle import mesh as m
-from vaultmesh.lifecycle.status import status
 from vaultmesh.lifecycle.up import down, up
 from vaultmesh.runtime import processes
 from vaultmesh.runtime.local import resolve_engine
@@ -60,13 +59,7 @@ def manual(root: Path, n: int) -> None:
 
 
 def settled(root: Path, n: int, timeout: float = 120.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        _, view, _ = status(root)
-        if view.healthy and len(view.nodes) == n and all(x.voter for x in view.nodes):
-            return True
-        time.sleep(0.2)
-    return False
+    return healthy_when(root, lambda view: len(view.nodes) == n and all(x.voter for x in view.nodes), timeout)
 
 
 def one(procedure: str) -> dict[str, object]:

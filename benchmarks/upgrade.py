@@ -30,9 +30,11 @@ from vaultmesh.errors import VaultmeshError
 from vaultmesh.lifecycle import mesh as m
 from vaultmesh.lifecycle.status import status
 from vaultmesh.lifecycle.up import down, up
+from vaultmesh.lifecycle.view import MeshView
 from vaultmesh.runtime import processes
 from vaultmesh.runtime.local import resolve_engine, stop_processes
 from vaultmesh.spec.load import parse_spec
+from vaultmesh.waiting import wait_until
 
 OLD = "2.6.2"
 SPEC = "keeper:\n  enabled: false\n"
@@ -119,14 +121,17 @@ def manual(root: Path, engine: str) -> None:
         processes.start_node(node, engine)
 
 
+def healthy_when(root: Path, holds: Callable[[MeshView], bool], timeout: float = 120.0) -> bool:
+    """Whether `status` sees the mesh healthy with ``holds`` true of it within ``timeout`` seconds."""
+    def ok() -> bool:
+        view = status(root)[1]
+        return view.healthy and holds(view)
+
+    return bool(wait_until(ok, timeout=timeout, interval=0.2))
+
+
 def settled(root: Path, target: str, timeout: float = 120.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        _, view, _ = status(root)
-        if view.healthy and all(n.version == target for n in view.nodes):
-            return True
-        time.sleep(0.2)
-    return False
+    return healthy_when(root, lambda view: all(n.version == target for n in view.nodes), timeout)
 
 
 def one(procedure: str, old: str, new: str, target: str) -> dict[str, object]:
