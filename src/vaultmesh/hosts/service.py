@@ -102,14 +102,13 @@ def owner_commands(node: NodeLayout) -> list[list[str]]:
             ["chmod", "0755", str(paths.root), str(paths.nodes_dir), str(paths.ca_cert.parent)]]
 
 
-def ctl(node: NodeLayout, kind: str, verb: str, *args: str) -> list[str]:
-    """The service manager's command for ``verb`` (start, stop, restart, pid, hup, add, forget) on the node."""
+def ctl(node: NodeLayout, kind: str, verb: str) -> list[str]:
+    """The service manager's command for ``verb`` (start, stop, restart, hup, add, enable, forget, log) on the node."""
     name = service_name(node)
     assert node.remote is not None
     if kind == "systemd":
         table = {"start": ["systemctl", "start", name], "stop": ["systemctl", "stop", name],
                  "restart": ["systemctl", "restart", name],
-                 "pid": ["systemctl", "show", "-p", "MainPID", "--value", name],
                  "hup": ["systemctl", "reload", name],
                  "add": ["systemctl", "daemon-reload"],
                  "enable": ["systemctl", "enable", name],
@@ -118,7 +117,7 @@ def ctl(node: NodeLayout, kind: str, verb: str, *args: str) -> list[str]:
         return table[verb]
     base = ["supervisorctl", "-c", posixpath.join(str(node.remote.root), SUPERVISOR_CONFIG)]
     table = {"start": [*base, "start", name], "stop": [*base, "stop", name], "restart": [*base, "restart", name],
-             "pid": [*base, "pid", name], "hup": [*base, "signal", "HUP", name],
+             "hup": [*base, "signal", "HUP", name],
              "add": [*base, "update", name], "enable": [*base, "update", name], "forget": [*base, "update"],
              "log": [*base, "tail", "-2000", name]}
     return table[verb]
