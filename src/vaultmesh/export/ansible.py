@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import posixpath
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +168,7 @@ def host_bundles(spec: MeshSpec, *, ca: pki.CertPair, now: dt.datetime, static_k
         if seal_key is not None:
             dirs.append(HostFile(str(paths.static_key.parent), b"", 0o750, group=user))
         env = _owned(service.BundleFile(service.env_file(node),
-                                        f"{ADMIN_PASSWORD_ENV}={shlex.quote(admin_password)}\n".encode(), 0o600),
+                                        service.env_text({ADMIN_PASSWORD_ENV: admin_password}), 0o600),
                      node) if i == 0 else None
         ssh: dict[str, Any] = {"ansible_connection": "local"}
         if hosted:

@@ -118,8 +118,7 @@ def start(node: NodeLayout, env: Mapping[str, str] | None = None, *, engine: str
     path = service.program_file(node, how)
     env_path = service.env_file(node)
     if env:  # the unit and the program read it at each start: only a first start finds something in it
-        body = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
-        s.put(env_path, body.encode(), 0o600)
+        s.put(env_path, service.env_text(dict(env)), 0o600)
     else:
         s.run(["sh", "-c", f"[ -f {shlex.quote(env_path)} ] || (umask 077 && : > {shlex.quote(env_path)})"])
     for argv in service.owner_commands(node):

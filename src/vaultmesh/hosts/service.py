@@ -49,6 +49,12 @@ def env_file(node: NodeLayout) -> str:
     return f"{node_dir(node)}/env"
 
 
+def env_text(env: dict[str, str]) -> bytes:
+    """An environment file's bytes: ``KEY=value`` lines, each value quoted for the shell that sources it (the
+    supervisord command) and read as is by systemd's ``EnvironmentFile``."""
+    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()).encode()
+
+
 def manager(remote: Remote, systemd_runs: bool) -> str:
     """``systemd`` or ``supervisor``: what the host spec asks, ``auto`` taking systemd where it runs the host."""
     if remote.service != "auto":
